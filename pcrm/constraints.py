@@ -1,0 +1,209 @@
+"""Prior constraints: a similarity per comparison pair and its margin bound δ*.
+
+    δ* = β1 / (s + β2) + β3
+
+with `s` the length ratio (shorter / longer) or the angular similarity of the two
+responses' embeddings. Similarities depend on the data only, so they are computed once,
+batched, and cached on disk.
+"""
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+import torch
+from datasets import Dataset
+
+from pcrm.data import as_text, fingerprint
+from pcrm.errors import PcrmError
+from pcrm.io import atomic_write_bytes, cache_dir
+
+METHODS = ("length", "cosine", "fixed", "random")
+LENGTH_UNITS = ("tokens", "chars", "words")
+
+
+def length_ratio(len_a, len_b) -> torch.Tensor:
+    """Shorter / longer, elementwise in [0, 1]; two empty outputs give 1."""
+    a = torch.as_tensor(len_a, dtype=torch.float64)
+    b = torch.as_tensor(len_b, dtype=torch.float64)
+    longer = torch.maximum(a, b)
+    shorter = torch.minimum(a, b)
+    return torch.where(longer > 0, shorter / longer.clamp(min=1e-12), torch.ones_like(longer)).float()
+
+
+def angular_similarity(emb_a, emb_b) -> torch.Tensor:
+    """Row-wise `(π − arccos(c)) / π` with `c` the cosine clamped to [0, 1]; in [0.5, 1]."""
+    a = torch.as_tensor(emb_a, dtype=torch.float64)
+    b = torch.as_tensor(emb_b, dtype=torch.float64)
+    cosine = torch.nn.functional.cosine_similarity(a, b, dim=-1, eps=1e-12).clamp(0.0, 1.0)
+    return ((math.pi - torch.arccos(cosine)) / math.pi).float()
+
+
+def delta_star(similarity, beta1: float = 6.0, beta2: float = 0.001, beta3: float = 0.0) -> torch.Tensor:
+    """Margin bound `β1 / (s + β2) + β3`."""
+    _check_betas(beta1, beta2, beta3)
+    s = torch.as_tensor(similarity, dtype=torch.float32)
+    return beta1 / (s + beta2) + beta3
+
+
+def _check_betas(beta1: float, beta2: float, beta3: float) -> None:
+    for name, value in (("beta1", beta1), ("beta2", beta2), ("beta3", beta3)):
+        if not math.isfinite(value):
+            raise PcrmError(f"--{name} must be a finite number, got {value}")
+    if beta1 <= 0:
+        raise PcrmError(f"--beta1 must be > 0 (it scales the bound), got {beta1}")
+    if beta2 <= 0:
+        raise PcrmError(f"--beta2 must be > 0 (it keeps β1/(s+β2) finite at s=0), got {beta2}")
+
+
+@dataclass
+class ConstraintConfig:
+    """How to compute each pair's similarity and δ*."""
+
+    METHOD_CHOICES = METHODS
+
+    method: str = field(default="cosine", metadata={"help": f"similarity prior: {', '.join(METHODS)}"})
+    beta1: float | None = field(default=None, metadata={"help": "β1 of δ*=β1/(s+β2)+β3 (default: per method)"})
+    beta2: float = field(default=0.001, metadata={"help": "β2 of δ*"})
+    beta3: float | None = field(default=None, metadata={"help": "β3 of δ* (default: per method)"})
+    unit: str = field(default="tokens", metadata={"help": f"length unit for --method length: {', '.join(LENGTH_UNITS)}"})
+    encoder: str = field(default="minilm", metadata={"help": "sentence encoder for --method cosine"})
+    fixed_delta: float = field(default=2.0, metadata={"help": "δ* of every pair for --method fixed"})
+    random_low: float = field(default=1.5, metadata={"help": "lower end of δ* for --method random"})
+    random_high: float = field(default=2.5, metadata={"help": "upper end of δ* for --method random"})
+    seed: int = field(default=0, metadata={"help": "seed of --method random"})
+    batch_size: int = field(default=64, metadata={"help": "encoder batch size"})
+
+    def __post_init__(self):
+        if self.method not in self.METHOD_CHOICES:
+            raise PcrmError(f"--method must be one of {', '.join(self.METHOD_CHOICES)}, got {self.method!r}")
+        if self.unit not in LENGTH_UNITS:
+            raise PcrmError(f"--unit must be one of {', '.join(LENGTH_UNITS)}, got {self.unit!r}")
+        default_beta1, default_beta3 = DEFAULT_BETAS.get(self.method, (1.0, 0.0))
+        self.beta1 = default_beta1 if self.beta1 is None else self.beta1
+        self.beta3 = default_beta3 if self.beta3 is None else self.beta3
+        _check_betas(self.beta1, self.beta2, self.beta3)
+        if self.method == "random" and not self.random_low < self.random_high:
+            raise PcrmError(f"--random-low must be < --random-high, got {self.random_low} and {self.random_high}")
+        if self.method == "fixed" and not (math.isfinite(self.fixed_delta) and self.fixed_delta > 0):
+            raise PcrmError(f"--fixed-delta must be a finite number > 0, got {self.fixed_delta}")
+        if self.batch_size < 1:
+            raise PcrmError(f"--batch-size must be >= 1, got {self.batch_size}")
+
+
+# Defaults for the bundled MiniLM backbone; see README "Choosing β" for how they were chosen.
+DEFAULT_BETAS = {"length": (1.0, 1.0), "cosine": (2.0, -0.5)}
+
+
+def add_constraints(dataset: Dataset, config: ConstraintConfig, tokenizer=None, show_progress: bool = True) -> Dataset:
+    """Return `dataset` with `similarity` and `delta` columns (NaN similarity for fixed/random)."""
+    n = len(dataset)
+    if config.method == "fixed":
+        similarity = np.full(n, np.nan)
+        delta = np.full(n, config.fixed_delta)
+    elif config.method == "random":
+        rng = np.random.default_rng(config.seed)
+        similarity = np.full(n, np.nan)
+        delta = rng.uniform(config.random_low, config.random_high, size=n)
+    else:
+        similarity = compute_similarity(dataset, config, tokenizer, show_progress).numpy()
+        delta = delta_star(similarity, config.beta1, config.beta2, config.beta3).numpy()
+    for column in ("similarity", "delta"):
+        if column in dataset.column_names:
+            dataset = dataset.remove_columns(column)
+    dataset = dataset.add_column("similarity", similarity.astype(np.float32).tolist())
+    return dataset.add_column("delta", delta.astype(np.float32).tolist())
+
+
+def compute_similarity(dataset: Dataset, config: ConstraintConfig, tokenizer=None, show_progress: bool = True) -> torch.Tensor:
+    """Similarity of each pair's two responses under `config.method` ('length' or 'cosine')."""
+    chosen = [as_text(x) for x in dataset["chosen"]]
+    rejected = [as_text(x) for x in dataset["rejected"]]
+    if config.method == "length":
+        count = _length_counter(config.unit, tokenizer)
+        return length_ratio(count(chosen), count(rejected))
+    emb_chosen, emb_rejected = cached_embeddings(dataset, chosen, rejected, config, show_progress)
+    return angular_similarity(emb_chosen, emb_rejected)
+
+
+def _length_counter(unit: str, tokenizer):
+    if unit == "chars":
+        return lambda texts: [len(t) for t in texts]
+    if unit == "words":
+        return lambda texts: [len(t.split()) for t in texts]
+    if tokenizer is None:
+        raise PcrmError("--unit tokens needs a tokenizer (pass --model, or use --unit chars/words)")
+    return lambda texts: [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def cached_embeddings(dataset, chosen, rejected, config: ConstraintConfig, show_progress: bool = True):
+    """Embeddings of both responses, from the disk cache when this data and encoder were seen before."""
+    key = _cache_key(dataset, config)
+    path = cache_dir() / "embeddings" / f"{key}.npz"
+    if path.exists():
+        with np.load(path) as cached:
+            return torch.from_numpy(cached["chosen"]), torch.from_numpy(cached["rejected"])
+    from pcrm.models import load_encoder
+
+    encoder = load_encoder(config.encoder)
+    # One call over both columns: sentence-transformers sorts by length and batches.
+    embeddings = encoder.encode(
+        chosen + rejected,
+        batch_size=config.batch_size,
+        convert_to_numpy=True,
+        normalize_embeddings=True,
+        show_progress_bar=show_progress,
+    )
+    emb_chosen, emb_rejected = embeddings[: len(chosen)], embeddings[len(chosen) :]
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, chosen=emb_chosen, rejected=emb_rejected)
+    atomic_write_bytes(path, buffer.getvalue())
+    return torch.from_numpy(emb_chosen), torch.from_numpy(emb_rejected)
+
+
+def _cache_key(dataset: Dataset, config: ConstraintConfig) -> str:
+    from pcrm.models import resolve_model
+
+    parts = {
+        "data": fingerprint(dataset, ("chosen", "rejected")),
+        "encoder": resolve_model(config.encoder),
+        "method": config.method,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def summarize(dataset: Dataset) -> dict:
+    """Count and quantiles of the `similarity` and `delta` columns."""
+    summary = {"pairs": len(dataset)}
+    for column in ("similarity", "delta"):
+        values = np.asarray(dataset[column], dtype=np.float64)
+        values = values[np.isfinite(values)]
+        if len(values) == 0:
+            summary[column] = None
+            continue
+        q = np.quantile(values, [0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0])
+        summary[column] = {
+            "mean": float(values.mean()),
+            **{name: float(v) for name, v in zip(("min", "p5", "p25", "p50", "p75", "p95", "max"), q)},
+        }
+    return summary
+
+
+def timed_constraints(dataset: Dataset, config: ConstraintConfig, tokenizer=None, show_progress: bool = True):
+    """`add_constraints` plus its wall time and throughput in pairs/s."""
+    start = time.perf_counter()
+    result = add_constraints(dataset, config, tokenizer, show_progress)
+    seconds = time.perf_counter() - start
+    return result, {"seconds": seconds, "pairs_per_second": len(dataset) / max(seconds, 1e-9)}
+
+
+def prior_config(config: ConstraintConfig) -> ConstraintConfig | None:
+    """The plain `ConstraintConfig` inside a command's config (None when its method uses no prior)."""
+    if config.method not in METHODS:
+        return None
+    return ConstraintConfig(**{f.name: getattr(config, f.name) for f in fields(ConstraintConfig)})
