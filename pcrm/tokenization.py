@@ -1,0 +1,57 @@
+"""Turn (prompt, response) into token ids the same way for training and for scoring.
+
+Long sequences are truncated from the left (the prompt's start), keeping the special
+tokens and the response, whose last token is where a reward model reads its score.
+Nothing is dropped silently: callers get the count of truncated sequences.
+"""
+
+from datasets import Dataset
+
+
+def render(prompt, response, tokenizer) -> str:
+    """The text a reward model reads: prompt + response, through the chat template when conversational."""
+    if isinstance(response, list):
+        messages = (prompt if isinstance(prompt, list) else ([{"role": "user", "content": prompt}] if prompt else [])) + response
+        if getattr(tokenizer, "chat_template", None):
+            return tokenizer.apply_chat_template(messages, tokenize=False)
+        return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)
+    if isinstance(prompt, list):
+        prompt = render([], prompt, tokenizer)
+    return prompt + response
+
+
+def tokenize(tokenizer, texts: list[str], max_length: int | None) -> tuple[list[list[int]], list[bool]]:
+    """Token ids of `texts`, left-truncated to `max_length`, and which of them were truncated."""
+    ids = tokenizer(texts)["input_ids"]
+    truncated = [max_length is not None and len(x) > max_length for x in ids]
+    long_rows = [i for i, t in enumerate(truncated) if t]
+    if long_rows:
+        side = tokenizer.truncation_side
+        tokenizer.truncation_side = "left"  # special tokens are kept; the prompt's start is cut
+        try:
+            short = tokenizer([texts[i] for i in long_rows], truncation=True, max_length=max_length)["input_ids"]
+        finally:
+            tokenizer.truncation_side = side
+        for i, row in zip(long_rows, short):
+            ids[i] = row
+    return ids, truncated
+
+
+def render_pairs(dataset: Dataset, tokenizer) -> tuple[list[str], list[str]]:
+    """Rendered chosen and rejected texts of every pair."""
+    prompts = dataset["prompt"] if "prompt" in dataset.column_names else [""] * len(dataset)
+    chosen = [render(p, r, tokenizer) for p, r in zip(prompts, dataset["chosen"])]
+    rejected = [render(p, r, tokenizer) for p, r in zip(prompts, dataset["rejected"])]
+    return chosen, rejected
+
+
+def tokenize_pairs(dataset: Dataset, tokenizer, max_length: int | None) -> tuple[Dataset, int]:
+    """Add `chosen_ids`/`rejected_ids` (TRL's tokenized columns); return the dataset and the truncated-pair count."""
+    chosen, rejected = render_pairs(dataset, tokenizer)
+    chosen_ids, chosen_cut = tokenize(tokenizer, chosen, max_length)
+    rejected_ids, rejected_cut = tokenize(tokenizer, rejected, max_length)
+    for column in ("chosen_ids", "rejected_ids"):
+        if column in dataset.column_names:
+            dataset = dataset.remove_columns(column)
+    dataset = dataset.add_column("chosen_ids", chosen_ids).add_column("rejected_ids", rejected_ids)
+    return dataset, sum(a or b for a, b in zip(chosen_cut, rejected_cut))
