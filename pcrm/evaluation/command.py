@@ -1,0 +1,330 @@
+"""`pcrm evaluate`: score reward models on preference data; write metrics.json and per-pair arrays.
+
+Each response is scored once (ranked data is not expanded into pairs for scoring) and its
+score cached under `cache_dir()/scores/`, keyed by the model's files (name, size, mtime),
+the data and the truncation length, so re-running costs a tokenizer load.
+"""
+
+import functools
+import hashlib
+import io
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pcrm.errors import PcrmError
+from pcrm.evaluation.metrics import compute_metrics, ranked_pairs
+from pcrm.io import atomic_write_bytes, cache_dir, write_json
+
+PRIORS = ("length", "cosine")
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Config:
+    """Evaluate reward models on preference data: accuracy, rank correlation, score scale,
+    margins against the priors' δ*, length bias and calibration, with bootstrap CIs."""
+
+    model: list[str] = field(default_factory=list, metadata={"help": "reward model directory (required, no default; repeat to compare several)"})
+    data: list[str] = field(
+        default_factory=lambda: ["hh-rlhf-harmless"],
+        metadata={"help": "bundled dataset name or file/directory, repeatable (default: hh-rlhf-harmless)"},
+    )
+    split: str = field(default="test", metadata={"help": "split of bundled data or of a DatasetDict directory"})
+    output: str = field(default="runs/evaluate", metadata={"help": "directory for metrics.json and scores/*.npz"})
+    priors: list[str] = field(
+        default_factory=lambda: list(PRIORS),
+        metadata={"help": "priors whose δ* the margins are compared with, repeatable (default: length and cosine)", "choices": PRIORS},
+    )
+    encoder: str = field(default="minilm", metadata={"help": "sentence encoder of the cosine prior"})
+    max_length: int = field(default=512, metadata={"help": "tokens per scored text (longer ones lose the prompt's start)"})
+    batch_size: int = field(default=32, metadata={"help": "scoring batch size"})
+    device: str = field(default="auto", metadata={"help": "torch device for scoring: auto, cpu, cuda, ..."})
+    bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples per confidence interval (0: no CIs)"})
+    bins: int = field(default=10, metadata={"help": "reliability bins of the calibration metrics"})
+    seed: int = field(default=0, metadata={"help": "seed of the bootstrap"})
+
+    def __post_init__(self):
+        if not self.model:
+            raise PcrmError("--model is required (a reward model directory; repeat it to compare several)")
+        if not self.data:
+            raise PcrmError("--data needs at least one dataset")
+        for prior in self.priors:
+            if prior not in PRIORS:
+                raise PcrmError(f"--priors must be among {', '.join(PRIORS)}, got {prior!r}")
+        for name in ("max_length", "batch_size", "bins"):
+            if getattr(self, name) < 1:
+                raise PcrmError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.bootstrap < 0:
+            raise PcrmError(f"--bootstrap must be >= 0, got {self.bootstrap}")
+
+
+@dataclass
+class EvalData:
+    """A dataset as a flat list of responses, with its labelled pairs as indices into them."""
+
+    source: str
+    kind: str  # "pairs" or "ranked"
+    prompts: list
+    responses: list
+    human: np.ndarray  # human score per response; NaN for pairwise data
+    group: np.ndarray  # row (prompt) of each response
+    chosen: np.ndarray
+    rejected: np.ndarray
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for item in zip(self.prompts, self.responses):
+            digest.update(json.dumps(item, ensure_ascii=False, sort_keys=True).encode() + b"\0")
+        return digest.hexdigest()[:16]
+
+    def pairs(self):
+        """The labelled pairs as a `prompt`/`chosen`/`rejected` dataset."""
+        from datasets import Dataset
+
+        return Dataset.from_dict(
+            {
+                "prompt": [self.prompts[i] for i in self.chosen],
+                "chosen": [self.responses[i] for i in self.chosen],
+                "rejected": [self.responses[i] for i in self.rejected],
+            }
+        )
+
+
+def load_data(source: str, split: str) -> EvalData:
+    """Load pairwise or ranked preference data (errors name the file, row and field)."""
+    from pcrm.data import load_preferences
+
+    rows = load_preferences(source, split=split, expand_ranked=False)
+    if "responses" in rows.column_names:
+        group = np.repeat(np.arange(len(rows)), [len(r) for r in rows["responses"]])
+        responses = [r for row in rows["responses"] for r in row]
+        human = np.concatenate([np.asarray(s, dtype=float) for s in rows["scores"]])
+        chosen, rejected = ranked_pairs(human, group)
+        if not len(chosen):
+            raise PcrmError(f"{source}: ranked data has no pair with different scores")
+        kind = "ranked"
+    else:
+        group = np.repeat(np.arange(len(rows)), 2)
+        responses = [r for pair in zip(rows["chosen"], rows["rejected"]) for r in pair]
+        human = np.full(len(responses), math.nan)
+        chosen = np.arange(0, len(responses), 2)
+        rejected = chosen + 1
+        kind = "pairs"
+    prompts = rows["prompt"]
+    return EvalData(source, kind, [prompts[g] for g in group], responses, human, group, chosen, rejected)
+
+
+def check_reward_model(name: str) -> str:
+    """The resolved model path, after checking its config describes a one-output sequence classifier."""
+    from transformers import AutoConfig
+
+    from pcrm.models import resolve_model
+
+    path = resolve_model(name)
+    try:
+        model_config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as err:
+        raise PcrmError(f"{name}: cannot read the model config ({str(err).splitlines()[0]})") from None
+    architectures = model_config.architectures or []
+    if not any(a.endswith("ForSequenceClassification") for a in architectures):
+        found = ", ".join(architectures) or "none"
+        raise PcrmError(f"{name}: not a reward model (architectures: {found}; need a *ForSequenceClassification with 1 label)")
+    if model_config.num_labels != 1:
+        raise PcrmError(f"{name}: not a reward model (it has {model_config.num_labels} outputs, need 1)")
+    return path
+
+
+def model_fingerprint(path: str) -> str:
+    """Name, size and mtime of the files of a model directory (logs and pcrm_config.json excluded)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return path  # a Hub id served from the local cache
+    files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix != ".jsonl" and f.name != "pcrm_config.json")
+    return json.dumps([(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files])
+
+
+def cached_scores(path: str, data: EvalData, tokenizer, config: Config, load_model) -> np.ndarray:
+    """Reward of every response of `data`, from the disk cache when this model and data were scored before (`cache_dir()/scores/<key>.npz`)."""
+    from pcrm.scoring import score_texts
+    from pcrm.tokenization import render
+
+    key = {"model": model_fingerprint(path), "data": data.fingerprint, "max_length": config.max_length}
+    cache = cache_dir() / "scores" / (hashlib.sha256(json.dumps(key).encode()).hexdigest()[:24] + ".npz")
+    if cache.exists():
+        with np.load(cache) as cached:
+            return cached["score"]
+    texts = [render(p, r, tokenizer) for p, r in zip(data.prompts, data.responses)]
+    scores = score_texts(load_model(), tokenizer, texts, config.max_length, config.batch_size)
+    write_npz(cache, {"score": scores})
+    return scores
+
+
+def prior_configs(path: str, config: Config) -> dict:
+    """prior -> (ConstraintConfig, source): β (and unit/encoder) from the model's pcrm_config.json
+    when it was trained with that prior, else the `ConstraintConfig` defaults."""
+    from pcrm.constraints import ConstraintConfig
+
+    trained_file = Path(path) / "pcrm_config.json"
+    trained = {}
+    if trained_file.is_file():
+        try:
+            trained = json.loads(trained_file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise PcrmError(f"{trained_file}: invalid JSON ({err.msg})") from None
+        if not isinstance(trained, dict):
+            raise PcrmError(f"{trained_file}: expected a JSON object")
+    result = {}
+    for prior in config.priors:
+        options = {"encoder": config.encoder, "batch_size": config.batch_size}
+        source = "default"
+        if trained.get("method") == prior:
+            keys = ("beta1", "beta2", "beta3", "unit", "encoder")
+            options |= {k: trained[k] for k in keys if trained.get(k) is not None}
+            source = "pcrm_config.json"
+        result[prior] = (ConstraintConfig(method=prior, **options), source)
+    return result
+
+
+def evaluation_arrays(path: str, data: EvalData, tokenizer, priors: dict, config: Config, load_model) -> dict:
+    """Per-response and per-pair arrays of one (model, data) evaluation (saved as scores/*.npz)."""
+    from pcrm.constraints import add_constraints
+    from pcrm.data import as_text
+
+    texts = [as_text(r) for r in data.responses]
+    arrays = {
+        "score": cached_scores(path, data, tokenizer, config, load_model),
+        "length": np.array([len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]),
+        "human": data.human,
+        "group": data.group,
+        "chosen": data.chosen,
+        "rejected": data.rejected,
+    }
+    pairs = data.pairs()
+    for prior, (prior_config, _) in priors.items():
+        constrained = add_constraints(pairs, prior_config, tokenizer)
+        arrays[f"similarity_{prior}"] = np.asarray(constrained["similarity"], dtype=float)
+        arrays[f"delta_{prior}"] = np.asarray(constrained["delta"], dtype=float)
+    return arrays
+
+
+def evaluate(config: Config) -> dict:
+    """Evaluate every model on every dataset; write `output/metrics.json` and `output/scores/*.npz`; return the summary."""
+    from pcrm.models import load_reward_model, load_tokenizer
+
+    paths = [check_reward_model(m) for m in config.model]  # fail on a bad model before any scoring
+    datasets = [load_data(d, config.split) for d in config.data]
+    output = Path(config.output)
+    data_labels = unique_labels([_data_name(d, config.split) for d in config.data])
+    device = config.device if config.device != "auto" else _default_device()
+    results = []
+    for name, path, model_label in zip(config.model, paths, unique_labels(config.model)):
+        tokenizer = load_tokenizer(path)
+        load_model = functools.cache(lambda path=path: load_reward_model(path).to(device))
+        priors = prior_configs(path, config)
+        for data, data_label in zip(datasets, data_labels):
+            arrays = evaluation_arrays(path, data, tokenizer, priors, config, load_model)
+            arrays_file = Path("scores") / f"{model_label}--{data_label}.npz"
+            write_npz(output / arrays_file, arrays)
+            metrics = compute_metrics(arrays, tuple(priors), config.bootstrap, config.seed, config.bins)
+            for prior, (prior_config, source) in priors.items():
+                betas = {k: getattr(prior_config, k) for k in ("beta1", "beta2", "beta3")}
+                metrics["priors"][prior] = {**betas, "beta_source": source, **metrics["priors"][prior]}
+            results.append(
+                {
+                    "model": model_label,
+                    "model_path": str(Path(path).resolve()) if Path(path).exists() else name,
+                    "data": data_label,
+                    "data_source": data.source,
+                    "kind": data.kind,
+                    "responses": len(data.responses),
+                    "pairs": len(data.chosen),
+                    "prompts": int(len(np.unique(data.group))),
+                    "arrays": arrays_file.as_posix(),
+                    "metrics": metrics,
+                }
+            )
+    summary = {"schema_version": SCHEMA_VERSION, "config": asdict(config), "results": results}
+    write_json(output / "metrics.json", summary)
+    return summary
+
+
+def write_npz(path: Path, arrays: dict) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def run(config: Config) -> dict:
+    summary = evaluate(config)
+    print(format_table(summary))
+    print(f"wrote {Path(config.output) / 'metrics.json'}")
+    return summary
+
+
+def format_table(summary: dict) -> str:
+    """The console table: one row per (model, data); estimates with their 95% CI."""
+    header = ["model", "data", "pairs", "accuracy [95% CI]", "τ pairs", "ρ prompt", "margin μ±σ"]
+    priors = list(summary["config"]["priors"])
+    header += [f">δ* {p}" for p in priors] + ["ρ(score,len)", "acc shorter", "ECE"]
+    rows = []
+    for result in summary["results"]:
+        m = result["metrics"]
+        rows.append(
+            [
+                result["model"],
+                result["data"],
+                str(result["pairs"]),
+                format_estimate(m["accuracy"]),
+                format_estimate(m["rank_correlation"]["kendall_tau_pairs"], ci=False),
+                format_estimate(m["rank_correlation"]["spearman_per_prompt"], ci=False),
+                f"{m['margins']['mean']:.3g}±{m['margins']['std']:.3g}",
+                *(format_estimate(m["priors"][p]["fraction_above_delta"], ci=False) for p in priors),
+                format_estimate(m["length_bias"]["score_length_spearman"], ci=False),
+                format_estimate(m["length_bias"]["accuracy_chosen_shorter"], ci=False),
+                format_estimate(m["calibration"]["ece"], ci=False),
+            ]
+        )
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows])
+
+
+def format_estimate(estimate: dict | None, ci: bool = True) -> str:
+    """`0.712 [0.671, 0.750]`; `–` when undefined or not applicable."""
+    if estimate is None or estimate["value"] is None:
+        return "–"
+    text = f"{estimate['value']:.3f}"
+    if ci and estimate["ci"] is not None:
+        text += f" [{estimate['ci'][0]:.3f}, {estimate['ci'][1]:.3f}]"
+    return text
+
+
+def unique_labels(names: list[str]) -> list[str]:
+    """Short file-safe labels: the last path component, or more of the path where that is ambiguous."""
+    parts = [[slug(p) for p in Path(n).parts if p not in ("/", ".")] or [slug(n)] for n in names]
+    for depth in range(1, max(len(p) for p in parts) + 1):
+        labels = ["-".join(p[-depth:]) for p in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [f"{label}-{i}" for i, label in enumerate(labels)]
+
+
+def _data_name(source: str, split: str) -> str:
+    from pcrm.data import BUNDLED
+
+    return f"{source}-{split}" if source in BUNDLED else str(Path(source).with_suffix(""))
+
+
+def slug(text: str) -> str:
+    """`text` as a file name: characters other than letters, digits, '-', '_' and '.' become '_'."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip(".") or "_"
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,0 +1,253 @@
+"""Reward-model metrics: pure numpy/scipy functions of scores and labels.
+
+Conventions (docs/metrics.md has the details):
+- a labelled pair's `margin` is score(chosen) − score(rejected); a tie (margin 0) is half right;
+- rank correlations with human scores are NaN where the human scores cannot rank (fewer than
+  two responses, or all equal) and 0 where they can but the model's scores are all equal;
+- every CI is a seeded 95% percentile bootstrap over the statistic's rows (pairs, responses
+  or prompts).
+"""
+
+import functools
+import math
+
+import numpy as np
+from scipy import stats
+from scipy.special import expit
+
+QUANTILES = (5, 25, 50, 75, 95)
+BOOTSTRAP_BATCH_ELEMENTS = 1 << 21  # resampled values held at once per array
+
+
+def pair_credit(margin) -> np.ndarray:
+    """1 where the chosen response scores higher, 0.5 on a tie, 0 otherwise."""
+    return (np.sign(margin) + 1) / 2
+
+
+def mean(values):
+    return np.mean(values, axis=-1)
+
+
+def accuracy(margin):
+    return mean(pair_credit(margin))
+
+
+def pairwise_kendall(margin):
+    """Kendall's τ over labelled pairs: (concordant − discordant) / pairs = 2·accuracy − 1."""
+    return mean(np.sign(margin))
+
+
+def fraction_above(margin, delta):
+    """Share of pairs whose margin exceeds their bound δ*."""
+    return mean(np.asarray(margin) > np.asarray(delta))
+
+
+def spearman(x, y):
+    """Spearman's ρ (Pearson's r of average ranks); NaN where either input is constant."""
+    x = stats.rankdata(x, axis=-1)
+    y = stats.rankdata(y, axis=-1)
+    x = x - x.mean(axis=-1, keepdims=True)  # exact zeros for constant input: ranks are half-integers
+    y = y - y.mean(axis=-1, keepdims=True)
+    denominator = np.sqrt((x * x).sum(axis=-1) * (y * y).sum(axis=-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, (x * y).sum(axis=-1) / denominator, math.nan)
+
+
+def kendall(x, y):
+    """Kendall's τ-b; NaN where either input is constant."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.ndim > 1:
+        return np.array([kendall(a, b) for a, b in zip(x, y)])
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return math.nan
+    return float(stats.kendalltau(x, y).statistic)
+
+
+def human_spearman(score, human):
+    """Spearman's ρ of model scores against human scores, under the `_rank_rule`."""
+    return _rank_rule(spearman(score, human), score, human)
+
+
+def human_kendall(score, human):
+    """Kendall's τ-b of model scores against human scores, under the `_rank_rule`."""
+    return _rank_rule(kendall(score, human), score, human)
+
+
+def _rank_rule(correlation, score, human):
+    """NaN where the human scores cannot rank (fewer than 2 responses or all equal); 0 where
+    they can but the model scores are all equal (the model ranks nothing)."""
+    human_ranks = np.ptp(human, axis=-1) > 0
+    return np.where(human_ranks, np.where(np.ptp(score, axis=-1) > 0, correlation, 0.0), math.nan)
+
+
+def groups(group) -> list[np.ndarray]:
+    """Indices of each distinct group id, groups in sorted order, indices in input order."""
+    group = np.asarray(group)
+    order = np.argsort(group, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(group[order])) + 1) if len(order) else []
+
+
+def group_rank_agreement(score, human, group) -> tuple[np.ndarray, np.ndarray]:
+    """Per-group ρ and τ against human scores: two arrays, one entry per group (NaN = skipped)."""
+    score, human = np.asarray(score, dtype=float), np.asarray(human, dtype=float)
+    index = groups(group)
+    rho = np.array([human_spearman(score[i], human[i]) for i in index], dtype=float)
+    tau = np.array([human_kendall(score[i], human[i]) for i in index], dtype=float)
+    return rho, tau
+
+
+def ranked_pairs(human, group) -> tuple[np.ndarray, np.ndarray]:
+    """(chosen, rejected) indices of every within-group pair whose human scores differ.
+
+    Chosen is the higher-scored response; pairs come in the order of `expand_ranked_rows`.
+    """
+    human = np.asarray(human, dtype=float)
+    chosen, rejected = [np.zeros(0, dtype=int)], [np.zeros(0, dtype=int)]
+    for index in groups(group):
+        a, b = np.triu_indices(len(index), k=1)
+        keep = human[index[a]] != human[index[b]]
+        a, b = index[a[keep]], index[b[keep]]
+        a_wins = human[a] > human[b]
+        chosen.append(np.where(a_wins, a, b))
+        rejected.append(np.where(a_wins, b, a))
+    return np.concatenate(chosen), np.concatenate(rejected)
+
+
+def describe(values) -> dict:
+    """Mean, std, min and max."""
+    values = np.asarray(values, dtype=float)
+    return {"mean": float(values.mean()), "std": float(values.std()), "min": float(values.min()), "max": float(values.max())}
+
+
+def margin_distribution(margin) -> dict:
+    """Mean, std and the quantiles p5, p25, p50, p75, p95 of the margins."""
+    margin = np.asarray(margin, dtype=float)
+    quantiles = np.percentile(margin, QUANTILES)
+    return {"mean": float(margin.mean()), "std": float(margin.std()), **{f"p{q}": float(v) for q, v in zip(QUANTILES, quantiles)}}
+
+
+def reliability(margin, n_bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Reliability bins of P(chosen) = σ(margin), each pair counted in both orientations.
+
+    A pair gives (σ(m), happened) and (σ(−m), did not happen), so the bins are symmetric
+    about 0.5 and a model is not credited for always predicting "chosen wins". Returns
+    count, mean confidence and observed frequency per equal-width bin of [0, 1] (NaN when
+    empty), along the last axis.
+    """
+    p = expit(np.asarray(margin, dtype=float))
+    probability = np.concatenate([p, 1 - p], axis=-1)
+    outcome = np.concatenate([np.ones_like(p), np.zeros_like(p)], axis=-1)
+    rows = probability.shape[:-1]
+    index = np.minimum((probability * n_bins).astype(int), n_bins - 1)
+    index = (index + n_bins * np.arange(math.prod(rows)).reshape(*rows, 1)).ravel()  # one bin range per row
+    size = math.prod(rows) * n_bins
+    count = np.bincount(index, minlength=size).reshape(*rows, n_bins)
+    with np.errstate(invalid="ignore"):
+        confidence = np.bincount(index, probability.ravel(), size).reshape(*rows, n_bins) / count
+        frequency = np.bincount(index, outcome.ravel(), size).reshape(*rows, n_bins) / count
+    return count, confidence, frequency
+
+
+def expected_calibration_error(margin, n_bins: int = 10):
+    """Σ_bins (count / total) · |frequency − confidence| over the `reliability` bins."""
+    count, confidence, frequency = reliability(margin, n_bins)
+    gap = np.where(count > 0, np.abs(frequency - confidence), 0.0)
+    return (count * gap).sum(axis=-1) / count.sum(axis=-1)
+
+
+def bootstrap_ci(statistic, *arrays, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> list[float] | None:
+    """Percentile bootstrap interval of `statistic(*arrays)`, resampling rows of all arrays together.
+
+    `statistic` reduces the last axis (it gets a batch of resamples at once). None with
+    fewer than 2 rows, no resamples, or no finite resampled value.
+    """
+    n = len(arrays[0])
+    if n < 2 or n_boot < 1:
+        return None
+    rng = np.random.default_rng(seed)
+    arrays = [np.asarray(a) for a in arrays]
+    batch = max(1, BOOTSTRAP_BATCH_ELEMENTS // n)
+    values = []
+    for start in range(0, n_boot, batch):
+        index = rng.integers(0, n, (min(batch, n_boot - start), n))
+        values.append(np.asarray(statistic(*(a[index] for a in arrays)), dtype=float))
+    values = np.concatenate(values)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return None
+    low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return [float(low), float(high)]
+
+
+def estimate(statistic, *arrays, n_boot: int = 1000, seed: int = 0) -> dict:
+    """`{"value", "ci", "n"}` of `statistic(*arrays)`; value and ci are None where undefined."""
+    n = len(arrays[0])
+    value = float(statistic(*arrays)) if n else math.nan
+    if not math.isfinite(value):
+        return {"value": None, "ci": None, "n": n}
+    return {"value": value, "ci": bootstrap_ci(statistic, *arrays, n_boot=n_boot, seed=seed), "n": n}
+
+
+def compute_metrics(arrays: dict, priors=(), n_boot: int = 1000, seed: int = 0, n_bins: int = 10) -> dict:
+    """All metrics of one model on one dataset (the `metrics` object of metrics.json).
+
+    `arrays` holds per response `score`, `length`, `human` (NaN for pairwise data) and
+    `group`; per pair `chosen` and `rejected` (indices of responses) and, for each prior,
+    `similarity_<prior>` and `delta_<prior>`.
+    """
+    score, human, length = (np.asarray(arrays[k], dtype=float) for k in ("score", "human", "length"))
+    chosen, rejected = np.asarray(arrays["chosen"]), np.asarray(arrays["rejected"])
+    margin = score[chosen] - score[rejected]
+
+    def est(statistic, *columns):
+        return estimate(statistic, *columns, n_boot=n_boot, seed=seed)
+
+    count, confidence, frequency = reliability(margin, n_bins)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    return {
+        "accuracy": est(accuracy, margin),
+        "rank_correlation": {"kendall_tau_pairs": est(pairwise_kendall, margin), **_human_rank_metrics(score, human, arrays["group"], est)},
+        "scores": describe(score),
+        "margins": margin_distribution(margin),
+        "priors": {
+            prior: {
+                "similarity_mean": float(np.mean(arrays[f"similarity_{prior}"])),
+                "fraction_above_delta": est(fraction_above, margin, arrays[f"delta_{prior}"]),
+                "margin_similarity_spearman": est(spearman, margin, arrays[f"similarity_{prior}"]),
+            }
+            for prior in priors
+        },
+        "length_bias": {
+            "score_length_spearman": est(spearman, score, length),
+            "accuracy_chosen_shorter": est(accuracy, margin[length[chosen] < length[rejected]]),
+            "accuracy_chosen_longer": est(accuracy, margin[length[chosen] > length[rejected]]),
+        },
+        "calibration": {
+            "ece": est(functools.partial(expected_calibration_error, n_bins=n_bins), margin),
+            "bins": [
+                {"low": float(lo), "high": float(hi), "count": int(c), "confidence": _finite(p), "frequency": _finite(f)}
+                for lo, hi, c, p, f in zip(edges[:-1], edges[1:], count, confidence, frequency)
+            ],
+        },
+    }
+
+
+def _human_rank_metrics(score, human, group, est) -> dict:
+    """Per-prompt and pooled ρ and τ against human scores; all None for pairwise data."""
+    names = ("spearman_per_prompt", "kendall_per_prompt", "spearman_pooled", "kendall_pooled")
+    if not np.isfinite(human).any():
+        return {**dict.fromkeys(names), "prompts_used": None, "prompts_skipped": None}
+    rho, tau = group_rank_agreement(score, human, group)
+    used = np.isfinite(rho)
+    return {
+        "spearman_per_prompt": est(mean, rho[used]),
+        "kendall_per_prompt": est(mean, tau[used]),
+        "spearman_pooled": est(human_spearman, score, human),
+        "kendall_pooled": est(human_kendall, score, human),
+        "prompts_used": int(used.sum()),
+        "prompts_skipped": int((~used).sum()),
+    }
+
+
+def _finite(value) -> float | None:
+    return float(value) if math.isfinite(value) else None
