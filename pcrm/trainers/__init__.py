@@ -1,0 +1,1 @@
+"""Trainers: reward models (PCRM, BT, scale controls) on TRL."""

@@ -1,0 +1,84 @@
+"""The constraint functions against values computed by hand, and the cached dataset pipeline."""
+
+import math
+
+import pytest
+import torch
+
+from pcrm.constraints import ConstraintConfig, add_constraints, angular_similarity, delta_star, length_ratio, summarize
+from pcrm.data import load_preferences
+from pcrm.errors import PcrmError
+
+
+def test_length_ratio_by_hand():
+    assert length_ratio([2, 10, 0, 0, 7], [4, 5, 0, 3, 7]).tolist() == pytest.approx([0.5, 0.5, 1.0, 0.0, 1.0])
+
+
+def test_angular_similarity_by_hand():
+    a = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [1.0, 1.0], [2.0, 0.0]])
+    b = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [1.0, 0.0], [3.0, 0.0]])
+    # identical, orthogonal, opposite (cosine clamped to 0), 45°, same direction
+    expected = [1.0, 0.5, 0.5, (math.pi - math.pi / 4) / math.pi, 1.0]
+    assert angular_similarity(a, b).tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_delta_star_by_hand():
+    assert delta_star(torch.tensor([1.0, 0.5, 0.0])).tolist() == pytest.approx([6 / 1.001, 6 / 0.501, 6 / 0.001], rel=1e-5)
+    assert delta_star([1.0], beta1=20, beta2=0.001, beta3=-15).tolist() == pytest.approx([20 / 1.001 - 15], rel=1e-5)
+
+
+@pytest.mark.parametrize("kwargs", [{"beta1": 0.0}, {"beta2": 0.0}, {"beta3": float("nan")}, {"beta1": float("inf")}])
+def test_delta_star_rejects_bad_betas(kwargs):
+    with pytest.raises(PcrmError, match="beta"):
+        delta_star([0.5], **kwargs)
+
+
+def test_config_rejects_bad_options():
+    with pytest.raises(PcrmError, match="--method"):
+        ConstraintConfig(method="cosinus")
+    with pytest.raises(PcrmError, match="--unit"):
+        ConstraintConfig(method="length", unit="bytes")
+    with pytest.raises(PcrmError, match="--random-low"):
+        ConstraintConfig(method="random", random_low=3, random_high=2)
+
+
+def test_length_constraints_in_words_chars_and_tokens(pairs_file, tiny_rm_dir):
+    from pcrm.models import load_tokenizer
+
+    dataset = load_preferences(pairs_file)
+    words = add_constraints(dataset, ConstraintConfig(method="length", unit="words", beta1=1.0, beta3=0.0))
+    # pair 0: 12 words vs 1 word
+    assert words["similarity"][0] == pytest.approx(1 / 12)
+    assert words["delta"][0] == pytest.approx(1 / (1 / 12 + 0.001), rel=1e-5)
+    chars = add_constraints(dataset, ConstraintConfig(method="length", unit="chars"))
+    assert chars["similarity"][4] == pytest.approx(len(" Blue.") / len(" Seven."))
+    tokens = add_constraints(dataset, ConstraintConfig(method="length"), tokenizer=load_tokenizer(tiny_rm_dir))
+    assert tokens["similarity"][4] == pytest.approx(len(" Blue.") / len(" Seven."))  # byte tokenizer
+
+
+def test_fixed_and_random_constraints(pairs_file):
+    dataset = load_preferences(pairs_file)
+    fixed = add_constraints(dataset, ConstraintConfig(method="fixed", fixed_delta=4.5))
+    assert fixed["delta"] == [4.5] * len(dataset)
+    first = add_constraints(dataset, ConstraintConfig(method="random", random_low=4, random_high=5, seed=3))["delta"]
+    again = add_constraints(dataset, ConstraintConfig(method="random", random_low=4, random_high=5, seed=3))["delta"]
+    other = add_constraints(dataset, ConstraintConfig(method="random", random_low=4, random_high=5, seed=4))["delta"]
+    assert first == again != other and all(4 <= d <= 5 for d in first)
+    assert summarize(fixed)["similarity"] is None
+
+
+def test_cosine_constraints_are_cached(pairs_file, monkeypatch):
+    import pcrm.models
+
+    dataset = load_preferences(pairs_file)
+    config = ConstraintConfig(method="cosine", beta1=1.0, beta3=0.0)
+    first = add_constraints(dataset, config, show_progress=False)
+    assert all(0.5 <= s <= 1.0 for s in first["similarity"])
+
+    def no_encoder(*args, **kwargs):
+        raise AssertionError("the second run must be served from the cache")
+
+    monkeypatch.setattr(pcrm.models, "load_encoder", no_encoder)
+    second = add_constraints(dataset, config, show_progress=False)
+    assert second["similarity"] == first["similarity"]
+    assert second["delta"] == pytest.approx([1 / (s + 0.001) for s in first["similarity"]], rel=1e-5)
