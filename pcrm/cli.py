@@ -42,7 +42,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class) -> None:
     for field in dataclasses.fields(config_class):
         kind, optional = _unwrap_optional(hints[field.name])
         option = "--" + field.name.replace("_", "-")
-        help_text = field.metadata.get("help", "")
+        help_text = field.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
         kwargs = {"dest": field.name, "default": default, "help": help_text if "default" in help_text else f"{help_text} (default: {default})"}
         if "choices" in field.metadata:
