@@ -1,0 +1,118 @@
+"""`pcrm reproduce`: the paper's reward-model comparison on the bundled data, end to end.
+
+Trains every method for every seed (a finished run is reused, so an interrupted
+reproduction continues where it stopped), evaluates all reward models on the held-out
+split, and writes a report with mean ± std over seeds.
+"""
+
+import json
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from pcrm.errors import PcrmError
+from pcrm.io import write_json
+from pcrm.trainers.reward import RM_METHODS
+
+FULL_METHODS = ["bt", "length", "cosine", "fixed", "random", "lower-margin", "center"]
+QUICK_METHODS = ["bt", "cosine"]
+SUMMARY_KEYS = ("accuracy", "margin_mean", "margin_std", "margin_p95", "frac_above_delta_length", "frac_above_delta_cosine")
+
+
+@dataclass
+class Config:
+    """Train BT, PCRM (length, cosine), the fixed/random-δ ablations and the two scale controls
+    over several seeds on the bundled data; evaluate them and write the report."""
+
+    output: str = field(default="runs/reproduce", metadata={"help": "directory for models, metrics and the report"})
+    quick: bool = field(default=False, metadata={"help": f"one seed, methods {' and '.join(QUICK_METHODS)} (about 10 minutes on 2 CPU cores)"})
+    methods: list[str] = field(default_factory=list, metadata={"help": f"methods to train, repeatable (default: {', '.join(FULL_METHODS)})"})
+    seeds: list[int] = field(default_factory=list, metadata={"help": "seeds, repeatable (default: 0 1 2; --quick: 0)"})
+    model: str = field(default="minilm", metadata={"help": "reward-model backbone"})
+    data: str = field(default="hh-rlhf-harmless", metadata={"help": "dataset with train and test splits"})
+    max_length: int = field(default=128, metadata={"help": "tokens per sequence"})
+    learning_rate: float = field(default=1e-4, metadata={"help": "peak learning rate"})
+    epochs: float = field(default=1.0, metadata={"help": "training epochs"})
+    max_pairs: int | None = field(default=None, metadata={"help": "train on a subset of this many pairs"})
+    progress: bool = field(default=True, metadata={"help": "show progress bars"})
+
+    def __post_init__(self):
+        self.methods = self.methods or (QUICK_METHODS if self.quick else FULL_METHODS)
+        self.seeds = self.seeds or ([0] if self.quick else [0, 1, 2])
+        for method in self.methods:
+            if method not in RM_METHODS:
+                raise PcrmError(f"--methods must be among {', '.join(RM_METHODS)}, got {method!r}")
+
+
+def train_all(config: Config) -> list[Path]:
+    """Train (or reuse) one reward model per (method, seed)."""
+    from pcrm.trainers import reward
+
+    trainer_fields = {f.name for f in fields(reward.Config)} - {"output"}
+    shared = {f.name: getattr(config, f.name) for f in fields(Config) if f.name in trainer_fields}
+    directories = []
+    for seed in config.seeds:
+        for method in config.methods:
+            directory = Path(config.output) / "models" / f"{method}-seed{seed}"
+            if not (directory / "pcrm_config.json").exists():
+                print(f"== training {method} (seed {seed})", flush=True)
+                resume = (directory / "checkpoints").is_dir()
+                reward.train(reward.Config(**shared, method=method, seed=seed, output=str(directory), overwrite=not resume, resume=resume))
+            directories.append(directory)
+    return directories
+
+
+def summarize_seeds(directories: list[Path]) -> list[dict]:
+    """Mean ± std over seeds of each method's held-out statistics (from pcrm_config.json)."""
+    by_method: dict[str, list[dict]] = {}
+    for directory in directories:
+        trained = json.loads((directory / "pcrm_config.json").read_text())
+        by_method.setdefault(trained["method"], []).append({**trained["heldout"], "train_seconds": trained["train_seconds"]})
+    rows = []
+    for method, runs in by_method.items():
+        row = {"method": method, "seeds": len(runs)}
+        for key in (*SUMMARY_KEYS, "train_seconds"):
+            values = np.array([run[key] for run in runs], dtype=float)
+            row[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+        rows.append(row)
+    return rows
+
+
+def format_rows(rows: list[dict]) -> list[dict]:
+    """Rows as strings 'mean ± std' for tables."""
+    return [{"method": r["method"], "seeds": r["seeds"],
+             **{k: f"{r[k]['mean']:.3f} ± {r[k]['std']:.3f}" for k in (*SUMMARY_KEYS, "train_seconds")}} for r in rows]
+
+
+def format_table(rows: list[dict]) -> str:
+    table = format_rows(rows)
+    columns = list(table[0])
+    widths = [max(len(c), *(len(str(r[c])) for r in table)) for c in columns]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(str(r[c]).ljust(w) for c, w in zip(columns, widths)) for r in table]
+    return "\n".join(lines)
+
+
+def run(config: Config) -> dict:
+    from pcrm import report
+    from pcrm.evaluation import command as evaluation
+
+    start = time.perf_counter()
+    output = Path(config.output)
+    directories = train_all(config)
+    rows = summarize_seeds(directories)
+    print(format_table(rows))
+    evaluation_dir = output / "evaluation"
+    evaluation.evaluate(evaluation.Config(model=[str(d) for d in directories], data=[config.data], split="test",
+                                          output=str(evaluation_dir), max_length=config.max_length))
+    text = (f"Backbone {config.model}, {config.data}, max length {config.max_length}, lr {config.learning_rate}, "
+            f"{config.epochs} epoch(s), seeds {config.seeds}. Held-out statistics, mean ± std over seeds.")
+    report.add_section(evaluation_dir, "Reproduction: mean ± std over seeds", rows=format_rows(rows), text=text)
+    report.run(report.Config(input=str(evaluation_dir), title="pcrm reproduction"))
+    summary = {"config": {f.name: getattr(config, f.name) for f in fields(Config)}, "methods": rows,
+               "seconds": time.perf_counter() - start, "report": str(evaluation_dir / "report.html")}
+    write_json(output / "summary.json", summary)
+    print(f"finished in {summary['seconds']:.0f} s; report: {summary['report']}")
+    return summary
