@@ -204,6 +204,26 @@ def timed_constraints(dataset: Dataset, config: ConstraintConfig, tokenizer=None
     return result, {"seconds": seconds, "pairs_per_second": len(dataset) / max(seconds, 1e-9)}
 
 
+def suggest_betas(similarity, margins, beta2: float = 0.001, quantiles: tuple[float, float] = (0.05, 0.95)) -> tuple[float, float]:
+    """β1, β3 that map a reference (e.g. BT-trained) model's margin scale onto δ*.
+
+    The most similar pairs (similarity at the upper quantile) get δ* = the median of the
+    positive margins; the least similar (lower quantile) get δ* = the upper-quantile margin:
+    β1 = (m_hi − m_lo) / (1/(s_lo+β2) − 1/(s_hi+β2)),  β3 = m_lo − β1/(s_hi+β2).
+    """
+    s = np.asarray(similarity, dtype=np.float64)
+    m = np.asarray(margins, dtype=np.float64)
+    s_lo, s_hi = np.quantile(s, quantiles)
+    positive = m[m > 0]
+    if len(positive) == 0 or s_hi - s_lo < 1e-6:
+        raise PcrmError("cannot suggest β: the reference margins are never positive or the similarities do not vary")
+    m_lo, m_hi = float(np.median(positive)), float(np.quantile(m, quantiles[1]))
+    if m_hi <= m_lo:
+        raise PcrmError("cannot suggest β: the reference margins do not spread (upper quantile <= median)")
+    beta1 = (m_hi - m_lo) / (1 / (s_lo + beta2) - 1 / (s_hi + beta2))
+    return float(beta1), float(m_lo - beta1 / (s_hi + beta2))
+
+
 def prior_config(config: ConstraintConfig) -> ConstraintConfig | None:
     """The plain `ConstraintConfig` inside a command's config (None when its method uses no prior)."""
     if config.method not in METHODS:

@@ -1,5 +1,6 @@
 """The constraint functions against values computed by hand, and the cached dataset pipeline."""
 
+import json
 import math
 
 import pytest
@@ -82,3 +83,34 @@ def test_cosine_constraints_are_cached(pairs_file, monkeypatch):
     second = add_constraints(dataset, config, show_progress=False)
     assert second["similarity"] == first["similarity"]
     assert second["delta"] == pytest.approx([1 / (s + 0.001) for s in first["similarity"]], rel=1e-5)
+
+
+def test_suggest_betas_maps_margin_quantiles_onto_delta():
+    import numpy as np
+
+    from pcrm.constraints import suggest_betas
+
+    rng = np.random.default_rng(0)
+    similarity = rng.uniform(0.2, 1.0, size=2000)
+    margins = rng.normal(0.5, 1.0, size=2000)
+    beta1, beta3 = suggest_betas(similarity, margins)
+    s_lo, s_hi = np.quantile(similarity, [0.05, 0.95])
+    hi = delta_star([s_lo], beta1, 0.001, beta3).item()
+    lo = delta_star([s_hi], beta1, 0.001, beta3).item()
+    assert lo == pytest.approx(np.median(margins[margins > 0]), rel=1e-4)
+    assert hi == pytest.approx(np.quantile(margins, 0.95), rel=1e-4)
+    with pytest.raises(PcrmError, match="never positive"):
+        suggest_betas(similarity, -np.abs(margins))
+
+
+def test_constraints_command_suggests_betas(pairs_file, tiny_rm_dir, tmp_path, capsys):
+    from pcrm.cli import main
+
+    args = ["constraints", "--data", str(pairs_file), "--method", "length", "--unit", "chars",
+            "--suggest-from", str(tiny_rm_dir), "--output", str(tmp_path)]
+    assert main(args) == 0
+    assert "suggested: --method length --beta1" in capsys.readouterr().out
+    suggestion = json.loads((tmp_path / "summary.json").read_text())["suggestion"]
+    assert suggestion["beta1"] > 0 and set(suggestion["margin_quantiles"]) == {"0.05", "0.25", "0.5", "0.75", "0.95"}
+    assert main(args[:4] + ["fixed"] + args[5:]) == 2
+    assert "--suggest-from needs --method length or cosine" in capsys.readouterr().err

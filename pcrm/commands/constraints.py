@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from pcrm.constraints import ConstraintConfig, summarize, timed_constraints
+from pcrm.errors import PcrmError
 from pcrm.io import write_json
 
 @dataclass
@@ -16,6 +17,8 @@ class Config(ConstraintConfig):
     split: str = field(default="train", metadata={"help": "split of the dataset"})
     model: str = field(default="minilm", metadata={"help": "tokenizer used to count tokens for --unit tokens"})
     output: str = field(default="runs/constraints", metadata={"help": "directory for summary.json and histogram.png"})
+    suggest_from: str | None = field(default=None, metadata={"help": "reward model (e.g. BT-trained) whose margins on this data suggest β1/β3"})
+    max_length: int = field(default=128, metadata={"help": "tokens per sequence when scoring with --suggest-from"})
 
 def run(config: Config) -> dict:
     from pcrm.data import load_preferences
@@ -25,10 +28,14 @@ def run(config: Config) -> dict:
     tokenizer = load_tokenizer(config.model) if config.method == "length" and config.unit == "tokens" else None
     dataset, timing = timed_constraints(dataset, config, tokenizer)
     summary = {"config": asdict(config), **summarize(dataset), **timing}
+    if config.suggest_from:
+        summary["suggestion"] = suggest(dataset, config)
     output = Path(config.output)
     write_json(output / "summary.json", summary)
     plot_histogram(dataset, output / "histogram.png", config)
     print(format_summary(summary))
+    if config.suggest_from:
+        print(format_suggestion(summary["suggestion"], config))
     print(f"wrote {output / 'summary.json'} and {output / 'histogram.png'}")
     return summary
 
@@ -56,3 +63,35 @@ def plot_histogram(dataset, path: Path, config: ConstraintConfig) -> None:
     ax_d.set(title=f"δ* (β1={config.beta1:g}, β2={config.beta2:g}, β3={config.beta3:g})", xlabel="δ*", ylabel="pairs")
     save_figure(fig, path)
 
+
+def suggest(dataset, config: Config) -> dict:
+    """Score the pairs with a reference RM; suggest β1/β3 so δ* spans its margin scale."""
+    from pcrm.constraints import delta_star, suggest_betas
+    from pcrm.models import load_reward_model, load_tokenizer
+    from pcrm.scoring import score_pairs
+
+    if config.method not in ("length", "cosine"):
+        raise PcrmError("--suggest-from needs --method length or cosine")
+    tokenizer = load_tokenizer(config.suggest_from)
+    chosen, rejected = score_pairs(load_reward_model(config.suggest_from), tokenizer, dataset, config.max_length)
+    margins = chosen - rejected
+    beta1, beta3 = suggest_betas(dataset["similarity"], margins, config.beta2)
+    deltas = delta_star(dataset["similarity"], beta1, config.beta2, beta3).numpy()
+    quantiles = (0.05, 0.25, 0.5, 0.75, 0.95)
+    return {
+        "reference_model": config.suggest_from,
+        "beta1": beta1,
+        "beta3": beta3,
+        "margin_quantiles": dict(zip(map(str, quantiles), np.quantile(margins, quantiles).tolist())),
+        "suggested_delta_quantiles": dict(zip(map(str, quantiles), np.quantile(deltas, quantiles).tolist())),
+        "reference_frac_above_suggested_delta": float(np.mean(margins > deltas)),
+    }
+
+
+def format_suggestion(suggestion: dict, config: Config) -> str:
+    lines = [f"margins of {suggestion['reference_model']} vs the suggested δ* (quantiles 5/25/50/75/95%):"]
+    lines.append("    margin " + " ".join(f"{v:8.3f}" for v in suggestion["margin_quantiles"].values()))
+    lines.append("    δ*     " + " ".join(f"{v:8.3f}" for v in suggestion["suggested_delta_quantiles"].values()))
+    lines.append(f"suggested: --method {config.method} --beta1 {suggestion['beta1']:.4g} --beta2 {config.beta2:g} "
+                 f"--beta3 {suggestion['beta3']:.4g} ({suggestion['reference_frac_above_suggested_delta']:.1%} of the reference margins exceed it)")
+    return "\n".join(lines)
