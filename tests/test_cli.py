@@ -67,7 +67,7 @@ def test_readme_opens_with_the_two_commands():
 @pytest.mark.parametrize("command", [c for c in readme_commands()[2:] if ".venv/bin/pcrm" in c])
 def test_readme_commands_parse(command, capsys):
     """Every pcrm command the README shows is accepted by the parser (run for real in the slow test)."""
-    args = shlex.split(command.split(".venv/bin/pcrm", 1)[1])
+    args = shlex.split(command.split(".venv/bin/pcrm", 1)[1], comments=True)
     with pytest.raises(SystemExit) as exit_info:
         main([*args, "--help"])
     assert exit_info.value.code == 0
