@@ -145,3 +145,14 @@ def test_two_processes_match_one_with_the_same_global_batch(tiny_rm_dir, pairs_f
         torch.testing.assert_close(actual[name], expected[name], rtol=1e-4, atol=1e-5)
         changed |= not torch.allclose(expected[name], initial[name])
     assert changed
+
+
+def test_lora_and_gradient_checkpointing_save_a_merged_standard_model(tiny_rm_dir, pairs_file, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    output = tmp_path / "lora"
+    train(tiny_config(tiny_rm_dir, pairs_file, output, lora_r=4, gradient_checkpointing=True, max_steps=2))
+    model = AutoModelForSequenceClassification.from_pretrained(output)
+    assert not any("lora" in name for name, _ in model.named_parameters())
+    saved, initial = weights(output), weights(tiny_rm_dir)
+    assert not torch.allclose(saved["classifier.weight"], initial["classifier.weight"])
