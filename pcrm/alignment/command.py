@@ -1,0 +1,260 @@
+"""`pcrm align`: align a policy against trained reward models, and track the reward scale.
+
+`--method bon` (best-of-N, `pcrm.alignment.bon`), `ppo` (`pcrm.alignment.ppo`), `rloo` / `grpo` (TRL,
+`pcrm.alignment.rl_trl`). Several `--reward-model`s run the same experiment (same seed, prompts and
+samples) once per RM, so RMs compare side by side. RL runs write, per RM, `OUTPUT/<rm>/log.jsonl`
+(one row per step: raw proxy reward mean/std/max, KL, length, value explained variance, and every
+`--probe-every` steps the probe: proxy and judge reward, KL and judge win rate against the starting
+policy on `--prompts` fixed held-out prompts) and the aligned policy `OUTPUT/<rm>/policy`; then
+`OUTPUT/summary.json`, `table.md` and plots (reward vs KL, reward scale and length over steps).
+`--report DIR` adds the table and plots as a section of the report of a `pcrm evaluate` directory.
+"""
+
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pcrm.errors import PcrmError
+from pcrm.io import atomic_write_text, write_json
+
+METHODS = ("bon", "ppo", "rloo", "grpo")
+
+
+@dataclass
+class Config:
+    """Best-of-N, PPO, RLOO or GRPO against one or several trained reward models, judged by an independent one."""
+
+    method: str = field(default="bon", metadata={"help": f"{', '.join(METHODS)}", "choices": METHODS})
+    reward_model: list[str] = field(default_factory=list, metadata={"help": "proxy reward-model directory (repeat to compare several)"})
+    judge: str | None = field(default=None, metadata={"help": "independent reward-model directory that judges responses (none: no judge)"})
+    policy: str = field(default="smollm2", metadata={"help": "starting policy: bundled name, model directory or Hub id"})
+    data: str = field(default="hh-rlhf-harmless", metadata={"help": "bundled dataset name or file/directory of the prompts"})
+    train_split: str = field(default="train", metadata={"help": "split of the RL training prompts"})
+    eval_split: str = field(default="test", metadata={"help": "held-out split: best-of-N prompts and the RL probe prompts"})
+    prompts: int = field(default=32, metadata={"help": "held-out prompts (best-of-N; the fixed probe set of RL)"})
+    n: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16], metadata={"help": "best-of-N: N (repeat; default 1 2 4 8 16)"})
+    temperature: float = field(default=1.0, metadata={"help": "best-of-N sampling temperature (RL samples at 1)"})
+    max_new_tokens: int = field(default=48, metadata={"help": "max tokens of a response"})
+    max_prompt_length: int = field(default=128, metadata={"help": "prompts are cut from the left to this many policy tokens"})
+    max_length: int = field(default=512, metadata={"help": "max tokens a reward model reads (the prompt's start is cut)"})
+    batch_size: int = field(default=8, metadata={"help": "prompts per RL step; batch size of generation and scoring"})
+    steps: int = field(default=20, metadata={"help": "RL optimizer steps"})
+    learning_rate: float = field(default=1e-5, metadata={"help": "RL learning rate (constant)"})
+    value_learning_rate: float = field(default=1e-3, metadata={"help": "PPO learning rate of the value head (it starts at 0)"})
+    kl_coef: float = field(default=0.05, metadata={"help": "KL penalty coefficient β (PPO: per token in the reward; RLOO/GRPO: TRL's beta)"})
+    clip_range: float = field(default=0.2, metadata={"help": "PPO/RLOO/GRPO ratio clip ε"})
+    value_clip: float = field(default=0.2, metadata={"help": "PPO value clip (in reward units)"})
+    vf_coef: float = field(default=0.1, metadata={"help": "PPO value-loss weight"})
+    gamma: float = field(default=1.0, metadata={"help": "PPO discount γ"})
+    lam: float = field(default=0.95, metadata={"help": "PPO GAE λ"})
+    ppo_epochs: int = field(default=2, metadata={"help": "PPO passes over each rollout batch"})
+    minibatch_size: int = field(default=4, metadata={"help": "PPO minibatch size (responses)"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient-norm clip"})
+    generations: int = field(default=4, metadata={"help": "RLOO/GRPO completions per prompt"})
+    reward_norm: bool = field(default=False, metadata={"help": "standardise rewards by the running mean/std of raw scores (baseline scale control)"})
+    reward_clip: float | None = field(default=None, metadata={"help": "clip rewards (after --reward-norm) to [-C, C] (baseline scale control)"})
+    probe_every: int = field(default=5, metadata={"help": "RL: judge the policy on the probe prompts every K steps (and at the start and end)"})
+    save_steps: int = field(default=0, metadata={"help": "RL: checkpoint every N steps, for --resume (0: none)"})
+    resume: bool = field(default=False, metadata={"help": "RL: resume every reward model's run from its last checkpoint"})
+    overwrite: bool = field(default=False, metadata={"help": "RL: write into an existing output directory"})
+    bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples of the win-rate CIs"})
+    seed: int = field(default=0, metadata={"help": "seed of the prompt order, sampling and bootstrap"})
+    report: str | None = field(default=None, metadata={"help": "pcrm evaluate directory whose report gets the table and plots"})
+    output: str = field(default="runs/align", metadata={"help": "output directory"})
+
+    def __post_init__(self):
+        numbers = (self.temperature, self.learning_rate, self.value_learning_rate, self.kl_coef, self.clip_range, self.value_clip,
+                   self.vf_coef, self.gamma, self.lam, self.max_grad_norm)
+        finite = all(math.isfinite(x) for x in numbers)
+        checks = (
+            (self.method in METHODS, f"--method must be one of {', '.join(METHODS)}, got {self.method!r}"),
+            (bool(self.reward_model), "--reward-model is required (a reward-model directory; repeat to compare several)"),
+            (len(set(self.reward_model)) == len(self.reward_model), "--reward-model: the same model is given twice"),
+            (finite, "numeric options must be finite"),
+            (bool(self.n) and min(self.n) >= 1, f"--n must be >= 1, got {self.n}"),
+            (min(self.prompts, self.max_new_tokens, self.max_prompt_length, self.max_length, self.batch_size, self.steps,
+                 self.ppo_epochs, self.minibatch_size, self.probe_every, self.bootstrap) >= 1,
+             "--prompts, --max-new-tokens, --max-prompt-length, --max-length, --batch-size, --steps, --ppo-epochs, "
+             "--minibatch-size, --probe-every and --bootstrap must be >= 1"),
+            (min(self.temperature, self.learning_rate, self.value_learning_rate, self.clip_range, self.value_clip, self.max_grad_norm) > 0,
+             "--temperature, --learning-rate, --value-learning-rate, --clip-range, --value-clip and --max-grad-norm must be > 0"),
+            (self.kl_coef >= 0 and self.vf_coef >= 0, "--kl-coef and --vf-coef must be >= 0"),
+            (0 <= self.gamma <= 1 and 0 <= self.lam <= 1, "--gamma and --lam must be in [0, 1]"),
+            (self.generations >= 2, f"--generations must be >= 2 (RLOO/GRPO need a group), got {self.generations}"),
+            (self.reward_clip is None or self.reward_clip > 0, f"--reward-clip must be > 0, got {self.reward_clip}"),
+            (self.save_steps >= 0, f"--save-steps must be >= 0, got {self.save_steps}"),
+            (not (self.resume and self.overwrite), "--resume and --overwrite exclude each other"),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise PcrmError(message)
+        self.n = sorted(set(self.n))
+
+
+def run(config: Config) -> dict:
+    from pcrm.evaluation.command import check_reward_model, unique_labels
+
+    start = time.perf_counter()
+    for name in (*config.reward_model, *([config.judge] if config.judge else [])):
+        check_reward_model(name)  # fail before any sampling
+    labels = unique_labels(config.reward_model)
+    output = Path(config.output)
+    if config.method == "bon":
+        from pcrm.alignment.bon import plot_bon, run_bon, table_rows
+
+        results = run_bon(config, labels, output)
+        rows, images = table_rows(results), [plot_bon(results, output / "bon.png")]
+        title = f"Alignment: best-of-N ({Path(config.policy).name})"
+        text = (f"Best-of-N on {results['prompts']} held-out prompts, {results['samples_per_prompt']} seeded samples each "
+                "shared by all reward models; the selection is the proxy's argmax among the first N. KL = log N − (N−1)/N. "
+                "Proxy gain: (mean proxy of the selections − mean of all samples) / std of all samples.")
+    else:
+        results = run_rl(config, labels, output)
+        rows, images = rl_table_rows(results), plot_rl(results, output)
+        title = f"Alignment: {config.method.upper()} ({Path(config.policy).name})"
+        text = (f"{config.method.upper()}, {config.steps} steps of {config.batch_size} prompts, seed {config.seed}, the same prompts for "
+                f"every reward model; probe: {config.prompts} held-out prompts, one seeded sample each. Proxy gain in units of the "
+                "proxy's std on the starting policy's probe responses; KL = Σ log π/π_ref over the probe responses.")
+    results["seconds"] = time.perf_counter() - start
+    write_json(output / ("bon.json" if config.method == "bon" else "summary.json"), results)
+    table = markdown_table(rows)
+    atomic_write_text(output / "table.md", table + "\n")
+    print(table)
+    if config.report:
+        from pcrm.report import add_section
+
+        print(f"added section {add_section(config.report, title, rows, images, text)}")
+    print(f"wrote {output}")
+    return results
+
+
+def run_rl(config: Config, labels: list[str], output: Path) -> dict:
+    """The RL method once per reward model, from the same policy, seed and prompts; returns the per-RM summaries."""
+    from pcrm.alignment.rollout import Probe, RewardModel, default_device, load_prompts, read_log
+    from pcrm.models import load_causal_lm, load_tokenizer
+
+    _prepare_output(config, [output / label for label in labels])
+    tokenizer = load_tokenizer(config.policy)
+    prompts = load_prompts(config.data, config.train_split, tokenizer, config.max_prompt_length, None, config.seed)
+    probe_prompts = load_prompts(config.data, config.eval_split, tokenizer, config.max_prompt_length, config.prompts, config.seed)
+    device = default_device()
+    reference = load_causal_lm(config.policy).to(device).eval().requires_grad_(False)
+    judge = RewardModel(config.judge, config.max_length, config.batch_size, device) if config.judge else None
+    summaries = {}
+    for label, name in zip(labels, config.reward_model):
+        print(f"== {config.method} with reward model {label} ({name})", flush=True)
+        run_dir = output / label
+        run_dir.mkdir(parents=True, exist_ok=True)
+        proxy = RewardModel(name, config.max_length, config.batch_size, device)
+        probe = Probe(probe_prompts, tokenizer, reference, proxy, judge, config, run_dir / "probe_start.json")
+        started = time.perf_counter()
+        if config.method == "ppo":
+            from pcrm.alignment.ppo import train_ppo
+
+            train_ppo(config, proxy, prompts, tokenizer, reference, probe, run_dir)
+        else:
+            from pcrm.alignment.rl_trl import train_trl
+
+            train_trl(config, proxy, prompts, tokenizer, probe, run_dir)
+        log = read_log(run_dir / "log.jsonl")
+        summaries[label] = {"path": name, "seconds": time.perf_counter() - started, **summarize_log(log)}
+        write_json(run_dir / "policy" / "pcrm_config.json", {"kind": "policy", "method": config.method, "reward_model": name,
+                                                             "train_seconds": summaries[label]["seconds"], "config": asdict(config),
+                                                             "summary": summaries[label]})
+    return {"method": config.method, "config": asdict(config), "train_prompts": len(prompts), "probe_prompts": len(probe_prompts),
+            "reward_models": summaries}
+
+
+def summarize_log(log: list[dict]) -> dict:
+    """Start and end of a run: probe proxy reward and its gain, probe KL, judge reward and win rate; training-batch reward scale."""
+    probes = [row for row in log if "probe_kl" in row]
+    steps = [row for row in log if "reward_mean" in row]
+    first, last = probes[0], probes[-1]
+    summary = {"steps": last["step"], "probe_proxy_start": first["probe_proxy"], "probe_proxy_end": last["probe_proxy"],
+               "probe_proxy_gain": last["probe_proxy_gain"], "probe_kl": last["probe_kl"], "probe_length": last["probe_length"]}
+    if "probe_judge" in last:
+        summary |= {"probe_judge_start": first["probe_judge"], "probe_judge_end": last["probe_judge"], "win_rate": last["probe_win_rate"]}
+    if steps:
+        summary |= {"reward_mean_first": steps[0]["reward_mean"], "reward_mean_last": steps[-1]["reward_mean"],
+                    "reward_max_last": steps[-1]["reward_max"], "kl_last": steps[-1].get("kl")}
+    return summary
+
+
+def rl_table_rows(results: dict) -> list[dict]:
+    rows = []
+    for label, s in results["reward_models"].items():
+        rate = s.get("win_rate")
+        rows.append({
+            "reward model": label, "steps": str(s["steps"]),
+            "probe proxy start → end": f"{s['probe_proxy_start']:.3f} → {s['probe_proxy_end']:.3f}",
+            "proxy gain (σ)": f"{s['probe_proxy_gain']:+.2f}", "probe KL": f"{s['probe_kl']:.3f}",
+            "judge start → end": f"{s['probe_judge_start']:.3f} → {s['probe_judge_end']:.3f}" if rate else "",
+            "win vs start [95% CI]": f"{rate['rate']:.2f} [{rate['ci_low']:.2f}, {rate['ci_high']:.2f}]" if rate else "",
+            "batch reward first → last": f"{s['reward_mean_first']:.3f} → {s['reward_mean_last']:.3f}" if "reward_mean_first" in s else "",
+            "length": f"{s['probe_length']:.1f}", "minutes": f"{s['seconds'] / 60:.1f}",
+        })
+    return rows
+
+
+def plot_rl(results: dict, output: Path) -> list[Path]:
+    """reward_vs_kl.png (probe proxy gain and judge reward against probe KL), reward_scale.png (raw training
+    reward mean ± std and max over steps), length.png (response length over steps)."""
+    from pcrm.alignment.rollout import read_log
+    from pcrm.plots import new_figure, save_figure
+
+    logs = {label: read_log(output / label / "log.jsonl") for label in results["reward_models"]}
+    has_judge = any("probe_judge" in row for log in logs.values() for row in log)
+    fig_kl, axes_kl = new_figure(ncols=2 if has_judge else 1)
+    fig_scale, axes_scale = new_figure(ncols=2)
+    fig_length, (ax_length,) = new_figure()
+    for i, (label, log) in enumerate(logs.items()):
+        color = f"C{i % 10}"
+        probes = [row for row in log if "probe_kl" in row]
+        kl = [row["probe_kl"] for row in probes]
+        axes_kl[0].plot(kl, [row["probe_proxy_gain"] for row in probes], "o-", color=color, label=label)
+        if has_judge:
+            axes_kl[1].plot(kl, [row["probe_judge"] for row in probes], "o-", color=color, label=label)
+        steps = [row for row in log if "reward_mean" in row]
+        step = np.array([row["step"] for row in steps])
+        mean, std = (np.array([row[key] for row in steps]) for key in ("reward_mean", "reward_std"))
+        axes_scale[0].plot(step, mean, color=color, label=label)
+        axes_scale[0].fill_between(step, mean - std, mean + std, color=color, alpha=0.2)
+        axes_scale[1].plot(step, [row["reward_max"] for row in steps], color=color, label=label)
+        ax_length.plot(step, [row["length"] for row in steps], color=color, label=label)
+    axes_kl[0].set(title="proxy reward vs KL (probe)", xlabel="KL(π ‖ π_ref), nats", ylabel="proxy gain (σ at start)")
+    if has_judge:
+        axes_kl[1].set(title="judge reward vs KL (probe)", xlabel="KL(π ‖ π_ref), nats", ylabel="judge reward")
+    axes_scale[0].set(title="raw proxy reward (batch mean ± std)", xlabel="step", ylabel="reward")
+    axes_scale[1].set(title="raw proxy reward (batch max)", xlabel="step", ylabel="reward")
+    ax_length.set(title="response length", xlabel="step", ylabel="tokens")
+    paths = []
+    figures = ((fig_kl, axes_kl, "reward_vs_kl.png"), (fig_scale, axes_scale, "reward_scale.png"), (fig_length, [ax_length], "length.png"))
+    for fig, axes, name in figures:
+        for ax in axes:
+            ax.legend(fontsize=8)
+        paths.append(save_figure(fig, output / name))
+    return paths
+
+
+def markdown_table(rows: list[dict]) -> str:
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row[h] for h in header) + " |" for row in rows])
+
+
+def _prepare_output(config: Config, run_dirs: list[Path]) -> None:
+    """No silent overwrite of an RL run; --resume needs a checkpoint in every run directory."""
+    if config.resume:
+        checkpoint = "checkpoint" if config.method == "ppo" else "checkpoints"
+        missing = [d for d in run_dirs if not (d / checkpoint).exists()]
+        if missing:
+            raise PcrmError(f"{missing[0] / checkpoint}: no checkpoint to resume from")
+    elif any(d.exists() and any(d.iterdir()) for d in run_dirs):
+        if not config.overwrite:
+            raise PcrmError(f"{config.output}: a run directory exists and is not empty (pass --overwrite or --resume)")
+        for d in run_dirs:
+            shutil.rmtree(d, ignore_errors=True)
