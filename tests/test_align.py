@@ -122,9 +122,12 @@ def test_pack_pads_queries_left_and_responses_right():
 
 def test_bon_end_to_end_reuses_samples(tiny, tmp_path, capsys):
     out = tmp_path / "bon"
-    assert main(_args(tiny, "--method", "bon", "--n", "1", "--n", "2", "--n", "4", "--output", str(out))) == 0
+    report = tmp_path / "evaluate"
+    assert main(_args(tiny, "--method", "bon", "--n", "1", "--n", "2", "--n", "4", "--output", str(out), "--report", str(report))) == 0
+    assert len(list((report / "sections").glob("*.json"))) == 2  # the best-of-N table and the reward-scale table
     result = json.loads((out / "bon.json").read_text())
     (rm,) = result["reward_models"].values()
+    assert set(rm["scale"]) == {"mean", "std", "min", "max", "spearman_length", "spearman_judge"}
     assert [row["n"] for row in rm["rows"]] == [1, 2, 4]
     assert rm["rows"][0]["win_rate"]["rate"] == 0.5 and rm["rows"][1]["kl"] == pytest.approx(kl_best_of_n(2))
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]

@@ -51,6 +51,17 @@ def bon_rows(proxy: np.ndarray, judge: np.ndarray | None, lengths: np.ndarray, n
     return rows
 
 
+def scale_stats(scores: np.ndarray, judge: np.ndarray | None, lengths: np.ndarray) -> dict:
+    """Scale of a reward model's scores on all samples, and their Spearman ρ with the judge's scores and with length."""
+    from pcrm.evaluation.metrics import spearman
+
+    stats = {"mean": float(scores.mean()), "std": float(scores.std()), "min": float(scores.min()), "max": float(scores.max()),
+             "spearman_length": float(spearman(scores.ravel(), lengths.ravel()))}
+    if judge is not None:
+        stats["spearman_judge"] = float(spearman(scores.ravel(), judge.ravel()))
+    return stats
+
+
 def cached_samples(config, prompts: list[str], tokenizer) -> dict:
     """{"responses", "lengths"}: [prompts][max N] sampled responses and their token counts, from the cache when possible."""
     from pcrm.evaluation.command import model_fingerprint
@@ -93,9 +104,12 @@ def run_bon(config, labels: list[str], output: Path) -> dict:
         "config": asdict(config),
         "prompts": len(prompts),
         "samples_per_prompt": shape[1],
-        "reward_models": {label: {"path": name, "rows": bon_rows(proxies[label], judge, lengths, config.n, config.bootstrap, config.seed)}
+        "reward_models": {label: {"path": name, "scale": scale_stats(proxies[label], judge, lengths),
+                                  "rows": bon_rows(proxies[label], judge, lengths, config.n, config.bootstrap, config.seed)}
                           for label, name in zip(labels, config.reward_model)},
     }
+    if judge is not None:
+        results["judge"] = {"path": config.judge, "scale": scale_stats(judge, judge, lengths)}
     lines = []
     for i, (prompt, responses) in enumerate(zip(prompts, samples["responses"])):
         for j, response in enumerate(responses):
@@ -118,6 +132,15 @@ def table_rows(results: dict) -> list[dict]:
                 "length": f"{row['length']:.1f}",
             })
     return rows
+
+
+def scale_rows(results: dict) -> list[dict]:
+    """The reward-scale table: one row per reward model (and the judge), on all samples."""
+    models = {**results["reward_models"], **({"judge": results["judge"]} if "judge" in results else {})}
+    return [{"reward model": label, "mean ± std": f"{m['scale']['mean']:.3f} ± {m['scale']['std']:.3f}",
+             "min / max": f"{m['scale']['min']:.3f} / {m['scale']['max']:.3f}",
+             "ρ vs judge": f"{m['scale']['spearman_judge']:.3f}" if "spearman_judge" in m["scale"] else "",
+             "ρ vs length": f"{m['scale']['spearman_length']:.3f}"} for label, m in models.items()]
 
 
 def plot_bon(results: dict, path: Path) -> Path:

@@ -104,30 +104,31 @@ def run(config: Config) -> dict:
     labels = unique_labels(config.reward_model)
     output = Path(config.output)
     if config.method == "bon":
-        from pcrm.alignment.bon import plot_bon, run_bon, table_rows
+        from pcrm.alignment.bon import plot_bon, run_bon, scale_rows, table_rows
 
         results = run_bon(config, labels, output)
-        rows, images = table_rows(results), [plot_bon(results, output / "bon.png")]
-        title = f"Alignment: best-of-N ({Path(config.policy).name})"
         text = (f"Best-of-N on {results['prompts']} held-out prompts, {results['samples_per_prompt']} seeded samples each "
                 "shared by all reward models; the selection is the proxy's argmax among the first N. KL = log N − (N−1)/N. "
                 "Proxy gain: (mean proxy of the selections − mean of all samples) / std of all samples.")
+        sections = [(f"Alignment: best-of-N ({Path(config.policy).name})", table_rows(results), [plot_bon(results, output / "bon.png")], text),
+                    ("Alignment: reward scale on policy samples", scale_rows(results), [],
+                     "Scores of every reward model on all best-of-N samples; Spearman ρ with the judge's scores and with length (tokens).")]
     else:
         results = run_rl(config, labels, output)
-        rows, images = rl_table_rows(results), plot_rl(results, output)
-        title = f"Alignment: {config.method.upper()} ({Path(config.policy).name})"
         text = (f"{config.method.upper()}, {config.steps} steps of {config.batch_size} prompts, seed {config.seed}, the same prompts for "
                 f"every reward model; probe: {config.prompts} held-out prompts, one seeded sample each. Proxy gain in units of the "
                 "proxy's std on the starting policy's probe responses; KL = Σ log π/π_ref over the probe responses.")
+        sections = [(f"Alignment: {config.method.upper()} ({Path(config.policy).name})", rl_table_rows(results), plot_rl(results, output), text)]
     results["seconds"] = time.perf_counter() - start
     write_json(output / ("bon.json" if config.method == "bon" else "summary.json"), results)
-    table = markdown_table(rows)
-    atomic_write_text(output / "table.md", table + "\n")
-    print(table)
+    tables = "\n\n".join(markdown_table(rows) for _, rows, _, _ in sections)
+    atomic_write_text(output / "table.md", tables + "\n")
+    print(tables)
     if config.report:
         from pcrm.report import add_section
 
-        print(f"added section {add_section(config.report, title, rows, images, text)}")
+        for title, rows, images, text in sections:
+            print(f"added section {add_section(config.report, title, rows, images, text)}")
     print(f"wrote {output}")
     return results
 
