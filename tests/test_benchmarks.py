@@ -92,7 +92,8 @@ def test_scaling(bench, tiny_rm_dir, pairs_file, tmp_path):
     assert "exponent_epoch_time_vs_pairs" in saved["figures"]
 
 
-def test_every_script_has_a_test():
+def test_every_script_has_a_test_and_a_readme_command():
     scripts = {p.stem for p in BENCHMARKS.glob("*.py")} - {"benchlib"}
     source = Path(__file__).read_text()
-    assert all(f'bench("{name}")' in source for name in scripts)
+    readme = (BENCHMARKS.parent / "README.md").read_text()
+    assert all(f'bench("{name}")' in source and f".venv/bin/python benchmarks/{name}.py" in readme for name in scripts)
