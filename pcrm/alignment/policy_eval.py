@@ -92,6 +92,7 @@ def run(config: Config) -> dict:
             "implicit": scorer.implicit_rewards(model, config.beta or info.get("beta") or 0.1),
             "responses": generate(model, tokenizer, inputs, config),
         }
+        print(f"{name}: implicit-reward accuracy {rows[name]['implicit']['accuracy']:.3f}", flush=True)
         del model
     for row in rows.values():
         row["length"] = _length_stats(row["responses"], tokenizer)
