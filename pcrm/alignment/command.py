@@ -44,7 +44,7 @@ class Config:
     batch_size: int = field(default=8, metadata={"help": "prompts per RL step; batch size of generation and scoring"})
     steps: int = field(default=20, metadata={"help": "RL optimizer steps"})
     learning_rate: float = field(default=1e-5, metadata={"help": "RL learning rate (constant)"})
-    value_learning_rate: float = field(default=1e-3, metadata={"help": "PPO learning rate of the value head (it starts at 0)"})
+    value_learning_rate: float = field(default=1e-4, metadata={"help": "PPO learning rate of the value head (zero-initialised)"})
     kl_coef: float = field(default=0.05, metadata={"help": "KL penalty coefficient β (PPO: per token in the reward; RLOO/GRPO: TRL's beta)"})
     clip_range: float = field(default=0.2, metadata={"help": "PPO/RLOO/GRPO ratio clip ε"})
     value_clip: float = field(default=0.2, metadata={"help": "PPO value clip (in reward units)"})
