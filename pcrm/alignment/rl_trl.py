@@ -1,11 +1,12 @@
 """`pcrm align --method rloo|grpo`: TRL 1.16's `RLOOTrainer` / `GRPOTrainer` with a pcrm reward model.
 
 The reward function is a callable (`ProxyReward`): it scores each completion cut at the next user
-turn as `pcrm train-rm` rendered pairs, and applies the same optional normalisation/clipping as PPO.
+turn as `pcrm train-rm` rendered pairs (TRL samples to EOS or the length limit, so the tokens after
+that turn share the reward of the text before it), and applies PPO's optional normalisation/clipping.
 TRL logs the rewards it was given; the raw proxy scores are logged here, to `log.jsonl`, in the
-same rows as PPO's. GRPO divides rewards by their per-group std (`scale_rewards="group"`) and both
-trainers subtract a per-prompt baseline, so the learner never sees the reward scale: the raw log is
-where scale drift shows. `kl` is TRL's per-token KL estimate times the mean completion length, i.e.
+same rows as PPO's. RLOO's advantage is the reward minus the mean of the prompt's other completions,
+so it keeps the reward's scale; GRPO also divides by the group's std (`scale_rewards="group"`), so
+its learner never sees the scale: the raw log is where scale drift shows. `kl` is TRL's per-token KL estimate times the mean completion length, i.e.
 the mean summed KL of a completion (RLOO: log π − log π_ref; GRPO: Schulman's k3 estimator).
 """
 
