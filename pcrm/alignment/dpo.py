@@ -13,8 +13,8 @@ p5 −0.06, median 0.53, mean 1.06, p95 3.4. On the same pairs the token length 
 (p5 0.20, p95 0.94) and the angular cosine similarity median 0.59 (p5 0.50, p95 0.74). The βs put
 δ* of a median pair near the upper quantiles (≈ 2.5), tighter for similar pairs, looser for
 dissimilar ones. The two terms balance at m = δ*/2, so PCRM pulls margins above that back.
-- length: β1 = 1, β3 = 0.5 → δ* = 1.5 at s = 1, 2.3 at the median, 5.5 at s = 0.2;
-- cosine: β1 = 3, β3 = −2.5 → δ* = 1.6 at s = 0.74, 2.6 at the median, 3.5 at s = 0.5;
+- length: β1 = 1, β3 = 0.5 → δ* = 1.5 at s = 1, 2.2 at the median, 5.5 at s = 0.2;
+- cosine: β1 = 3, β3 = −2.5 → δ* = 1.5 at s = 0.74, 2.6 at the median, 3.5 at s = 0.5;
 - fixed δ* = 2.5; random δ* ~ U[2, 3].
 Margins grow with training, so for another policy, β, learning rate or data rerun plain DPO
 (`--method dpo`), read the margin quantiles (`pcrm evaluate-policy --split train`) and set the βs.
