@@ -195,6 +195,18 @@ def warm_up(trainers) -> None:
         run_training(trainer, 2)
 
 
+def time_trainers(trainers: dict, steps: int, repeats: int) -> tuple[dict, dict, dict, dict]:
+    """Share one model, warm up, then time `steps` training steps of each trainer, interleaved `repeats` times.
+
+    Returns per-trainer runs (one per repetition), step wall seconds, step CPU seconds and the first run's batch shapes."""
+    share_model(trainers.values())
+    warm_up(trainers.values())
+    runs = interleave({name: (lambda t=t: run_training(t, steps)) for name, t in trainers.items()}, repeats=repeats, warmup=0)
+    wall = {name: [s for run in rs for s in run["step_seconds"]] for name, rs in runs.items()}
+    cpu = {name: [s for run in rs for s in run["step_cpu_seconds"]] for name, rs in runs.items()}
+    return runs, wall, cpu, {name: rs[0]["shapes"] for name, rs in runs.items()}
+
+
 def run_training(trainer, max_steps: int = -1) -> dict:
     """Train an instrumented trainer from the start of its data for `max_steps` (-1: one epoch).
 

@@ -51,13 +51,7 @@ def main(argv=None) -> dict:
                                        encoder=args.encoder, batch_size=args.batch_size, max_length=args.max_length,
                                        max_pairs=args.pairs)
         trainers[method], _, facts = benchlib.build_pcrm_trainer(config)
-    benchlib.share_model(trainers.values())
-    benchlib.warm_up(trainers.values())
-    runs = benchlib.interleave({m: (lambda t=t: benchlib.run_training(t, args.steps)) for m, t in trainers.items()},
-                               repeats=args.repeats, warmup=0)
-    wall = {m: [s for run in r for s in run["step_seconds"]] for m, r in runs.items()}
-    cpu = {m: [s for run in r for s in run["step_cpu_seconds"]] for m, r in runs.items()}
-    shapes = {m: r[0]["shapes"] for m, r in runs.items()}
+    runs, wall, cpu, shapes = benchlib.time_trainers(trainers, args.steps, args.repeats)
     micro = loss_microbenchmark(args.batch_size, 200 if args.quick else 2000)
 
     base = args.methods[0]

@@ -157,13 +157,7 @@ def main(argv=None) -> dict:
                                    batch_size=args.batch_size, max_length=args.max_length, max_pairs=args.pairs)
     trainers = {"pcrm": benchlib.build_pcrm_trainer(config)[0]}
     trainers["reference"], encoder_parameters = build_reference(args, args.encoder_size)
-    benchlib.share_model(trainers.values())
-    benchlib.warm_up(trainers.values())
-    runs = benchlib.interleave({name: (lambda t=t: benchlib.run_training(t, args.steps)) for name, t in trainers.items()},
-                               repeats=args.repeats, warmup=0)
-    wall = {name: [s for r in rs for s in r["step_seconds"]] for name, rs in runs.items()}
-    cpu = {name: [s for r in rs for s in r["step_cpu_seconds"]] for name, rs in runs.items()}
-    shapes = {name: rs[0]["shapes"] for name, rs in runs.items()}
+    runs, wall, cpu, shapes = benchlib.time_trainers(trainers, args.steps, args.repeats)
     precompute = precompute_seconds(args)
 
     med = {name: benchlib.median(v) for name, v in wall.items()}
