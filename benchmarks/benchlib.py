@@ -244,12 +244,16 @@ def tempdir(prefix: str) -> Path:
 
 def bench_config(**overrides):
     """A pcrm `Config` for benchmarking: output in a temporary directory, no checkpoints, no progress bars."""
-    from pcrm.trainers.reward import Config
+    from dataclasses import fields
+
+    from pcrm.commands.train_rm import Config
+    from pcrm.constraints import PriorOptions
 
     output = tempdir("run")
     options = dict(output=str(output), save_steps=10**9, progress=False, learning_rate=1e-5, warmup_ratio=0.0)
     options.update(overrides)
-    return Config(**options)
+    prior = {f.name: options.pop(f.name) for f in fields(PriorOptions) if f.name in options}  # e.g. encoder=, unit=
+    return Config(**options, prior=PriorOptions(**prior))
 
 
 def build_pcrm_trainer(config):

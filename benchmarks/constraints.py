@@ -30,7 +30,7 @@ def main(argv=None) -> dict:
         dataset = dataset.shuffle(seed=0).select(range(args.pairs))
     n = len(dataset)
     texts = [as_text(x) for x in dataset["chosen"]] + [as_text(x) for x in dataset["rejected"]]
-    cosine = ConstraintConfig(method="cosine", encoder=args.encoder, batch_size=args.encoder_batch_size)
+    cosine = ConstraintConfig(method="cosine", encoder=args.encoder, encoder_batch_size=args.encoder_batch_size)
     length = ConstraintConfig(method="length", unit="tokens")
     tokenizer = load_tokenizer(args.model)
     encoder = load_encoder(args.encoder)

@@ -44,17 +44,20 @@ def reference_loss(rewards, embeddings, beta1: float, beta2: float, beta3: float
 
 
 def reference_trainer_class():
-    from pcrm.trainers.reward import PCRMRewardTrainer, PreferenceCollator
+    from pcrm.trainers.collators import DeltaCollator
+    from pcrm.trainers.reward import PCRMRewardTrainer
 
-    class ReferenceCollator(PreferenceCollator):
+    class ReferenceCollator(DeltaCollator):
         """pcrm's collator plus the encoder's token ids of both responses (chosen rows, then rejected)."""
 
-        def __init__(self, *args, ref_pad_id=0, ref_pad_to=None, **kwargs):
-            super().__init__(*args, **kwargs)
+        def __init__(self, pad_token_id, ref_pad_id=0, ref_pad_to=None):
+            from trl.trainer.reward_trainer import DataCollatorForPreference
+
+            super().__init__(DataCollatorForPreference(pad_token_id=pad_token_id))
             self.ref_pad_id, self.ref_pad_to = ref_pad_id, ref_pad_to
 
-        def torch_call(self, examples):
-            batch = super().torch_call(examples)
+        def __call__(self, examples):
+            batch = super().__call__(examples)
             ids = [e["ref_chosen_ids"] for e in examples] + [e["ref_rejected_ids"] for e in examples]
             width = self.ref_pad_to or max(len(x) for x in ids)
             batch["ref_input_ids"] = torch.tensor([x + [self.ref_pad_id] * (width - len(x)) for x in ids])

@@ -1,6 +1,7 @@
 """pcrm: reward models and preference-optimised policies trained with prior constraints (PCRM).
 
-Layout: data + constraints -> losses -> trainers -> evaluation / alignment -> CLI / report.
+Layout, in pipeline order: data -> constraints -> losses -> trainers (reward, DPO) ->
+evaluation / alignment -> commands (thin: Config + run) -> report.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

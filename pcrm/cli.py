@@ -1,8 +1,10 @@
 """The `pcrm` command line: one subcommand per task, each driven by one config dataclass.
 
-Options are generated from the dataclass fields (`--field-name`, help from the field's
-metadata), so the CLI and the Python API share one definition. User errors print one
-line and exit with status 2.
+Options come from the dataclass fields through `transformers.HfArgumentParser` (`--field-name`,
+help from the field's metadata); a field whose type is itself a dataclass (e.g. a command's
+`prior: PriorOptions`) contributes its own fields as options. `--config FILE.yaml` sets values
+from a YAML mapping and command-line options override it. Repeatable options accept both
+`--x a b` and `--x a --x b`. User errors print one line and exit with status 2.
 """
 
 import argparse
@@ -10,109 +12,162 @@ import dataclasses
 import importlib
 import os
 import sys
-import types
 import typing
+
+from transformers import HfArgumentParser
 
 from pcrm.errors import PcrmError
 
 # name -> (module, help). Each module has `Config` (a dataclass) and `run(config) -> dict`.
 COMMANDS = {
     "constraints": ("pcrm.commands.constraints", "compute, cache and summarise the prior constraints of a dataset"),
-    "train-rm": ("pcrm.trainers.reward", "train a reward model with the ranking loss or PCRM"),
-    "evaluate": ("pcrm.evaluation.command", "evaluate reward models: accuracy, rank correlation, scale, calibration"),
-    "report": ("pcrm.report", "write the HTML/Markdown report comparing reward models"),
-    "train-dpo": ("pcrm.alignment.dpo", "align a policy with DPO (or IPO/hinge), with or without PCRM"),
-    "evaluate-policy": ("pcrm.alignment.policy_eval", "judge aligned policies: implicit rewards and judge win rates"),
-    "align": ("pcrm.alignment.command", "best-of-N, PPO, RLOO or GRPO against a trained reward model"),
-    "reproduce": ("pcrm.reproduce", "reproduce the paper's comparison on the bundled data"),
+    "train-rm": ("pcrm.commands.train_rm", "train a reward model with the ranking loss or PCRM"),
+    "evaluate": ("pcrm.commands.evaluate", "evaluate reward models: accuracy, rank correlation, scale, calibration"),
+    "report": ("pcrm.commands.report", "write the HTML/Markdown report comparing reward models"),
+    "train-dpo": ("pcrm.commands.train_dpo", "align a policy with DPO (or IPO/hinge), with or without PCRM"),
+    "evaluate-policy": ("pcrm.commands.evaluate_policy", "judge aligned policies: implicit rewards and judge win rates"),
+    "align": ("pcrm.commands.align", "best-of-N, PPO, RLOO or GRPO against a trained reward model"),
+    "reproduce": ("pcrm.commands.reproduce", "reproduce the paper's comparison on the bundled data"),
 }
 
 
-def _unwrap_optional(annotation):
-    """`X | None` -> (X, True); anything else -> (annotation, False)."""
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return args[0], True
-    return annotation, False
+class _Repeatable(argparse.Action):
+    """`--x a b --x c` gives [a, b, c]; the first use replaces the default (the dataclass's or a YAML file's)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        seen = namespace.__dict__.setdefault("_repeated", set())
+        items = list(getattr(namespace, self.dest)) if self.dest in seen else []
+        seen.add(self.dest)
+        setattr(namespace, self.dest, items + list(values))
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, config_class) -> None:
-    """Add one `--option` per dataclass field of `config_class`."""
-    hints = typing.get_type_hints(config_class)
-    for field in dataclasses.fields(config_class):
-        kind, optional = _unwrap_optional(hints[field.name])
-        option = "--" + field.name.replace("_", "-")
-        help_text = field.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
-        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
-        kwargs = {"dest": field.name, "default": default, "help": help_text if "default" in help_text else f"{help_text} (default: {default})"}
-        if "choices" in field.metadata:
-            kwargs["choices"] = field.metadata["choices"]
-        if kind is bool:
-            parser.add_argument(option, action=argparse.BooleanOptionalAction, **kwargs)
-        elif typing.get_origin(kind) is list:
-            (item,) = typing.get_args(kind)
-            kwargs["default"] = None  # argparse would append to a default list
-            parser.add_argument(option, action="append", type=item, metavar=item.__name__.upper(), **kwargs)
-        else:
-            parser.add_argument(option, type=kind, metavar=kind.__name__.upper(), **kwargs)
+class ConfigParser(HfArgumentParser):
+    """`HfArgumentParser` over a command's `Config`, with nested option dataclasses flattened, YAML files and one-line errors."""
+
+    def __init__(self, config_class, **kwargs):
+        self.config_class = config_class
+        hints = typing.get_type_hints(config_class)
+        self.nested = {f.name: hints[f.name] for f in dataclasses.fields(config_class) if dataclasses.is_dataclass(hints[f.name])}
+        top = dataclasses.make_dataclass(
+            config_class.__name__,
+            [(f.name, hints[f.name], _copy_field(f)) for f in dataclasses.fields(config_class) if f.name not in self.nested],
+        )
+        super().__init__([top, *self.nested.values()], **kwargs)
+        for field in dataclasses.fields(config_class):
+            if field.name in self.nested and field.default_factory is not dataclasses.MISSING:
+                self.set_defaults(**dataclasses.asdict(field.default_factory()))  # a command may change the nested defaults
+        for action in self._actions:
+            if action.nargs == "+":
+                action.__class__ = _Repeatable
+        self.add_argument("--config", metavar="FILE.yaml", help="read option values from a YAML mapping; options given here override it")
+
+    def error(self, message):
+        raise PcrmError(message)
+
+    def parse_config(self, argv: list[str]):
+        """The command's `Config` from `argv` (and the YAML file of `--config`)."""
+        config_file = _option_value(argv, "--config")
+        if config_file is not None:
+            self.set_defaults(**self._read_yaml(config_file))
+        namespace = self.parse_args(argv)
+        values = {k: v for k, v in vars(namespace).items() if k not in ("_repeated", "config")}
+        nested = {}
+        for name, kind in self.nested.items():
+            names = [f.name for f in dataclasses.fields(kind)]
+            nested[name] = kind(**{n: values.pop(n) for n in names})
+        return self.config_class(**values, **nested)
+
+    def _read_yaml(self, path: str) -> dict:
+        import yaml
+
+        try:
+            with open(path, encoding="utf-8") as f:
+                values = yaml.safe_load(f)
+        except OSError as err:
+            raise PcrmError(f"--config {path}: {err.strerror}") from None
+        except yaml.YAMLError as err:
+            raise PcrmError(f"--config {path}: invalid YAML ({str(err).splitlines()[0]})") from None
+        if not isinstance(values, dict):
+            raise PcrmError(f"--config {path}: expected a mapping of option names to values")
+        known = {action.dest for action in self._actions}
+        values = {str(k).replace("-", "_"): v for k, v in values.items()}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise PcrmError(f"--config {path}: unknown option(s) {', '.join(unknown)}")
+        return values
 
 
-def config_from_args(config_class, args: argparse.Namespace):
-    values = {}
-    for field in dataclasses.fields(config_class):
-        value = getattr(args, field.name)
-        if value is None and field.default is dataclasses.MISSING and field.default_factory is not dataclasses.MISSING:
-            value = field.default_factory()
-        values[field.name] = value
-    return config_class(**values)
+def _copy_field(field: dataclasses.Field) -> dataclasses.Field:
+    if field.default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=field.default_factory, metadata=field.metadata)
+    return dataclasses.field(default=field.default, metadata=field.metadata)
 
 
-def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
-    """The parser; only the `selected` command's module is imported (the others stay cheap)."""
+def _option_value(argv: list[str], option: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == option:
+            if i + 1 >= len(argv):
+                raise PcrmError(f"{option} needs a file name")
+            return argv[i + 1]
+        if arg.startswith(option + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def command_parser(name: str) -> ConfigParser:
+    """The parser of one command (imports only that command's module)."""
+    module_name, help_text = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    return ConfigParser(module.Config, prog=f"pcrm {name}", description=(module.Config.__doc__ or help_text).strip())
+
+
+def parse_command(argv: list[str]):
+    """(command name, its module, its Config) of a full command line such as `["train-rm", "--method", "bt"]`."""
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        raise PcrmError(f"unknown command {name!r} (choose from {', '.join(COMMANDS)})")
+    return name, importlib.import_module(COMMANDS[name][0]), command_parser(name).parse_config(rest)
+
+
+def _usage() -> str:
     from pcrm import __version__
 
-    parser = argparse.ArgumentParser(prog="pcrm", description="Reward models and policies trained with prior constraints (PCRM).")
-    parser.add_argument("--version", action="version", version=f"pcrm {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module_name, help_text) in COMMANDS.items():
-        if name != selected:
-            sub.add_parser(name, help=help_text)
-            continue
-        module = importlib.import_module(module_name)
-        command = sub.add_parser(name, help=help_text, description=(module.Config.__doc__ or help_text).strip())
-        add_config_arguments(command, module.Config)
-        command.set_defaults(_module=module)
-    return parser
+    width = max(map(len, COMMANDS))
+    lines = [f"pcrm {__version__}: reward models and policies trained with prior constraints (PCRM).", "",
+             "usage: pcrm COMMAND [options]   (pcrm COMMAND --help for its options)", "", "commands:"]
+    lines += [f"  {name.ljust(width)}  {help_text}" for name, (_, help_text) in COMMANDS.items()]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser(next((a for a in argv if a in COMMANDS), None))
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    _quiet_libraries()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        from pcrm import __version__
+
+        print(f"pcrm {__version__}")
+        return 0
+    command = argv[0]
     try:
-        config = config_from_args(args._module.Config, args)
-        args._module.run(config)
+        name, module, config = parse_command(argv)
+        _quiet_libraries()
+        module.run(config)
     except PcrmError as err:
-        print(f"pcrm {args.command}: error: {err}", file=sys.stderr)
+        print(f"pcrm {command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"pcrm {args.command}: interrupted", file=sys.stderr)
+        print(f"pcrm {command}: interrupted", file=sys.stderr)
         return 130
     return 0
 
 
 def _quiet_libraries() -> None:
     import logging
-    import warnings
 
     logging.basicConfig(format="pcrm: %(message)s", level=logging.WARNING)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning)
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()

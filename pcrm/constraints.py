@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import torch
@@ -60,12 +60,9 @@ def _check_betas(beta1: float, beta2: float, beta3: float) -> None:
 
 
 @dataclass
-class ConstraintConfig:
-    """How to compute each pair's similarity and δ*."""
+class PriorOptions:
+    """The knobs of a similarity prior; which prior is used is the command's `--method`."""
 
-    METHOD_CHOICES = METHODS
-
-    method: str = field(default="cosine", metadata={"help": f"similarity prior: {', '.join(METHODS)}"})
     beta1: float | None = field(default=None, metadata={"help": "β1 of δ*=β1/(s+β2)+β3 (default: per method)"})
     beta2: float = field(default=0.001, metadata={"help": "β2 of δ*"})
     beta3: float | None = field(default=None, metadata={"help": "β3 of δ* (default: per method)"})
@@ -74,12 +71,29 @@ class ConstraintConfig:
     fixed_delta: float = field(default=0.45, metadata={"help": "δ* of every pair for --method fixed"})
     random_low: float = field(default=0.4, metadata={"help": "lower end of δ* for --method random"})
     random_high: float = field(default=0.5, metadata={"help": "upper end of δ* for --method random"})
+    encoder_batch_size: int = field(default=64, metadata={"help": "batch size of the sentence encoder"})
+
+    def resolve(self, method: str, seed: int = 0, default_betas: dict | None = None) -> "ConstraintConfig | None":
+        """The `ConstraintConfig` of `method` with these options (None when `method` uses no prior)."""
+        if method not in METHODS:
+            return None
+        beta1, beta3 = (DEFAULT_BETAS if default_betas is None else default_betas).get(method, (None, None))
+        options = asdict(self)
+        options["beta1"] = beta1 if self.beta1 is None else self.beta1
+        options["beta3"] = beta3 if self.beta3 is None else self.beta3
+        return ConstraintConfig(method=method, seed=seed, **options)
+
+
+@dataclass
+class ConstraintConfig(PriorOptions):
+    """How to compute each pair's similarity and δ*: the prior (`method`) and its options."""
+
+    method: str = field(default="cosine", metadata={"help": f"similarity prior: {', '.join(METHODS)}"})
     seed: int = field(default=0, metadata={"help": "seed of --method random"})
-    batch_size: int = field(default=64, metadata={"help": "encoder batch size"})
 
     def __post_init__(self):
-        if self.method not in self.METHOD_CHOICES:
-            raise PcrmError(f"--method must be one of {', '.join(self.METHOD_CHOICES)}, got {self.method!r}")
+        if self.method not in METHODS:
+            raise PcrmError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.unit not in LENGTH_UNITS:
             raise PcrmError(f"--unit must be one of {', '.join(LENGTH_UNITS)}, got {self.unit!r}")
         default_beta1, default_beta3 = DEFAULT_BETAS.get(self.method, (1.0, 0.0))
@@ -90,8 +104,12 @@ class ConstraintConfig:
             raise PcrmError(f"--random-low must be < --random-high, got {self.random_low} and {self.random_high}")
         if self.method == "fixed" and not (math.isfinite(self.fixed_delta) and self.fixed_delta > 0):
             raise PcrmError(f"--fixed-delta must be a finite number > 0, got {self.fixed_delta}")
-        if self.batch_size < 1:
-            raise PcrmError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.encoder_batch_size < 1:
+            raise PcrmError(f"--encoder-batch-size must be >= 1, got {self.encoder_batch_size}")
+
+    @property
+    def options(self) -> PriorOptions:
+        return PriorOptions(**{f.name: getattr(self, f.name) for f in fields(PriorOptions)})
 
 
 # The paper authors' settings for 7B models (length β1=10, β3=−5; cosine β1=20, β3=−15; fixed 4.5;
@@ -154,7 +172,7 @@ def cached_embeddings(dataset, chosen, rejected, config: ConstraintConfig, show_
     # One call over both columns: sentence-transformers sorts by length and batches.
     embeddings = encoder.encode(
         chosen + rejected,
-        batch_size=config.batch_size,
+        batch_size=config.encoder_batch_size,
         convert_to_numpy=True,
         normalize_embeddings=True,
         show_progress_bar=show_progress,
@@ -222,10 +240,3 @@ def suggest_betas(similarity, margins, beta2: float = 0.001, quantiles: tuple[fl
         raise PcrmError("cannot suggest β: the reference margins do not spread (upper quantile <= median)")
     beta1 = (m_hi - m_lo) / (1 / (s_lo + beta2) - 1 / (s_hi + beta2))
     return float(beta1), float(m_lo - beta1 / (s_hi + beta2))
-
-
-def prior_config(config: ConstraintConfig) -> ConstraintConfig | None:
-    """The plain `ConstraintConfig` inside a command's config (None when its method uses no prior)."""
-    if config.method not in METHODS:
-        return None
-    return ConstraintConfig(**{f.name: getattr(config, f.name) for f in fields(ConstraintConfig)})

@@ -42,3 +42,45 @@ def cache_dir() -> Path:
     """Root of pcrm's on-disk cache (`$PCRM_CACHE`, default `~/.cache/pcrm`)."""
     root = os.environ.get("PCRM_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "pcrm")
     return Path(root)
+
+
+def write_npz(path: str | Path, arrays: dict) -> None:
+    """`numpy.savez` of `arrays`, written atomically."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def slug(text: str) -> str:
+    """`text` as a file name: characters other than letters, digits, '-', '_' and '.' become '_'."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip(".") or "_"
+
+
+def unique_labels(names: list[str]) -> list[str]:
+    """Short file-safe labels: the last path component, or more of the path where that is ambiguous."""
+    parts = [[slug(p) for p in Path(n).parts if p not in ("/", ".")] or [slug(n)] for n in names]
+    for depth in range(1, max(len(p) for p in parts) + 1):
+        labels = ["-".join(p[-depth:]) for p in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [f"{label}-{i}" for i, label in enumerate(labels)]
+
+
+def versions() -> dict:
+    """Versions of pcrm and the libraries a run depends on (recorded in every output's pcrm_config.json)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from pcrm import __version__
+
+    found = {"pcrm": __version__, "python": platform.python_version()}
+    for package in ("torch", "transformers", "trl", "accelerate", "datasets", "peft", "sentence-transformers"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return found

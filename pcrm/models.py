@@ -111,3 +111,45 @@ def _load(auto_class, name, **kwargs):
         return auto_class.from_pretrained(path, **kwargs)
     except (OSError, ValueError, KeyError) as err:
         raise PcrmError(f"{name}: cannot load with {auto_class.__name__} ({str(err).splitlines()[0]})") from None
+
+
+def default_device(device: str = "auto") -> str:
+    """`auto`: the accelerator when present (CUDA, then Apple MPS), else the CPU; other values as given."""
+    import torch
+
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def check_reward_model(name: str) -> str:
+    """The resolved model path, after checking its config describes a one-output sequence classifier."""
+    from transformers import AutoConfig
+
+    path = resolve_model(name)
+    try:
+        model_config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as err:
+        raise PcrmError(f"{name}: cannot read the model config ({str(err).splitlines()[0]})") from None
+    architectures = model_config.architectures or []
+    if not any(a.endswith("ForSequenceClassification") for a in architectures):
+        found = ", ".join(architectures) or "none"
+        raise PcrmError(f"{name}: not a reward model (architectures: {found}; need a *ForSequenceClassification with 1 label)")
+    if model_config.num_labels != 1:
+        raise PcrmError(f"{name}: not a reward model (it has {model_config.num_labels} outputs, need 1)")
+    return path
+
+
+def model_fingerprint(path: str) -> str:
+    """Name, size and mtime of the files of a model directory (logs and pcrm_config.json excluded)."""
+    import json
+
+    folder = Path(path)
+    if not folder.is_dir():
+        return path  # a Hub id served from the local cache
+    files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix != ".jsonl" and f.name != "pcrm_config.json")
+    return json.dumps([(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files])

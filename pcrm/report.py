@@ -1,4 +1,4 @@
-"""`pcrm report`: a self-contained HTML report and a Markdown twin of `pcrm evaluate` results.
+"""The report of `pcrm report`: a self-contained HTML report and a Markdown twin of `pcrm evaluate` results.
 
 Sections: the metric table with 95% CIs, margin histograms, margin vs similarity with the
 δ* curve, score vs length, reliability diagram, training curves (from `train_log.jsonl` in
@@ -17,20 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from pcrm.errors import PcrmError
-from pcrm.evaluation.command import SCHEMA_VERSION, format_estimate, slug
-from pcrm.io import atomic_write_text, write_json
+from pcrm.evaluation.metrics import format_estimate
+from pcrm.evaluation.reward_models import SCHEMA_VERSION
+from pcrm.io import atomic_write_text, slug, write_json
 
 SECTIONS_DIR = "sections"
-
-
-@dataclass
-class Config:
-    """Write report.html (self-contained) and report.md, with PNG figures, from the output of `pcrm evaluate`."""
-
-    input: str = field(default="runs/evaluate", metadata={"help": "directory written by pcrm evaluate, or its metrics.json"})
-    output: str | None = field(default=None, metadata={"help": "directory for the report and its PNGs (default: the input directory)"})
-    title: str = field(default="Reward model evaluation", metadata={"help": "report title"})
-
 
 @dataclass
 class Section:
@@ -50,20 +41,20 @@ def add_section(directory: str | Path, title: str, rows=(), images=(), text: str
     write_json(path, asdict(section))
     return path
 
-
-def run(config: Config) -> dict:
-    source = Path(config.input)
+def write_report(input: str | Path, output: str | Path | None = None, title: str = "Reward model evaluation") -> dict:
+    """report.html and report.md (with PNGs beside them) of a `pcrm evaluate` directory or its metrics.json."""
+    source = Path(input)
     metrics_file = source if source.suffix == ".json" else source / "metrics.json"
     summary = _read_json(metrics_file, "run pcrm evaluate first")
     if not isinstance(summary, dict) or summary.get("schema_version") != SCHEMA_VERSION or "results" not in summary:
         raise PcrmError(f"{metrics_file}: not a metrics.json of pcrm evaluate (schema_version {SCHEMA_VERSION})")
-    output = Path(config.output) if config.output else metrics_file.parent
+    output = Path(output) if output else metrics_file.parent
     runs = [(result, _load_arrays(metrics_file.parent / result["arrays"])) for result in summary["results"]]
     sections = [metric_section(summary), *figure_sections(runs, summary["config"]["priors"], output)]
     sections += training_sections(summary["results"], output)
     sections += [_localised(s, output) for s in extra_sections(metrics_file.parent)]
-    atomic_write_text(output / "report.html", render_html(config.title, sections, output))
-    atomic_write_text(output / "report.md", render_markdown(config.title, sections))
+    atomic_write_text(output / "report.html", render_html(title, sections, output))
+    atomic_write_text(output / "report.md", render_markdown(title, sections))
     images = [str(output / name) for s in sections for name in s.images]
     print(f"wrote {output / 'report.html'}, {output / 'report.md'} and {len(images)} PNG files")
     return {"html": str(output / "report.html"), "markdown": str(output / "report.md"), "images": images}
@@ -372,3 +363,10 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """A Markdown table of string cells: one dict per row, keys are the columns."""
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row[h] for h in header) + " |" for row in rows])

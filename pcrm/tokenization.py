@@ -7,6 +7,8 @@ Nothing is dropped silently: callers get the count of truncated sequences.
 
 from datasets import Dataset
 
+TURN = "\n\nHuman:"  # a text prompt's next user turn: where a response to an HH-style prompt ends
+
 
 def render(prompt, response, tokenizer) -> str:
     """The text a reward model reads: prompt + response, through the chat template when conversational."""
@@ -55,3 +57,18 @@ def tokenize_pairs(dataset: Dataset, tokenizer, max_length: int | None) -> tuple
             dataset = dataset.remove_columns(column)
     dataset = dataset.add_column("chosen_ids", chosen_ids).add_column("rejected_ids", rejected_ids)
     return dataset, sum(a or b for a, b in zip(chosen_cut, rejected_cut))
+
+
+def cut_prompts(prompts: list, tokenizer, max_tokens: int) -> tuple[list, int]:
+    """Text prompts longer than `max_tokens` tokens cut from the left (the last turns stay), and how many were cut.
+
+    Conversational prompts are returned as they are (TRL's chat template and `max_length` apply).
+    """
+    if not prompts or not isinstance(prompts[0], str):
+        return prompts, 0
+    ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    long_rows = [i for i, row in enumerate(ids) if len(row) > max_tokens]
+    prompts = list(prompts)
+    for i in long_rows:
+        prompts[i] = tokenizer.decode(ids[i][-max_tokens:])
+    return prompts, len(long_rows)

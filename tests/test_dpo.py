@@ -103,7 +103,7 @@ def test_trainer_loss_is_pcrm_dpo_loss_and_delta_stays_out_of_the_model(tiny, mo
     from transformers import AutoTokenizer
     from trl import DPOConfig
 
-    from pcrm.alignment.dpo import PcrmDPOTrainer
+    from pcrm.trainers.dpo import PcrmDPOTrainer
     from pcrm.losses import pcrm_dpo_loss
     from pcrm.models import load_causal_lm
 
@@ -143,7 +143,7 @@ def test_lora_resume_and_overwrite(tiny, tmp_path, monkeypatch, capsys):
 
 
 def test_nan_loss_is_a_clear_error(tiny, tmp_path, monkeypatch, capsys):
-    from pcrm.alignment import dpo
+    from pcrm.trainers import dpo
 
     monkeypatch.setattr(dpo, "dpo_margin", lambda chosen, *rest: chosen * float("nan"))
     err = _error(capsys, ["train-dpo", *_base(tiny), "--method", "dpo", "--output", str(tmp_path / "out")])
@@ -194,7 +194,7 @@ def test_evaluate_policy(tiny, tmp_path, monkeypatch):
 
 
 def test_win_rate_counts_ties_as_half():
-    from pcrm.alignment.policy_eval import win_rate
+    from pcrm.evaluation.metrics import win_rate
 
     assert win_rate([2, 2, 2, 2], [1, 1, 1, 1], 100, 0) == {"rate": 1.0, "ci_low": 1.0, "ci_high": 1.0}
     assert win_rate([1, 2, 0, 5], [1, 1, 1, 5], 100, 0)["rate"] == 0.5

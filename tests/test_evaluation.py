@@ -9,7 +9,8 @@ from tests.rm_fixtures import PAIRS, RANKED, tiny_reward_model, write_jsonl
 
 from pcrm.cli import main
 from pcrm.evaluation import metrics as M
-from pcrm.evaluation.command import format_table, load_data, unique_labels
+from pcrm.evaluation.reward_models import format_table, load_data
+from pcrm.io import unique_labels
 
 LN3 = math.log(3)  # σ(ln 3) = 0.75
 
@@ -213,7 +214,7 @@ def test_evaluate_end_to_end_and_cache(model_dir, files, tmp_path, monkeypatch, 
 def test_betas_come_from_pcrm_config(model_dir, files, tmp_path):
     (model_dir / "pcrm_config.json").write_text(json.dumps({"method": "length", "beta1": 3.0, "beta2": 0.01, "beta3": -1.0}))
     try:
-        from pcrm.evaluation.command import Config, evaluate
+        from pcrm.commands.evaluate import Config, evaluate
 
         summary = evaluate(Config(model=[str(model_dir)], data=[str(files["pairs"])], output=str(tmp_path / "e"), priors=["length"], bootstrap=0))
     finally:

@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 
 from pcrm.cli import main
 from pcrm.errors import PcrmError
-from pcrm.trainers.reward import Config, train
+from pcrm.commands.train_rm import Config, train
+from pcrm.constraints import PriorOptions
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,9 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 def tiny_config(tiny_rm_dir, pairs_file, output, **overrides) -> Config:
     options = dict(model=str(tiny_rm_dir), data=str(pairs_file), eval_data=str(pairs_file), eval_split="train",
                    output=str(output), method="bt", max_length=64, batch_size=4, learning_rate=1e-3,
-                   max_steps=4, save_steps=2, progress=False, unit="chars")
+                   max_steps=4, save_steps=2, progress=False)
     options.update(overrides)
-    return Config(**options)
+    return Config(**options, prior=PriorOptions(unit="chars"))
 
 
 @pytest.mark.parametrize("method", ["bt", "length", "fixed", "random", "lower-margin", "center"])
@@ -85,7 +86,8 @@ def test_non_finite_loss_stops_with_a_clear_message(tiny_rm_dir, pairs_file, tmp
 KILL_SCRIPT = """
 import os, signal, sys
 from transformers import TrainerCallback
-from pcrm.trainers.reward import Config, train
+from pcrm.commands.train_rm import Config, train
+from pcrm.constraints import PriorOptions
 
 class KillAfterSave(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):

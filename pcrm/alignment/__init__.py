@@ -1,2 +1,2 @@
-"""Aligning policies: DPO/IPO/hinge with PCRM's prior term (`dpo`), judging policies (`policy_eval`),
-and best-of-N or RL against a trained reward model (`command`)."""
+"""Aligning policies against trained reward models: best-of-N (`bon`), PPO (`ppo`), RLOO/GRPO through TRL
+(`rl_trl`), what they share (`rollout`) and the per-reward-model RL runs (`rl`)."""

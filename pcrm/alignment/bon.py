@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pcrm.alignment.policy_eval import win_rate
-from pcrm.alignment.rollout import RewardModel, default_device, load_prompts, sample
+from pcrm.alignment.rollout import RewardModel, load_prompts, sample
+from pcrm.evaluation.metrics import win_rate
 from pcrm.io import atomic_write_text, cache_dir, write_json
+from pcrm.models import default_device
 
 
 def kl_best_of_n(n: int) -> float:
@@ -64,8 +65,7 @@ def scale_stats(scores: np.ndarray, judge: np.ndarray | None, lengths: np.ndarra
 
 def cached_samples(config, prompts: list[str], tokenizer) -> dict:
     """{"responses", "lengths"}: [prompts][max N] sampled responses and their token counts, from the cache when possible."""
-    from pcrm.evaluation.command import model_fingerprint
-    from pcrm.models import load_causal_lm, resolve_model
+    from pcrm.models import load_causal_lm, model_fingerprint, resolve_model
 
     key = {"policy": model_fingerprint(resolve_model(config.policy)), "prompts": prompts, "seed": config.seed,
            "max_new_tokens": config.max_new_tokens, "temperature": config.temperature, "batch_size": config.batch_size}

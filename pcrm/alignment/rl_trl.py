@@ -18,8 +18,9 @@ import numpy as np
 from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
-from pcrm.alignment.rollout import TURN, RewardShaper, StepLog, reward_stats
+from pcrm.alignment.rollout import RewardShaper, StepLog, reward_stats
 from pcrm.errors import PcrmError
+from pcrm.tokenization import TURN
 
 SHAPER_FILE = "reward_shaper.json"
 

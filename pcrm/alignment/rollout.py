@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pcrm.alignment.policy_eval import TURN, win_rate
 from pcrm.errors import PcrmError
+from pcrm.evaluation.metrics import win_rate
+from pcrm.tokenization import TURN, cut_prompts
 
 
 def load_prompts(source: str, split: str, tokenizer, max_tokens: int, count: int | None = None, seed: int = 0) -> list[str]:
     """Distinct text prompts of a split in a seeded order (the first `count`), cut from the left to `max_tokens` tokens."""
-    from pcrm.alignment.dpo import cut_prompts
     from pcrm.data import load_preferences
 
     prompts = load_preferences(source, split).shuffle(seed=seed)["prompt"]
@@ -87,8 +87,7 @@ class RewardModel:
     """A reward model scoring (prompt, response) as `pcrm train-rm` rendered pairs (`pcrm.tokenization.render`)."""
 
     def __init__(self, name: str, max_length: int, batch_size: int, device="cpu"):
-        from pcrm.evaluation.command import check_reward_model
-        from pcrm.models import load_reward_model, load_tokenizer
+        from pcrm.models import check_reward_model, load_reward_model, load_tokenizer
 
         self.path = check_reward_model(name)
         self.model = load_reward_model(self.path).to(device).eval()
@@ -171,10 +170,6 @@ class Probe:
 def select_rows(batch: dict, rows) -> dict:
     """The rows (a slice or an index tensor) of a packed batch."""
     return {k: v if k == "width" else v[rows] for k, v in batch.items()}
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class StepLog:

@@ -1,1 +1,1 @@
-"""Commands that are not a trainer, an evaluator or an aligner (those live in their packages)."""
+"""The eight `pcrm` commands, one module each: its `Config` (options) and `run(config)`; the work is in the library."""

@@ -1,1 +1,1 @@
-"""Reward-model evaluation: pure metrics (`metrics`) and the `pcrm evaluate` command (`command.evaluate`)."""
+"""Evaluation: pure metrics (`metrics`), reward models on preference data (`reward_models`), policies (`policies`)."""

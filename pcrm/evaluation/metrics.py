@@ -4,12 +4,13 @@ Conventions (docs/metrics.md has the details):
 - a labelled pair's `margin` is score(chosen) − score(rejected); a tie (margin 0) is half right;
 - rank correlations with human scores are NaN where the human scores cannot rank (fewer than
   two responses, or all equal) and 0 where they can but the model's scores are all equal;
-- every CI is a seeded 95% percentile bootstrap over the statistic's rows (pairs, responses
-  or prompts).
+- every CI is a seeded 95% bootstrap (`scipy.stats.bootstrap`, BCa) over the statistic's rows
+  (pairs, responses or prompts).
 """
 
 import functools
 import math
+import warnings
 
 import numpy as np
 from scipy import stats
@@ -17,6 +18,7 @@ from scipy.special import expit
 
 QUANTILES = (5, 25, 50, 75, 95)
 BOOTSTRAP_BATCH_ELEMENTS = 1 << 21  # resampled values held at once per array
+BCA_MAX_ROWS = 5000
 
 
 def pair_credit(margin) -> np.ndarray:
@@ -156,27 +158,61 @@ def expected_calibration_error(margin, n_bins: int = 10):
 
 
 def bootstrap_ci(statistic, *arrays, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> list[float] | None:
-    """Percentile bootstrap interval of `statistic(*arrays)`, resampling rows of all arrays together.
+    """95% bootstrap interval of `statistic(*arrays)` by `scipy.stats.bootstrap`, resampling rows of all arrays together.
 
-    `statistic` reduces the last axis (it gets a batch of resamples at once). None with
-    fewer than 2 rows, no resamples, or no finite resampled value.
+    BCa up to `BCA_MAX_ROWS` rows (its jackknife costs one statistic per row), percentile above;
+    percentile also where BCa is undefined (degenerate data). `statistic` reduces the last axis
+    (it gets a batch of resamples at once). None with fewer than 2 rows, no resamples, or no
+    finite interval.
     """
     n = len(arrays[0])
     if n < 2 or n_boot < 1:
         return None
-    rng = np.random.default_rng(seed)
-    arrays = [np.asarray(a) for a in arrays]
-    batch = max(1, BOOTSTRAP_BATCH_ELEMENTS // n)
-    values = []
-    for start in range(0, n_boot, batch):
-        index = rng.integers(0, n, (min(batch, n_boot - start), n))
-        values.append(np.asarray(statistic(*(a[index] for a in arrays)), dtype=float))
-    values = np.concatenate(values)
-    values = values[np.isfinite(values)]
-    if not len(values):
-        return None
-    low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
-    return [float(low), float(high)]
+    data = tuple(np.asarray(a) for a in arrays)
+    method = "BCa" if n <= BCA_MAX_ROWS else "percentile"
+    for method in dict.fromkeys((method, "percentile")):
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            result = stats.bootstrap(
+                data, lambda *a, axis=-1: statistic(*a), n_resamples=n_boot, paired=True, vectorized=True,
+                confidence_level=level, method=method, rng=np.random.default_rng(seed),
+                batch=max(1, BOOTSTRAP_BATCH_ELEMENTS // n),
+            )
+        low, high = result.confidence_interval
+        if math.isfinite(low) and math.isfinite(high):
+            return [float(low), float(high)]
+    return None
+
+
+def win_rate(scores_a, scores_b, resamples: int, seed: int) -> dict:
+    """Fraction of prompts where A's response outscores B's (ties count ½), with its 95% bootstrap CI."""
+    wins = pair_credit(np.asarray(scores_a, dtype=float) - np.asarray(scores_b, dtype=float))
+    low, high = bootstrap_ci(mean, wins, n_boot=resamples, seed=seed) or (math.nan, math.nan)
+    return {"rate": float(wins.mean()), "ci_low": low, "ci_high": high}
+
+
+def margin_statistics(margin) -> dict:
+    """Accuracy (ties count ½) and the margin distribution, as flat keys (pcrm_config.json's `heldout`)."""
+    margin = np.asarray(margin, dtype=float)
+    return {
+        "accuracy": float(accuracy(margin)),
+        "margin_mean": float(margin.mean()),
+        "margin_std": float(margin.std()),
+        "margin_abs_mean": float(np.abs(margin).mean()),
+        "margin_p5": float(np.quantile(margin, 0.05)),
+        "margin_p50": float(np.quantile(margin, 0.5)),
+        "margin_p95": float(np.quantile(margin, 0.95)),
+    }
+
+
+def format_estimate(estimate: dict | None, ci: bool = True) -> str:
+    """`0.712 [0.671, 0.750]`; `–` when undefined or not applicable."""
+    if estimate is None or estimate["value"] is None:
+        return "–"
+    text = f"{estimate['value']:.3f}"
+    if ci and estimate["ci"] is not None:
+        text += f" [{estimate['ci'][0]:.3f}, {estimate['ci'][1]:.3f}]"
+    return text
 
 
 def estimate(statistic, *arrays, n_boot: int = 1000, seed: int = 0) -> dict:

@@ -1,1 +1,1 @@
-"""Trainers: reward models (PCRM, BT, scale controls) on TRL."""
+"""Trainers: thin subclasses of TRL's RewardTrainer (reward.py) and DPOTrainer (dpo.py) whose only change is the loss."""

@@ -48,9 +48,9 @@ class Config:
 
 def train_all(config: Config) -> list[Path]:
     """Train (or reuse) one reward model per (method, seed)."""
-    from pcrm.trainers import reward
+    from pcrm.commands import train_rm
 
-    trainer_fields = {f.name for f in fields(reward.Config)} - {"output"}
+    trainer_fields = {f.name for f in fields(train_rm.Config)} - {"output"}
     shared = {f.name: getattr(config, f.name) for f in fields(Config) if f.name in trainer_fields}
     directories = []
     for seed in config.seeds:
@@ -59,7 +59,7 @@ def train_all(config: Config) -> list[Path]:
             if not (directory / "pcrm_config.json").exists():
                 print(f"== training {method} (seed {seed})", flush=True)
                 resume = (directory / "checkpoints").is_dir()
-                reward.train(reward.Config(**shared, method=method, seed=seed, output=str(directory), overwrite=not resume, resume=resume))
+                train_rm.train(train_rm.Config(**shared, method=method, seed=seed, output=str(directory), overwrite=not resume, resume=resume))
             directories.append(directory)
     return directories
 
@@ -96,8 +96,8 @@ def format_table(rows: list[dict]) -> str:
 
 
 def run(config: Config) -> dict:
-    from pcrm import report
-    from pcrm.evaluation import command as evaluation
+    from pcrm.commands import evaluate as evaluation
+    from pcrm.report import add_section, write_report
 
     start = time.perf_counter()
     output = Path(config.output)
@@ -109,8 +109,8 @@ def run(config: Config) -> dict:
                                           output=str(evaluation_dir), max_length=config.max_length))
     text = (f"Backbone {config.model}, {config.data}, max length {config.max_length}, lr {config.learning_rate}, "
             f"{config.epochs} epoch(s), seeds {config.seeds}. Held-out statistics, mean ± std over seeds.")
-    report.add_section(evaluation_dir, "Reproduction: mean ± std over seeds", rows=format_rows(rows), text=text)
-    report.run(report.Config(input=str(evaluation_dir), title="pcrm reproduction"))
+    add_section(evaluation_dir, "Reproduction: mean ± std over seeds", rows=format_rows(rows), text=text)
+    write_report(evaluation_dir, title="pcrm reproduction")
     summary = {"config": {f.name: getattr(config, f.name) for f in fields(Config)}, "methods": rows,
                "seconds": time.perf_counter() - start, "report": str(evaluation_dir / "report.html")}
     write_json(output / "summary.json", summary)

@@ -1,4 +1,4 @@
-"""`pcrm evaluate`: score reward models on preference data; write metrics.json and per-pair arrays.
+"""Evaluate reward models on preference data: per-response scores, per-pair arrays and their metrics.
 
 Each response is scored once (ranked data is not expanded into pairs for scoring) and its
 score cached under `cache_dir()/scores/`, keyed by the model's files (name, size, mtime),
@@ -7,59 +7,21 @@ the data and the truncation length, so re-running costs a tokenizer load.
 
 import functools
 import hashlib
-import io
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from pcrm.constraints import PriorOptions
 from pcrm.errors import PcrmError
-from pcrm.evaluation.metrics import compute_metrics, ranked_pairs
-from pcrm.io import atomic_write_bytes, cache_dir, write_json
+from pcrm.evaluation.metrics import compute_metrics, format_estimate, ranked_pairs
+from pcrm.io import cache_dir, unique_labels, write_json, write_npz
+from pcrm.models import check_reward_model, default_device, model_fingerprint
 
 PRIORS = ("length", "cosine")
 SCHEMA_VERSION = 1
-
-
-@dataclass
-class Config:
-    """Evaluate reward models on preference data: accuracy, rank correlation, score scale,
-    margins against the priors' δ*, length bias and calibration, with bootstrap CIs."""
-
-    model: list[str] = field(default_factory=list, metadata={"help": "reward model directory (required, no default; repeat to compare several)"})
-    data: list[str] = field(
-        default_factory=lambda: ["hh-rlhf-harmless"],
-        metadata={"help": "bundled dataset name or file/directory, repeatable (default: hh-rlhf-harmless)"},
-    )
-    split: str = field(default="test", metadata={"help": "split of bundled data or of a DatasetDict directory"})
-    output: str = field(default="runs/evaluate", metadata={"help": "directory for metrics.json and scores/*.npz"})
-    priors: list[str] = field(
-        default_factory=lambda: list(PRIORS),
-        metadata={"help": "priors whose δ* the margins are compared with, repeatable (default: length and cosine)", "choices": PRIORS},
-    )
-    encoder: str = field(default="minilm", metadata={"help": "sentence encoder of the cosine prior"})
-    max_length: int = field(default=512, metadata={"help": "tokens per scored text (longer ones lose the prompt's start)"})
-    batch_size: int = field(default=32, metadata={"help": "scoring batch size"})
-    device: str = field(default="auto", metadata={"help": "torch device for scoring: auto, cpu, cuda, ..."})
-    bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples per confidence interval (0: no CIs)"})
-    bins: int = field(default=10, metadata={"help": "reliability bins of the calibration metrics"})
-    seed: int = field(default=0, metadata={"help": "seed of the bootstrap"})
-
-    def __post_init__(self):
-        if not self.model:
-            raise PcrmError("--model is required (a reward model directory; repeat it to compare several)")
-        if not self.data:
-            raise PcrmError("--data needs at least one dataset")
-        for prior in self.priors:
-            if prior not in PRIORS:
-                raise PcrmError(f"--priors must be among {', '.join(PRIORS)}, got {prior!r}")
-        for name in ("max_length", "batch_size", "bins"):
-            if getattr(self, name) < 1:
-                raise PcrmError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.bootstrap < 0:
-            raise PcrmError(f"--bootstrap must be >= 0, got {self.bootstrap}")
 
 
 @dataclass
@@ -119,36 +81,7 @@ def load_data(source: str, split: str) -> EvalData:
     return EvalData(source, kind, [prompts[g] for g in group], responses, human, group, chosen, rejected)
 
 
-def check_reward_model(name: str) -> str:
-    """The resolved model path, after checking its config describes a one-output sequence classifier."""
-    from transformers import AutoConfig
-
-    from pcrm.models import resolve_model
-
-    path = resolve_model(name)
-    try:
-        model_config = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError, KeyError) as err:
-        raise PcrmError(f"{name}: cannot read the model config ({str(err).splitlines()[0]})") from None
-    architectures = model_config.architectures or []
-    if not any(a.endswith("ForSequenceClassification") for a in architectures):
-        found = ", ".join(architectures) or "none"
-        raise PcrmError(f"{name}: not a reward model (architectures: {found}; need a *ForSequenceClassification with 1 label)")
-    if model_config.num_labels != 1:
-        raise PcrmError(f"{name}: not a reward model (it has {model_config.num_labels} outputs, need 1)")
-    return path
-
-
-def model_fingerprint(path: str) -> str:
-    """Name, size and mtime of the files of a model directory (logs and pcrm_config.json excluded)."""
-    folder = Path(path)
-    if not folder.is_dir():
-        return path  # a Hub id served from the local cache
-    files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix != ".jsonl" and f.name != "pcrm_config.json")
-    return json.dumps([(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files])
-
-
-def cached_scores(path: str, data: EvalData, tokenizer, config: Config, load_model) -> np.ndarray:
+def cached_scores(path: str, data: EvalData, tokenizer, config, load_model) -> np.ndarray:
     """Reward of every response of `data`, from the disk cache when this model and data were scored before (`cache_dir()/scores/<key>.npz`)."""
     from pcrm.scoring import score_texts
     from pcrm.tokenization import render
@@ -164,7 +97,7 @@ def cached_scores(path: str, data: EvalData, tokenizer, config: Config, load_mod
     return scores
 
 
-def prior_configs(path: str, config: Config) -> dict:
+def prior_configs(path: str, config) -> dict:
     """prior -> (ConstraintConfig, source): β (and unit/encoder) from the model's pcrm_config.json
     when it was trained with that prior, else the `ConstraintConfig` defaults."""
     from pcrm.constraints import ConstraintConfig
@@ -180,7 +113,7 @@ def prior_configs(path: str, config: Config) -> dict:
             raise PcrmError(f"{trained_file}: expected a JSON object")
     result = {}
     for prior in config.priors:
-        options = {"encoder": config.encoder, "batch_size": config.batch_size}
+        options = {"encoder": config.encoder, "encoder_batch_size": config.batch_size}
         source = "default"
         if trained.get("method") == prior:
             keys = ("beta1", "beta2", "beta3", "unit", "encoder")
@@ -190,7 +123,7 @@ def prior_configs(path: str, config: Config) -> dict:
     return result
 
 
-def evaluation_arrays(path: str, data: EvalData, tokenizer, priors: dict, config: Config, load_model) -> dict:
+def evaluation_arrays(path: str, data: EvalData, tokenizer, priors: dict, config, load_model) -> dict:
     """Per-response and per-pair arrays of one (model, data) evaluation (saved as scores/*.npz)."""
     from pcrm.constraints import add_constraints
     from pcrm.data import as_text
@@ -212,7 +145,7 @@ def evaluation_arrays(path: str, data: EvalData, tokenizer, priors: dict, config
     return arrays
 
 
-def evaluate(config: Config) -> dict:
+def evaluate(config) -> dict:
     """Evaluate every model on every dataset; write `output/metrics.json` and `output/scores/*.npz`; return the summary."""
     from pcrm.models import load_reward_model, load_tokenizer
 
@@ -220,7 +153,7 @@ def evaluate(config: Config) -> dict:
     datasets = [load_data(d, config.split) for d in config.data]
     output = Path(config.output)
     data_labels = unique_labels([_data_name(d, config.split) for d in config.data])
-    device = config.device if config.device != "auto" else _default_device()
+    device = default_device(config.device)
     results = []
     for name, path, model_label in zip(config.model, paths, unique_labels(config.model)):
         tokenizer = load_tokenizer(path)
@@ -253,19 +186,6 @@ def evaluate(config: Config) -> dict:
     return summary
 
 
-def write_npz(path: Path, arrays: dict) -> None:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def run(config: Config) -> dict:
-    summary = evaluate(config)
-    print(format_table(summary))
-    print(f"wrote {Path(config.output) / 'metrics.json'}")
-    return summary
-
-
 def format_table(summary: dict) -> str:
     """The console table: one row per (model, data); estimates with their 95% CI."""
     header = ["model", "data", "pairs", "accuracy [95% CI]", "τ pairs", "ρ prompt", "margin μ±σ"]
@@ -293,38 +213,30 @@ def format_table(summary: dict) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows])
 
 
-def format_estimate(estimate: dict | None, ci: bool = True) -> str:
-    """`0.712 [0.671, 0.750]`; `–` when undefined or not applicable."""
-    if estimate is None or estimate["value"] is None:
-        return "–"
-    text = f"{estimate['value']:.3f}"
-    if ci and estimate["ci"] is not None:
-        text += f" [{estimate['ci'][0]:.3f}, {estimate['ci'][1]:.3f}]"
-    return text
-
-
-def unique_labels(names: list[str]) -> list[str]:
-    """Short file-safe labels: the last path component, or more of the path where that is ambiguous."""
-    parts = [[slug(p) for p in Path(n).parts if p not in ("/", ".")] or [slug(n)] for n in names]
-    for depth in range(1, max(len(p) for p in parts) + 1):
-        labels = ["-".join(p[-depth:]) for p in parts]
-        if len(set(labels)) == len(labels):
-            return labels
-    return [f"{label}-{i}" for i, label in enumerate(labels)]
-
-
 def _data_name(source: str, split: str) -> str:
     from pcrm.data import BUNDLED
 
     return f"{source}-{split}" if source in BUNDLED else str(Path(source).with_suffix(""))
 
 
-def slug(text: str) -> str:
-    """`text` as a file name: characters other than letters, digits, '-', '_' and '.' become '_'."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip(".") or "_"
+def evaluate_heldout(model, tokenizer, config) -> dict:
+    """Accuracy and margin statistics of a `train-rm` run on its held-out pairs, and the share of margins
+    above δ* under each prior (the run's own βs for its prior, the defaults for the other)."""
+    from pcrm.constraints import add_constraints
+    from pcrm.data import load_preferences
+    from pcrm.evaluation.metrics import margin_statistics
+    from pcrm.scoring import score_pairs
+
+    data = config.eval_data or config.data
+    dataset = load_preferences(data, split=config.eval_split)
+    chosen, rejected = score_pairs(model, tokenizer, dataset, config.max_length, config.eval_batch_size, config.progress)
+    margin = chosen - rejected
+    stats = margin_statistics(margin)
+    stats["pairs"] = len(margin)
+    for prior in ("length", "cosine"):
+        options = config.prior if config.method == prior else PriorOptions()
+        deltas = np.asarray(add_constraints(dataset, options.resolve(prior, config.seed), tokenizer, show_progress=False)["delta"])
+        stats[f"frac_above_delta_{prior}"] = float(np.mean(margin > deltas))
+    return stats
 
 
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"

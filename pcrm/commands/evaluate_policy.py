@@ -1,0 +1,113 @@
+"""`pcrm evaluate-policy`: judge aligned policies against their starting policy.
+
+On held-out pairs: the implicit reward margin `m = β·[log π/π_ref (y_w) − log π/π_ref (y_l)]`,
+computed by the training code path (TRL's tokenisation, `PcrmDPOTrainer.sequence_logps`): accuracy
+(m > 0), margin scale, log-prob drift. On held-out prompts: one response per policy (greedy, or
+seeded sampling), its length, and, with `--judge` (a reward-model directory), the judge's score and
+the win rate against the starting policy and against `--baseline` (e.g. plain DPO) with percentile
+bootstrap CIs over prompts. Policies are assumed to share the starting policy's tokenizer.
+"""
+
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pcrm.errors import PcrmError
+from pcrm.evaluation.policies import (PairScorer, format_table, generate, judge_responses, length_stats, prompt_texts, training_info,
+                                      write_responses)
+from pcrm.io import atomic_write_text, write_json
+
+
+@dataclass
+class Config:
+    """Implicit rewards on held-out pairs, judge win rates and response lengths on held-out prompts."""
+
+    policy: list[str] = field(default_factory=list, metadata={"help": "policy directory to evaluate (repeat for several)"})
+    reference: str = field(default="smollm2", metadata={"help": "starting policy: π_ref of the implicit rewards, opponent of the win rate"})
+    baseline: str | None = field(default=None, metadata={"help": "second opponent of the win rates, e.g. a plain DPO policy"})
+    judge: str | None = field(default=None, metadata={"help": "reward-model directory that scores responses (none: no win rates)"})
+    data: str = field(default="hh-rlhf-harmless", metadata={"help": "bundled dataset name or file/directory"})
+    split: str = field(default="test", metadata={"help": "held-out split"})
+    pairs: int = field(default=64, metadata={"help": "held-out pairs for the implicit rewards"})
+    prompts: int = field(default=32, metadata={"help": "held-out prompts to generate responses for"})
+    beta: float | None = field(default=None, metadata={"help": "β of the implicit reward (default: the policy's pcrm_config.json, else 0.1)"})
+    max_length: int = field(default=256, metadata={"help": "max tokens of prompt + response (as in training)"})
+    max_prompt_length: int | None = field(default=None, metadata={"help": "prompts are cut from the left to this many tokens (default: max-length/2)"})
+    max_new_tokens: int = field(default=48, metadata={"help": "max tokens of a generated response"})
+    temperature: float = field(default=0.0, metadata={"help": "sampling temperature (0: greedy)"})
+    batch_size: int = field(default=8, metadata={"help": "batch size of scoring and generation"})
+    bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples of the win-rate CIs"})
+    seed: int = field(default=0, metadata={"help": "seed of the subsets, sampling and bootstrap"})
+    output: str = field(default="runs/policy-eval", metadata={"help": "directory for metrics.json, table.md, responses.jsonl"})
+
+    def __post_init__(self):
+        if self.max_prompt_length is None:
+            self.max_prompt_length = self.max_length // 2
+        checks = (
+            (bool(self.policy), "--policy is required (a policy directory; repeat for several)"),
+            (self.beta is None or (math.isfinite(self.beta) and self.beta > 0), f"--beta must be a finite number > 0, got {self.beta}"),
+            (self.pairs >= 1 and self.prompts >= 1, f"--pairs and --prompts must be >= 1, got {self.pairs} and {self.prompts}"),
+            (0 < self.max_prompt_length < self.max_length, f"--max-prompt-length must be in [1, --max-length), got {self.max_prompt_length}"),
+            (self.max_new_tokens >= 1, f"--max-new-tokens must be >= 1, got {self.max_new_tokens}"),
+            (math.isfinite(self.temperature) and self.temperature >= 0, f"--temperature must be >= 0, got {self.temperature}"),
+            (self.batch_size >= 1 and self.bootstrap >= 1, "--batch-size and --bootstrap must be >= 1"),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise PcrmError(message)
+
+
+def run(config: Config) -> dict:
+    from pcrm.data import load_preferences
+    from pcrm.models import load_causal_lm, load_tokenizer, resolve_model
+
+    start = time.perf_counter()
+    for name in (*config.policy, config.reference, config.baseline, config.judge):
+        if name is not None:
+            resolve_model(name)  # fail early on a missing directory
+    held_out = load_preferences(config.data, split=config.split).shuffle(seed=config.seed)
+    pairs = held_out.select(range(min(config.pairs, len(held_out))))
+    unique = {}
+    for prompt in held_out["prompt"]:
+        unique.setdefault(json.dumps(prompt, sort_keys=True), prompt)
+    prompts = list(unique.values())[: config.prompts]
+    tokenizer = load_tokenizer(config.reference)
+    reference = load_causal_lm(config.reference)
+    scorer = PairScorer(reference, tokenizer, pairs, config)
+    inputs = prompt_texts(prompts, tokenizer, config.max_prompt_length)
+
+    names = list(dict.fromkeys([config.reference, *([config.baseline] if config.baseline else []), *config.policy]))
+    rows = {config.reference: {"policy": config.reference, "responses": generate(reference, tokenizer, inputs, config)}}
+    for name in names[1:]:
+        model = load_causal_lm(name).to(scorer.device)
+        info = training_info(name)
+        rows[name] = {
+            "policy": name,
+            **info,
+            "implicit": scorer.implicit_rewards(model, config.beta or info.get("beta") or 0.1),
+            "responses": generate(model, tokenizer, inputs, config),
+        }
+        print(f"{name}: implicit-reward accuracy {rows[name]['implicit']['accuracy']:.3f}", flush=True)
+        del model
+    for row in rows.values():
+        row["length"] = length_stats(row["responses"], tokenizer)
+    if config.judge:
+        judge_responses(rows, prompts, config, scorer.device)
+    metrics = {
+        "config": asdict(config),
+        "pairs": len(pairs),
+        "prompts": len(prompts),
+        "seconds": time.perf_counter() - start,
+        "policies": [{k: v for k, v in row.items() if k != "responses"} for row in rows.values()],
+    }
+    output = Path(config.output)
+    write_json(output / "metrics.json", metrics)
+    write_responses(output / "responses.jsonl", rows, prompts)
+    table = format_table(metrics)
+    atomic_write_text(output / "table.md", table + "\n")
+    print(table)
+    print(f"wrote {output / 'metrics.json'}, {output / 'table.md'} and {output / 'responses.jsonl'}")
+    return metrics

@@ -1,0 +1,143 @@
+"""`pcrm train-dpo`: align a policy with DPO, IPO or SLiC hinge, with PCRM's prior term (or without: --method dpo).
+
+The trainer is `pcrm.trainers.dpo.PcrmDPOTrainer` (its docstring explains the default δ* on the
+implicit-reward scale); this command checks the options and the output folder, trains and saves a
+standard causal-LM folder plus `pcrm_config.json`.
+"""
+
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pcrm.constraints import METHODS, PriorOptions
+from pcrm.data import load_preferences
+from pcrm.errors import PcrmError
+from pcrm.io import versions, write_json
+from pcrm.losses import PAIR_LOSSES
+from pcrm.trainers.dpo import DPO_BETAS
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+DPO_PRIOR = PriorOptions(fixed_delta=2.5, random_low=2.0, random_high=3.0)  # δ* on the implicit-reward scale
+
+
+@dataclass
+class Config:
+    """Align a policy with DPO, IPO or SLiC hinge, with PCRM's prior term (or without: --method dpo)."""
+
+    method: str = field(default="cosine", metadata={"help": f"prior of δ*: dpo (no prior), {', '.join(METHODS)}"})
+    seed: int = field(default=0, metadata={"help": "seed of training, the pair subset and --method random"})
+    batch_size: int = field(default=4, metadata={"help": "pairs per device step"})
+    policy: str = field(default="smollm2", metadata={"help": "starting policy: bundled name, model directory or Hub id"})
+    data: str = field(default="hh-rlhf-harmless", metadata={"help": "bundled dataset name or file/directory"})
+    split: str = field(default="train", metadata={"help": "split of the dataset"})
+    max_pairs: int | None = field(default=None, metadata={"help": "train on a seeded random subset of this many pairs"})
+    loss: str = field(default="sigmoid", metadata={"help": f"base loss on the margin: {', '.join(PAIR_LOSSES)}"})
+    beta: float = field(default=0.1, metadata={"help": "β of the implicit reward β·log(π/π_ref)"})
+    label_smoothing: float = field(default=0.0, metadata={"help": "label smoothing ε of both ranking terms"})
+    learning_rate: float = field(default=5e-6, metadata={"help": "peak learning rate (cosine schedule, warm-up over the first tenth of steps)"})
+    epochs: float = field(default=1.0, metadata={"help": "training epochs"})
+    gradient_accumulation: int = field(default=2, metadata={"help": "gradient accumulation steps"})
+    max_length: int = field(default=256, metadata={"help": "max tokens of prompt + response (the response end is cut)"})
+    max_prompt_length: int | None = field(default=None, metadata={"help": "prompts are cut from the left to this many tokens (default: max-length/2)"})
+    precision: str = field(default="fp32", metadata={"help": f"{', '.join(PRECISIONS)} (bf16/fp16: mixed precision)"})
+    lora: bool = field(default=False, metadata={"help": "train a LoRA adapter (merged into the saved policy)"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank (alpha = 2·rank)"})
+    precompute_ref: bool = field(default=True, metadata={"help": "compute reference log-probs once before training"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory"})
+    save_steps: int = field(default=0, metadata={"help": "checkpoint (model + optimizer) every N optimizer steps into OUTPUT/checkpoints, for --resume (0: none)"})
+    resume: bool = field(default=False, metadata={"help": "resume from the last checkpoint in OUTPUT/checkpoints"})
+    overwrite: bool = field(default=False, metadata={"help": "write into an existing output directory"})
+    output: str = field(default="runs/dpo", metadata={"help": "directory of the aligned policy"})
+    prior: PriorOptions = field(default_factory=lambda: DPO_PRIOR, metadata={"help": "options of the prior (--beta1 ... --encoder)"})
+
+    def __post_init__(self):
+        if self.method not in ("dpo", *METHODS):
+            raise PcrmError(f"--method must be one of dpo, {', '.join(METHODS)}, got {self.method!r}")
+        self.prior_config()  # validates the prior's options
+        if self.max_prompt_length is None:
+            self.max_prompt_length = self.max_length // 2
+        checks = (
+            (self.loss in PAIR_LOSSES, f"--loss must be one of {', '.join(PAIR_LOSSES)}, got {self.loss!r}"),
+            (math.isfinite(self.beta) and self.beta > 0, f"--beta must be a finite number > 0, got {self.beta}"),
+            (0 <= self.label_smoothing < 0.5, f"--label-smoothing must be in [0, 0.5), got {self.label_smoothing}"),
+            (math.isfinite(self.learning_rate) and self.learning_rate > 0, f"--learning-rate must be > 0, got {self.learning_rate}"),
+            (math.isfinite(self.epochs) and self.epochs > 0, f"--epochs must be > 0, got {self.epochs}"),
+            (self.gradient_accumulation >= 1, f"--gradient-accumulation must be >= 1, got {self.gradient_accumulation}"),
+            (self.max_length >= 4, f"--max-length must be >= 4, got {self.max_length}"),
+            (0 < self.max_prompt_length < self.max_length, f"--max-prompt-length must be in [1, --max-length), got {self.max_prompt_length}"),
+            (self.max_pairs is None or self.max_pairs >= 1, f"--max-pairs must be >= 1, got {self.max_pairs}"),
+            (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
+            (self.lora_r >= 1, f"--lora-r must be >= 1, got {self.lora_r}"),
+            (self.save_steps >= 0, f"--save-steps must be >= 0, got {self.save_steps}"),
+            (not (self.resume and self.overwrite), "--resume and --overwrite exclude each other"),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise PcrmError(message)
+
+
+    def prior_config(self):
+        """The `ConstraintConfig` of this run's prior, βs defaulting to the DPO scale (None for --method dpo)."""
+        return self.prior.resolve(self.method, self.seed, DPO_BETAS)
+
+
+def run(config: Config) -> dict:
+    from pcrm.models import load_causal_lm, load_tokenizer
+    from pcrm.trainers.dpo import PcrmDPOTrainer, lora_config, prepare_pairs, training_arguments
+
+    output = _prepare_output(config)
+    dataset = load_preferences(config.data, split=config.split)
+    tokenizer = load_tokenizer(config.policy)
+    dataset, data_info = prepare_pairs(dataset, config, tokenizer)
+    trainer = PcrmDPOTrainer(
+        model=load_causal_lm(config.policy),
+        args=training_arguments(config, output / "checkpoints"),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora_config(config),
+    )
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=config.resume or None)
+    seconds = time.perf_counter() - start
+    policy = trainer.model.merge_and_unload() if config.lora else trainer.model
+    policy.save_pretrained(output)
+    tokenizer.save_pretrained(output)
+    write_json(output / "log_history.json", trainer.state.log_history)
+    steps = [entry for entry in trainer.state.log_history if "loss/base" in entry]
+    summary = {
+        "kind": "policy",
+        "method": config.method,
+        "loss": config.loss,
+        "beta": config.beta,
+        "prior": asdict(config.prior_config()) if config.method != "dpo" else None,
+        "config": asdict(config),
+        "data": data_info,
+        "train_seconds": seconds,
+        "metrics": {**result.metrics, "last_step": steps[-1] if steps else {}},
+        "versions": versions(),
+    }
+    write_json(output / "pcrm_config.json", summary)
+    last = summary["metrics"]["last_step"]
+    print(
+        f"{config.method}/{config.loss}: {data_info['pairs']} pairs, {result.global_step} steps, {seconds:.0f} s; "
+        f"last step: accuracy {last.get('rewards/accuracies', math.nan):.2f}, margin {last.get('rewards/margins', math.nan):.3f}"
+    )
+    print(f"wrote {output}")
+    return summary
+
+
+def _prepare_output(config: Config) -> Path:
+    """The output directory, checked: no silent overwrite, and a checkpoint to resume from."""
+    output = Path(config.output)
+    checkpoints = output / "checkpoints"
+    if config.resume:
+        if not any(checkpoints.glob("checkpoint-*")):
+            raise PcrmError(f"{checkpoints}: no checkpoint to resume from")
+    elif output.exists() and any(output.iterdir()):
+        if not config.overwrite:
+            raise PcrmError(f"{output}: output directory exists and is not empty (pass --overwrite or --resume)")
+        shutil.rmtree(checkpoints, ignore_errors=True)  # stale checkpoints would be resumed from later
+    output.mkdir(parents=True, exist_ok=True)
+    return output
