@@ -28,6 +28,7 @@ COMMANDS = {
     "evaluate-policy": ("pcrm.commands.evaluate_policy", "judge aligned policies: implicit rewards and judge win rates"),
     "align": ("pcrm.commands.align", "best-of-N, PPO, RLOO or GRPO against a trained reward model"),
     "reproduce": ("pcrm.commands.reproduce", "reproduce the paper's comparison on the bundled data"),
+    "overoptimization": ("pcrm.commands.overoptimization", "gold-reward over-optimisation study: best-of-N by proxies trained on gold labels"),
 }
 
 
@@ -151,26 +152,88 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pcrm {__version__}")
         return 0
     command = argv[0]
+    debug = os.environ.get("PCRM_DEBUG", "") not in ("", "0")
     try:
         name, module, config = parse_command(argv)
-        _quiet_libraries()
+        _quiet_libraries(progress=getattr(config, "progress", True))
         module.run(config)
-    except PcrmError as err:
-        print(f"pcrm {command}: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
+        _close_progress_bars()
         print(f"pcrm {command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        _close_progress_bars()
+        message = user_error(err)
+        if message is None:
+            raise  # a bug: the traceback is the report
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"pcrm {command}: error: {message}", file=sys.stderr)
+        return 2
     return 0
 
 
-def _quiet_libraries() -> None:
+def _close_progress_bars() -> None:
+    """Close the bars a failed run left open, so that the error line is the last line on the console."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
+# Library modules whose ValueErrors reject an option value (TrainingArguments, the TRL configs, schedulers).
+_OPTION_MODULES = ("training_args", "_config.py", "configuration_utils", "trainer_utils", "scheduler", "optimization")
+
+
+def user_error(err: BaseException) -> str | None:
+    """The one-line message of an error the user caused (bad input, file system), or None for a bug."""
+    import errno as errno_codes
+
+    if isinstance(err, PcrmError):
+        return str(err)
+    if isinstance(err, UnicodeDecodeError):
+        return f"input is not UTF-8 text (invalid byte 0x{err.object[err.start]:02x})"
+    if isinstance(err, OSError) and err.errno is not None:
+        what = " -> ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
+        reason = err.strerror or errno_codes.errorcode.get(err.errno, str(err))
+        if err.errno == errno_codes.ENOSPC:
+            reason = "no space left on device (free some space, then run again or --resume)"
+        return f"{what}: {reason}" if what else reason
+    if isinstance(err, ValueError):
+        import traceback
+
+        frames = traceback.extract_tb(err.__traceback__)
+        ours = os.path.dirname(os.path.abspath(__file__))
+        library = [f.filename for f in frames if not f.filename.startswith(ours)]
+        if frames and not frames[-1].filename.startswith(ours) and any(m in f for f in library for m in _OPTION_MODULES):
+            text = str(err).strip()
+            return f"invalid option value: {text.splitlines()[0] if text else type(err).__name__}"
+    return None
+
+
+# Known warnings that say nothing to a pcrm user, matched by the start of their message (never a whole category).
+NOISY_WARNINGS = (
+    r"'pin_memory' argument is set as true but no accelerator is found",  # torch DataLoader on a CPU-only machine
+)
+
+
+def _quiet_libraries(progress: bool = True) -> None:
     import logging
+    import warnings
 
     logging.basicConfig(format="pcrm: %(message)s", level=logging.WARNING)
+    for message in NOISY_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    if not progress:  # --no-progress: no model-loading or dataset bars either
+        import datasets
+
+        hf_logging.disable_progress_bar()
+        datasets.disable_progress_bars()
 
 
 def main_entry() -> None:

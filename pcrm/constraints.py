@@ -7,19 +7,18 @@ responses' embeddings. Similarities depend on the data only, so they are compute
 batched, and cached on disk.
 """
 
-import hashlib
-import json
 import math
 import time
+import uuid
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import torch
 from datasets import Dataset
 
-from pcrm.data import as_text, fingerprint
+from pcrm.data import as_text, fingerprint, progress_bars
 from pcrm.errors import PcrmError
-from pcrm.io import atomic_write_bytes, cache_dir
+from pcrm.io import cache_path, read_cached_npz, write_cache, write_npz
 
 METHODS = ("length", "cosine", "fixed", "random")
 LENGTH_UNITS = ("tokens", "chars", "words")
@@ -92,6 +91,9 @@ class ConstraintConfig(PriorOptions):
     seed: int = field(default=0, metadata={"help": "seed of --method random"})
 
     def __post_init__(self):
+        from pcrm.outputs import check_numbers
+
+        check_numbers(self)
         if self.method not in METHODS:
             raise PcrmError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.unit not in LENGTH_UNITS:
@@ -131,6 +133,7 @@ def add_constraints(dataset: Dataset, config: ConstraintConfig, tokenizer=None, 
     else:
         similarity = compute_similarity(dataset, config, tokenizer, show_progress).numpy()
         delta = delta_star(similarity, config.beta1, config.beta2, config.beta3).numpy()
+        _check_positive_delta(delta, similarity, config)
     for column in ("similarity", "delta"):
         if column in dataset.column_names:
             dataset = dataset.remove_columns(column)
@@ -138,15 +141,35 @@ def add_constraints(dataset: Dataset, config: ConstraintConfig, tokenizer=None, 
     return dataset.add_column("delta", delta.astype(np.float32).tolist())
 
 
+def _check_positive_delta(delta, similarity, config: ConstraintConfig) -> None:
+    """δ* must be > 0 for every pair (δ* ≤ 0 asks the chosen response to score at most the rejected one)."""
+    bad = ~(np.asarray(delta) > 0)
+    if bad.any():
+        s = float(np.nanmax(np.asarray(similarity)[bad]))
+        raise PcrmError(
+            f"β1={config.beta1}, β2={config.beta2}, β3={config.beta3} give δ* ≤ 0 for {int(bad.sum())} of {len(bad)} pairs "
+            f"of --method {config.method} (similarity up to {s:.3f}; δ*(s) = β1/(s+β2)+β3 needs β3 > −β1/(s+β2))"
+        )
+
+
 def compute_similarity(dataset: Dataset, config: ConstraintConfig, tokenizer=None, show_progress: bool = True) -> torch.Tensor:
     """Similarity of each pair's two responses under `config.method` ('length' or 'cosine')."""
+    if config.method == "length":  # batched on Arrow: never a Python list of every text
+        count = _length_counter(config.unit, tokenizer)
+        with progress_bars(show_progress and len(dataset) >= 50_000):
+            lengths = dataset.select_columns(["chosen", "rejected"]).map(
+                _count_lengths, batched=True, fn_kwargs={"count": count}, remove_columns=["chosen", "rejected"],
+                keep_in_memory=True, new_fingerprint=uuid.uuid4().hex, desc="Counting lengths",
+            ).with_format("numpy")[:]
+        return length_ratio(lengths["n_chosen"], lengths["n_rejected"])
     chosen = [as_text(x) for x in dataset["chosen"]]
     rejected = [as_text(x) for x in dataset["rejected"]]
-    if config.method == "length":
-        count = _length_counter(config.unit, tokenizer)
-        return length_ratio(count(chosen), count(rejected))
     emb_chosen, emb_rejected = cached_embeddings(dataset, chosen, rejected, config, show_progress)
     return angular_similarity(emb_chosen, emb_rejected)
+
+
+def _count_lengths(batch, count):
+    return {"n_chosen": count([as_text(x) for x in batch["chosen"]]), "n_rejected": count([as_text(x) for x in batch["rejected"]])}
 
 
 def _length_counter(unit: str, tokenizer):
@@ -161,11 +184,13 @@ def _length_counter(unit: str, tokenizer):
 
 def cached_embeddings(dataset, chosen, rejected, config: ConstraintConfig, show_progress: bool = True):
     """Embeddings of both responses, from the disk cache when this data and encoder were seen before."""
-    key = _cache_key(dataset, config)
-    path = cache_dir() / "embeddings" / f"{key}.npz"
-    if path.exists():
-        with np.load(path) as cached:
-            return torch.from_numpy(cached["chosen"]), torch.from_numpy(cached["rejected"])
+    path = cache_path("embeddings", _cache_key(dataset, config), ".npz")
+    n = len(chosen)
+    cached = read_cached_npz(path, ("chosen", "rejected"),
+                             lambda a: a["chosen"].ndim == 2 and a["chosen"].shape == a["rejected"].shape and len(a["chosen"]) == n
+                             and bool(np.isfinite(a["chosen"]).all() and np.isfinite(a["rejected"]).all()))
+    if cached is not None:
+        return torch.from_numpy(cached["chosen"]), torch.from_numpy(cached["rejected"])
     from pcrm.models import load_encoder
 
     encoder = load_encoder(config.encoder)
@@ -178,23 +203,18 @@ def cached_embeddings(dataset, chosen, rejected, config: ConstraintConfig, show_
         show_progress_bar=show_progress,
     )
     emb_chosen, emb_rejected = embeddings[: len(chosen)], embeddings[len(chosen) :]
-    import io
-
-    buffer = io.BytesIO()
-    np.savez(buffer, chosen=emb_chosen, rejected=emb_rejected)
-    atomic_write_bytes(path, buffer.getvalue())
+    write_cache(write_npz, path, {"chosen": emb_chosen, "rejected": emb_rejected})
     return torch.from_numpy(emb_chosen), torch.from_numpy(emb_rejected)
 
 
-def _cache_key(dataset: Dataset, config: ConstraintConfig) -> str:
-    from pcrm.models import resolve_model
+def _cache_key(dataset: Dataset, config: ConstraintConfig) -> dict:
+    from pcrm.models import model_fingerprint, resolve_model
 
-    parts = {
+    return {
         "data": fingerprint(dataset, ("chosen", "rejected")),
-        "encoder": resolve_model(config.encoder),
+        "encoder": model_fingerprint(resolve_model(config.encoder)),
         "method": config.method,
     }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
 def summarize(dataset: Dataset) -> dict:

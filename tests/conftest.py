@@ -1,10 +1,11 @@
 """Shared fixtures: tiny random models built from configs, small preference files, an isolated cache."""
 
-import json
 import os
 from pathlib import Path
 
 import pytest
+
+from tests.rm_fixtures import tiny_reward_model, write_jsonl  # noqa: F401  (write_jsonl: also imported from here)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -19,11 +20,6 @@ PAIRS = [
     ("Describe the sea.", " Vast, blue and restless.", " Wet."),
     ("Give me advice on sleep.", " Keep a regular schedule and avoid screens late at night.", " Sleep less."),
 ]
-
-
-def write_jsonl(path: Path, rows) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    return path
 
 
 @pytest.fixture(autouse=True)
@@ -46,17 +42,6 @@ def tiny_tokenizer_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_rm_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+def tiny_rm_dir(tmp_path_factory) -> Path:
     """A randomly initialised 2-layer BERT reward model (num_labels=1) with a byte tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=512, num_labels=1,
-                        pad_token_id=tokenizer.pad_token_id)
-    path = tmp_path_factory.mktemp("tiny-rm")
-    BertForSequenceClassification(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return tiny_reward_model(tmp_path_factory.mktemp("tiny-rm"), seed=0)

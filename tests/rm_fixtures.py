@@ -1,4 +1,4 @@
-"""Helpers for the evaluation and report tests: a tiny random reward model and small data files."""
+"""Test helpers (plain functions, importable anywhere): the tiny random reward model, JSONL files, small data."""
 
 import json
 from pathlib import Path
@@ -25,12 +25,18 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def tiny_reward_model(path: Path, seed: int = 0) -> Path:
-    """A random one-layer BERT reward model with the byte-level ByT5 tokenizer (no files needed)."""
+    """A randomly initialised 2-layer BERT reward model (num_labels=1) with the byte-level ByT5 tokenizer.
+
+    The one tiny reward model of the suite (conftest's `tiny_rm_dir` is this with seed 0).
+    """
     import torch
     from transformers import BertConfig, BertForSequenceClassification, ByT5Tokenizer
 
+    tokenizer = ByT5Tokenizer()
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=384, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, num_labels=1)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512, num_labels=1,
+                        pad_token_id=tokenizer.pad_token_id)
     BertForSequenceClassification(config).save_pretrained(path)
-    ByT5Tokenizer().save_pretrained(path)
+    tokenizer.save_pretrained(path)
     return path

@@ -137,7 +137,7 @@ def test_bon_end_to_end_reuses_samples(tiny, tmp_path, capsys):
     judge = np.array([s["scores"]["judge"] for s in samples]).reshape(3, 4)
     assert rm["rows"][2]["judge"] == pytest.approx(judge[np.arange(3), proxy.argmax(1)].mean())
     capsys.readouterr()
-    assert main(_args(tiny, "--method", "bon", "--n", "2", "--output", str(out))) == 0
+    assert main(_args(tiny, "--method", "bon", "--n", "2", "--output", str(out), "--overwrite")) == 0
     assert "sampled pass" not in capsys.readouterr().out  # the cached samples were reused
     assert (out / "bon.png").stat().st_size > 0
 

@@ -74,7 +74,15 @@ def test_cosine_constraints_are_cached(pairs_file, monkeypatch):
     dataset = load_preferences(pairs_file)
     config = ConstraintConfig(method="cosine", beta1=1.0, beta3=0.0)
     first = add_constraints(dataset, config, show_progress=False)
-    assert all(0.5 <= s <= 1.0 for s in first["similarity"])
+    # independently: the bundled MiniLM through sentence-transformers, angular similarity (π − arccos c)/π by hand
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    encoder = SentenceTransformer(pcrm.models.resolve_model("minilm"), device="cpu")
+    a, b = (encoder.encode(list(dataset[column]), convert_to_numpy=True) for column in ("chosen", "rejected"))
+    cosine = np.clip((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1), 0.0, 1.0)
+    similarity = (np.pi - np.arccos(cosine)) / np.pi
+    assert first["similarity"] == pytest.approx(similarity.tolist(), abs=1e-4)
 
     def no_encoder(*args, **kwargs):
         raise AssertionError("the second run must be served from the cache")
@@ -82,7 +90,7 @@ def test_cosine_constraints_are_cached(pairs_file, monkeypatch):
     monkeypatch.setattr(pcrm.models, "load_encoder", no_encoder)
     second = add_constraints(dataset, config, show_progress=False)
     assert second["similarity"] == first["similarity"]
-    assert second["delta"] == pytest.approx([1 / (s + 0.001) for s in first["similarity"]], rel=1e-5)
+    assert second["delta"] == pytest.approx((1 / (similarity + 0.001)).tolist(), rel=1e-4)
 
 
 def test_suggest_betas_maps_margin_quantiles_onto_delta():

@@ -83,7 +83,7 @@ def test_bad_rows_name_file_row_and_field(tmp_path, rows, message):
         ("data.txt", "x", "unknown format"),
         ("broken.jsonl", '{"prompt": "p"\n', "line 1: invalid JSON"),
         ("empty.jsonl", "", "empty"),
-        ("list.json", '{"a": 1}', "expected a JSON list"),
+        ("list.json", '{"a": 1}', "missing columns"),
         ("bad.csv", "prompt,chosen,rejected\np,,b\n", "row 0: field 'chosen' is missing"),
     ],
 )

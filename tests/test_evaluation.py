@@ -100,12 +100,62 @@ def test_bootstrap_is_seeded_and_handles_degenerate_input():
     values = np.random.default_rng(1).normal(size=200)
     ci = M.bootstrap_ci(M.mean, values, n_boot=300, seed=3)
     assert ci == M.bootstrap_ci(M.mean, values, n_boot=300, seed=3)
-    assert ci[0] < values.mean() < ci[1]
+    half = 1.96 * values.std(ddof=1) / math.sqrt(len(values))  # normal theory for the mean of 200 normals
+    assert ci == pytest.approx([values.mean() - half, values.mean() + half], abs=0.25 * half)
     assert M.bootstrap_ci(M.mean, np.full(5, 2.0), n_boot=50) == [2.0, 2.0]
     assert M.bootstrap_ci(M.mean, np.ones(1)) is None
     assert M.estimate(M.accuracy, np.zeros(0)) == {"value": None, "ci": None, "n": 0}
     assert M.estimate(M.spearman, np.ones(4), np.arange(4.0)) == {"value": None, "ci": None, "n": 4}
     assert M.estimate(M.accuracy, np.array([1.0, -1.0]), n_boot=0) == {"value": 0.5, "ci": None, "n": 2}
+
+
+def _brute_force_cluster_ci(statistic, values, group, n_boot, seed):
+    """The cluster bootstrap spelled out: draw prompts with replacement, pool their pairs, take the 2.5/97.5% quantiles."""
+    ids = sorted(set(group.tolist()))
+    members = {g: [i for i in range(len(group)) if group[i] == g] for g in ids}
+    draws = np.random.default_rng(seed).integers(0, len(ids), size=(n_boot, len(ids)))
+    stats_ = []
+    for draw in draws:
+        rows = [i for k in draw for i in members[ids[k]]]
+        stats_.append(float(statistic(values[rows])))
+    return np.quantile(stats_, [0.025, 0.975]).tolist()
+
+
+def test_cluster_bootstrap_resamples_prompts():
+    rng = np.random.default_rng(5)
+    sizes = rng.integers(1, 7, size=40)  # 40 prompts with 1..6 pairs each
+    group = np.repeat(rng.permutation(np.arange(100, 140)), sizes)  # unsorted, non-contiguous ids
+    margin = rng.normal(0.3, 1.0, size=len(group)) + np.repeat(rng.normal(0, 1, size=40), sizes)
+    ci = M.cluster_bootstrap_ci(M.accuracy, margin, groups=group, n_boot=400, seed=7)
+    assert ci == pytest.approx(_brute_force_cluster_ci(M.accuracy, margin, group, 400, 7), abs=1e-12)
+
+    # every pair of a prompt alike: the prompt, not the pair, is the unit, so the interval is that of
+    # 30 prompt means (normal theory: mean ± 1.96·sd/√30), far wider than a pair-level interval
+    prompt_credit = np.r_[np.ones(18), np.zeros(12)]
+    credit = np.repeat(prompt_credit, 10) * 2 - 1  # margins ±1, 300 pairs
+    group = np.repeat(np.arange(30), 10)
+    low, high = M.cluster_bootstrap_ci(M.accuracy, credit, groups=group, n_boot=4000, seed=0)
+    half = 1.96 * prompt_credit.std() / math.sqrt(30)
+    assert (high - low) / 2 == pytest.approx(half, rel=0.15)
+    pair_low, pair_high = M.bootstrap_ci(M.accuracy, credit, n_boot=1000, seed=0)
+    assert (high - low) > 2.5 * (pair_high - pair_low)
+    assert M.cluster_bootstrap_ci(M.accuracy, credit[:10], groups=group[:10]) is None  # one prompt
+
+
+def test_compute_metrics_on_ranked_data_resamples_prompts():
+    rng = np.random.default_rng(2)
+    sizes = rng.integers(2, 6, size=25)
+    group = np.repeat(np.arange(25), sizes)
+    human = rng.integers(1, 6, size=len(group)).astype(float)
+    score = human * 0.3 + rng.normal(size=len(group))
+    chosen, rejected = M.ranked_pairs(human, group)
+    arrays = {"score": score, "length": rng.integers(1, 50, size=len(group)), "human": human, "group": group,
+              "chosen": chosen, "rejected": rejected}
+    m = M.compute_metrics(arrays, n_boot=300, seed=4)
+    margin = score[chosen] - score[rejected]
+    expected = _brute_force_cluster_ci(lambda x: np.mean((np.sign(x) + 1) / 2), margin, group[chosen], 300, 4)
+    assert m["accuracy"]["ci"] == pytest.approx(expected, abs=1e-12)
+    assert m["accuracy"]["n"] == len(chosen) > 25
 
 
 def test_compute_metrics_on_fixed_pairwise_arrays():
@@ -130,7 +180,11 @@ def test_compute_metrics_on_fixed_pairwise_arrays():
     assert m["length_bias"]["accuracy_chosen_shorter"] == {"value": 1.0, "ci": None, "n": 1}
     assert m["length_bias"]["accuracy_chosen_longer"] == {"value": 0.0, "ci": None, "n": 1}
     assert [b["count"] for b in m["calibration"]["bins"]].count(0) == 5
-    assert m["calibration"]["ece"]["value"] == pytest.approx(M.expected_calibration_error([1.0, 0.0, -3.0]))
+    # margins 1, 0, −3, each pair as (σ(m), chosen won) and (σ(−m), rejected won): σ(1)→bin 7 (freq 1),
+    # σ(−1)→bin 2 (freq 0), ½ twice→bin 5 (freq ½), σ(−3)→bin 0 (freq 1), σ(3)→bin 9 (freq 0):
+    # ECE = (2·(1 − σ(1)) + 0 + 2·(1 − σ(−3))) / 6 = (σ(−1) + σ(3)) / 3
+    sigmoid = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    assert m["calibration"]["ece"]["value"] == pytest.approx((sigmoid(-1) + sigmoid(3)) / 3)
     json.dumps(m, allow_nan=False)  # JSON-safe: no NaN anywhere
 
 
@@ -184,22 +238,29 @@ def test_evaluate_end_to_end_and_cache(model_dir, files, tmp_path, monkeypatch, 
     console = capsys.readouterr().out
     assert format_table(summary) in console and "accuracy [95% CI]" in console
 
-    # the saved arrays are the model's scores, and the metrics are recomputed from them exactly
-    from pcrm.models import load_reward_model, load_tokenizer
-    from pcrm.scoring import score_texts
+    # the saved scores are a stock transformers forward of each text, and the metrics follow from them by hand
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     pairs_result = summary["results"][0]
     with np.load(output / pairs_result["arrays"]) as saved:
         arrays = {k: saved[k] for k in saved.files}
-    tokenizer = load_tokenizer(str(model_dir))
-    texts = [p["prompt"] + r for p in PAIRS for r in (p["chosen"], p["rejected"])]
-    direct = score_texts(load_reward_model(str(model_dir)), tokenizer, texts, progress=False)
-    assert arrays["score"] == pytest.approx(direct, abs=1e-6)
+    stock = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    with torch.no_grad():
+        direct = [stock(**tokenizer(p["prompt"] + r, return_tensors="pt")).logits[0, 0].item()
+                  for p in PAIRS for r in (p["chosen"], p["rejected"])]
+    assert arrays["score"] == pytest.approx(direct, abs=1e-5)
     assert arrays["length"].tolist() == [len(r.encode()) for p in PAIRS for r in (p["chosen"], p["rejected"])]  # bytes
+    margins = [direct[2 * i] - direct[2 * i + 1] for i in range(len(PAIRS))]
     metrics = pairs_result["metrics"]
-    recomputed = json.loads(json.dumps(M.compute_metrics(arrays, ("length",), n_boot=100)))
-    assert {k: v for k, v in metrics.items() if k != "priors"} == {k: v for k, v in recomputed.items() if k != "priors"}
-    assert recomputed["priors"]["length"].items() <= metrics["priors"]["length"].items()
+    assert metrics["accuracy"]["value"] == pytest.approx(sum((m > 0) + 0.5 * (m == 0) for m in margins) / len(PAIRS))
+    assert metrics["margins"]["mean"] == pytest.approx(sum(margins) / len(PAIRS), abs=1e-6)
+    # length prior with the default βs (1, 0.001, −0.5) on byte lengths: δ* = 1/(s + 0.001) − 0.5
+    ratios = [min(len(p["chosen"].encode()), len(p["rejected"].encode())) / max(len(p["chosen"].encode()), len(p["rejected"].encode())) for p in PAIRS]
+    above = sum(m > 1 / (s + 0.001) - 0.5 for m, s in zip(margins, ratios)) / len(PAIRS)
+    assert metrics["priors"]["length"]["fraction_above_delta"]["value"] == pytest.approx(above)
+    assert metrics["priors"]["length"]["similarity_mean"] == pytest.approx(sum(ratios) / len(ratios), abs=1e-6)
     assert metrics["priors"]["length"]["beta_source"] == "default"
 
     # a second run scores nothing: the model is never loaded

@@ -12,7 +12,7 @@ from pcrm.report import Section, add_section, read_train_log, render_html, rende
 from tests.rm_fixtures import PAIRS, RANKED, tiny_reward_model, write_jsonl
 
 PNG = b"\x89PNG\r\n\x1a\n"
-SECTIONS = ["Metrics", "Margin distribution", "Margin vs similarity", "Score vs length", "Reliability", "Training curves", "DPO win rates"]
+SECTIONS = ["Answer: best model per metric", "Metrics", "Margin distribution", "Margin vs similarity", "Score vs length", "Reliability", "Training curves", "DPO win rates"]
 
 
 @pytest.fixture(scope="module")

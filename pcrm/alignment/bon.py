@@ -9,7 +9,6 @@ compare), judge reward, win rate against N = 1 (the first sample) by the judge w
 CI, length, and the analytic KL(best-of-N ‖ policy) = log N − (N−1)/N.
 """
 
-import hashlib
 import json
 import math
 from dataclasses import asdict
@@ -20,7 +19,7 @@ import torch
 
 from pcrm.alignment.rollout import RewardModel, load_prompts, sample
 from pcrm.evaluation.metrics import win_rate
-from pcrm.io import atomic_write_text, cache_dir, write_json
+from pcrm.io import _warn, atomic_write_text, cache_path, write_cache, write_json
 from pcrm.models import default_device
 
 
@@ -69,32 +68,51 @@ def cached_samples(config, prompts: list[str], tokenizer) -> dict:
 
     key = {"policy": model_fingerprint(resolve_model(config.policy)), "prompts": prompts, "seed": config.seed,
            "max_new_tokens": config.max_new_tokens, "temperature": config.temperature, "batch_size": config.batch_size}
-    path = cache_dir() / "bon" / (hashlib.sha256(json.dumps(key).encode()).hexdigest()[:24] + ".json")
-    passes = json.loads(path.read_text()) if path.exists() else []
+    path = cache_path("bon", key, ".json")
+    passes = _read_passes(path, len(prompts))
     if len(passes) < max(config.n):
-        model = load_causal_lm(config.policy).to(default_device())
+        model = load_causal_lm(config.policy).to(default_device(config.device))
         for j in range(len(passes), max(config.n)):
             torch.manual_seed(config.seed + j)
             _, ids, texts = sample(model, tokenizer, prompts, config.max_new_tokens, config.temperature, config.batch_size)
             passes.append({"responses": texts, "lengths": [len(r) for r in ids]})
             print(f"best-of-N: sampled pass {j + 1}/{max(config.n)}", flush=True)
-            write_json(path, passes)
+            write_cache(write_json, path, passes)
     passes = passes[: max(config.n)]
     return {name: [list(row) for row in zip(*(p[name] for p in passes))] for name in ("responses", "lengths")}
+
+
+def _read_passes(path, n_prompts: int) -> list:
+    """Cached sampling passes, verified (one response and length per prompt each); a corrupt file is recomputed with a warning."""
+    if path is None or not path.exists():
+        return []
+    try:
+        passes = json.loads(path.read_text(encoding="utf-8"))
+        ok = isinstance(passes, list) and all(
+            isinstance(p, dict) and len(p.get("responses", ())) == n_prompts and len(p.get("lengths", ())) == n_prompts
+            and all(isinstance(r, str) for r in p["responses"]) and all(isinstance(n, int) for n in p["lengths"])
+            for p in passes)
+        if not ok:
+            raise ValueError("unexpected structure")
+        return passes
+    except (OSError, ValueError) as err:
+        _warn(f"ignoring the corrupt cache file {path} ({err}); resampling")
+        return []
 
 
 def run_bon(config, labels: list[str], output: Path) -> dict:
     from pcrm.models import load_tokenizer
 
     tokenizer = load_tokenizer(config.policy)
-    prompts = load_prompts(config.data, config.eval_split, tokenizer, config.max_prompt_length, config.prompts, config.seed)
+    prompts = load_prompts(config.data, config.eval_split, tokenizer, config.max_prompt_length, config.prompts, config.seed,
+                           config.data_config, config.columns)
     samples = cached_samples(config, prompts, tokenizer)
     flat_prompts = [p for p, row in zip(prompts, samples["responses"]) for _ in row]
     flat_responses = [r for row in samples["responses"] for r in row]
     shape = (len(prompts), max(config.n))
 
     def score(name):
-        return RewardModel(name, config.max_length, config.batch_size, default_device())(flat_prompts, flat_responses).reshape(shape)
+        return RewardModel(name, config.max_length, config.batch_size, default_device(config.device))(flat_prompts, flat_responses).reshape(shape)
 
     judge = score(config.judge) if config.judge else None
     lengths = np.array(samples["lengths"], dtype=float)

@@ -123,7 +123,7 @@ def train_ppo(config, reward_model, prompts: list[str], tokenizer, reference, pr
     """PPO of `config.policy` against `reward_model` for `config.steps` steps; logs, checkpoints and the policy under `output`."""
     from accelerate import Accelerator
 
-    from pcrm.models import load_causal_lm
+    from pcrm.models import default_device, load_causal_lm
 
     checkpoint = output / "checkpoint"
     start = torch.load(checkpoint / "state.pt", weights_only=False) if config.resume else {"step": 0}
@@ -135,7 +135,7 @@ def train_ppo(config, reward_model, prompts: list[str], tokenizer, reference, pr
         policy.value_head.load_state_dict(start["value_head"])
         optimizer.load_state_dict(start["optimizer"])
         shaper.load_state_dict(start["shaper"])
-    accelerator = Accelerator()  # device placement and backward; one process (sampling and logging are not sharded)
+    accelerator = Accelerator(cpu=default_device(config.device) == "cpu")  # --device; placement and backward; one process (sampling and logging are not sharded)
     policy, optimizer = accelerator.prepare(policy, optimizer)
     log = StepLog(output / "log.jsonl", start["step"] if config.resume else None)
     if start["step"] == 0:

@@ -16,9 +16,11 @@ def run_rl(config, labels: list[str], output: Path) -> dict:
     from pcrm.models import default_device, load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(config.policy)
-    prompts = load_prompts(config.data, config.train_split, tokenizer, config.max_prompt_length, None, config.seed)
-    probe_prompts = load_prompts(config.data, config.eval_split, tokenizer, config.max_prompt_length, config.prompts, config.seed)
-    device = default_device()
+    prompts = load_prompts(config.data, config.train_split, tokenizer, config.max_prompt_length, None, config.seed,
+                           config.data_config, config.columns)
+    probe_prompts = load_prompts(config.data, config.eval_split, tokenizer, config.max_prompt_length, config.prompts, config.seed,
+                                 config.data_config, config.columns)
+    device = default_device(config.device)
     reference = load_causal_lm(config.policy).to(device).eval().requires_grad_(False)
     judge = RewardModel(config.judge, config.max_length, config.batch_size, device) if config.judge else None
     summaries = {}

@@ -31,10 +31,13 @@ class ProxyReward:
     __name__ = "proxy"  # TRL names its reward metrics after it
 
     def __init__(self, reward_model, shaper: RewardShaper):
+        from pcrm.rewards import RewardFunction  # pcrm's TRL reward function: tokenized as in training
+
         self.reward_model, self.shaper, self.raw = reward_model, shaper, []
+        self.score = RewardFunction(reward_model.model, reward_model.tokenizer, reward_model.max_length, reward_model.batch_size)
 
     def __call__(self, prompts, completions, **kwargs) -> list[float]:
-        raw = self.reward_model(prompts, [c.split(TURN)[0] for c in completions])
+        raw = self.score.scores(prompts, [c.split(TURN)[0] for c in completions])
         self.raw.append(raw)
         return self.shaper(raw).tolist()
 
@@ -71,7 +74,7 @@ def train_trl(config, reward_model, prompts: list[str], tokenizer, probe, output
     from transformers import PrinterCallback, ProgressCallback
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
-    from pcrm.models import load_causal_lm
+    from pcrm.models import default_device, load_causal_lm
 
     trainer_class, args_class = {"rloo": (RLOOTrainer, RLOOConfig), "grpo": (GRPOTrainer, GRPOConfig)}[config.method]
     args = args_class(
@@ -91,6 +94,7 @@ def train_trl(config, reward_model, prompts: list[str], tokenizer, probe, output
         save_steps=config.save_steps or 1,
         seed=config.seed,
         bf16=False,  # fp32, like the PPO path
+        use_cpu=default_device(config.device) == "cpu",  # --device
         report_to="none",
     )
     shaper = RewardShaper(config.reward_norm, config.reward_clip)

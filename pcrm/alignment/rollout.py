@@ -16,11 +16,12 @@ from pcrm.evaluation.metrics import win_rate
 from pcrm.tokenization import TURN, cut_prompts
 
 
-def load_prompts(source: str, split: str, tokenizer, max_tokens: int, count: int | None = None, seed: int = 0) -> list[str]:
+def load_prompts(source: str, split: str, tokenizer, max_tokens: int, count: int | None = None, seed: int = 0,
+                 config_name: str | None = None, columns: str | None = None) -> list[str]:
     """Distinct text prompts of a split in a seeded order (the first `count`), cut from the left to `max_tokens` tokens."""
     from pcrm.data import load_preferences
 
-    prompts = load_preferences(source, split).shuffle(seed=seed)["prompt"]
+    prompts = load_preferences(source, split, config_name=config_name, columns=columns).shuffle(seed=seed)["prompt"]
     if not isinstance(prompts[0], str):
         raise PcrmError(f"{source}: pcrm align needs text prompts (this data is conversational)")
     return cut_prompts(list(dict.fromkeys(prompts))[:count], tokenizer, max_tokens)[0]
@@ -87,10 +88,10 @@ class RewardModel:
     """A reward model scoring (prompt, response) as `pcrm train-rm` rendered pairs (`pcrm.tokenization.render`)."""
 
     def __init__(self, name: str, max_length: int, batch_size: int, device="cpu"):
-        from pcrm.models import check_reward_model, load_reward_model, load_tokenizer
+        from pcrm.models import check_reward_model, load_reward_model, load_tokenizer, scoring_dtype
 
         self.path = check_reward_model(name)
-        self.model = load_reward_model(self.path).to(device).eval()
+        self.model = load_reward_model(self.path, dtype=scoring_dtype(device)).to(device).eval()
         self.tokenizer = load_tokenizer(self.path)
         self.max_length, self.batch_size = max_length, batch_size
 

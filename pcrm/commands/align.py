@@ -11,7 +11,6 @@ policy on `--prompts` fixed held-out prompts) and the aligned policy `OUTPUT/<rm
 """
 
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from pcrm.errors import PcrmError
-from pcrm.io import atomic_write_text, write_json
+from pcrm.io import atomic_write_text, versions, write_json
 
 METHODS = ("bon", "ppo", "rloo", "grpo")
 
@@ -35,6 +34,8 @@ class Config:
     data: str = field(default="hh-rlhf-harmless", metadata={"help": "bundled dataset name or file/directory of the prompts"})
     train_split: str = field(default="train", metadata={"help": "split of the RL training prompts"})
     eval_split: str = field(default="test", metadata={"help": "held-out split: best-of-N prompts and the RL probe prompts"})
+    data_config: str | None = field(default=None, metadata={"help": "configuration name of a Hub/local dataset repository (load_dataset's name)"})
+    columns: str | None = field(default=None, metadata={"help": "map column names: chosen=good,rejected=bad,prompt=question (also responses, scores, score_chosen, score_rejected)"})
     prompts: int = field(default=32, metadata={"help": "held-out prompts (best-of-N; the fixed probe set of RL)"})
     n: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16], metadata={"help": "best-of-N: N (repeat; default 1 2 4 8 16)"})
     temperature: float = field(default=1.0, metadata={"help": "best-of-N sampling temperature (RL samples at 1)"})
@@ -65,8 +66,12 @@ class Config:
     seed: int = field(default=0, metadata={"help": "seed of the prompt order, sampling and bootstrap"})
     report: str | None = field(default=None, metadata={"help": "pcrm evaluate directory whose report gets the table and plots"})
     output: str = field(default="runs/align", metadata={"help": "output directory"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, mps"})
 
     def __post_init__(self):
+        from pcrm.outputs import check_numbers
+
+        check_numbers(self)
         numbers = (self.temperature, self.learning_rate, self.value_learning_rate, self.kl_coef, self.clip_range, self.value_clip,
                    self.vf_coef, self.gamma, self.lam, self.max_grad_norm)
         finite = all(math.isfinite(x) for x in numbers)
@@ -96,15 +101,38 @@ class Config:
 
 
 def run(config: Config) -> dict:
-    from pcrm.io import unique_labels
+    from pcrm.io import unique_labels, usable_cache_dir
     from pcrm.models import check_reward_model
-    from pcrm.report import markdown_table
+    from pcrm.outputs import check_max_length, check_model_files
 
     start = time.perf_counter()
     for name in (*config.reward_model, *([config.judge] if config.judge else [])):
         check_reward_model(name)  # fail before any sampling
+        check_max_length(name, config.max_length)
+        check_model_files(name)
+    check_max_length(config.policy, config.max_prompt_length + config.max_new_tokens, "--max-prompt-length + --max-new-tokens")
+    check_model_files(config.policy)
+    usable_cache_dir()
     labels = unique_labels(config.reward_model)
-    output = Path(config.output)
+    folder = _output_folder(config, labels)
+    folder.plan()  # all checks before the first write
+    with folder:
+        results, sections = _run(config, labels, folder.work, start)
+        folder.commit({"kind": "align", "method": config.method, "config": asdict(config), "versions": versions()})
+    output = folder.path
+    if config.report:
+        from pcrm.report import add_section
+
+        for title, rows, images, text in sections:
+            images = [output / Path(p).relative_to(folder.work) for p in images]  # the work folder was swapped in
+            print(f"added section {add_section(config.report, title, rows, images, text)}")
+    print(f"wrote {output}")
+    return results
+
+
+def _run(config: Config, labels: list[str], output: Path, start: float):
+    from pcrm.report import markdown_table
+
     if config.method == "bon":
         from pcrm.alignment.bon import plot_bon, run_bon, scale_rows, table_rows
 
@@ -118,7 +146,6 @@ def run(config: Config) -> dict:
     else:
         from pcrm.alignment.rl import plot_rl, rl_table_rows, run_rl
 
-        _prepare_output(config, [output / label for label in labels])
         results = run_rl(config, labels, output)
         text = (f"{config.method.upper()}, {config.steps} steps of {config.batch_size} prompts, seed {config.seed}, the same prompts for "
                 f"every reward model; probe: {config.prompts} held-out prompts, one seeded sample each. Proxy gain in units of the "
@@ -129,24 +156,18 @@ def run(config: Config) -> dict:
     tables = "\n\n".join(markdown_table(rows) for _, rows, _, _ in sections)
     atomic_write_text(output / "table.md", tables + "\n")
     print(tables)
-    if config.report:
-        from pcrm.report import add_section
-
-        for title, rows, images, text in sections:
-            print(f"added section {add_section(config.report, title, rows, images, text)}")
-    print(f"wrote {output}")
-    return results
+    return results, sections
 
 
-def _prepare_output(config: Config, run_dirs: list[Path]) -> None:
-    """No silent overwrite of an RL run; --resume needs a checkpoint in every run directory."""
-    if config.resume:
-        checkpoint = "checkpoint" if config.method == "ppo" else "checkpoints"
-        missing = [d for d in run_dirs if not (d / checkpoint).exists()]
-        if missing:
-            raise PcrmError(f"{missing[0] / checkpoint}: no checkpoint to resume from")
-    elif any(d.exists() and any(d.iterdir()) for d in run_dirs):
-        if not config.overwrite:
-            raise PcrmError(f"{config.output}: a run directory exists and is not empty (pass --overwrite or --resume)")
-        for d in run_dirs:
-            shutil.rmtree(d, ignore_errors=True)
+def _output_folder(config: Config, labels: list[str]):
+    """The output held by `pcrm.outputs.OutputFolder`; --resume (RL) needs a complete checkpoint in every run directory."""
+    from pcrm.outputs import OutputFolder, last_complete_checkpoint
+
+    def resumable(work: Path) -> bool:
+        if config.method == "bon":
+            return False
+        if config.method == "ppo":
+            return all((work / label / "checkpoint" / "state.pt").is_file() for label in labels)
+        return all(last_complete_checkpoint(work / label / "checkpoints")[0] is not None for label in labels)
+
+    return OutputFolder(config.output, overwrite=config.overwrite, resume=config.resume, checkpoint_dir=None, resumable=resumable)

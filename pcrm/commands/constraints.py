@@ -15,18 +15,22 @@ class Config(ConstraintConfig):
 
     data: str = field(default="hh-rlhf-harmless", metadata={"help": "bundled dataset name or file/directory"})
     split: str = field(default="train", metadata={"help": "split of the dataset"})
+    data_config: str | None = field(default=None, metadata={"help": "configuration name of a Hub/local dataset repository (load_dataset's name)"})
+    columns: str | None = field(default=None, metadata={"help": "map column names: chosen=good,rejected=bad,prompt=question (also responses, scores, score_chosen, score_rejected)"})
     model: str = field(default="minilm", metadata={"help": "tokenizer used to count tokens for --unit tokens"})
     output: str = field(default="runs/constraints", metadata={"help": "directory for summary.json and histogram.png"})
     suggest_from: str | None = field(default=None, metadata={"help": "reward model (e.g. BT-trained) whose margins on this data suggest β1/β3"})
     max_length: int = field(default=128, metadata={"help": "tokens per sequence when scoring with --suggest-from"})
+    progress: bool = field(default=True, metadata={"help": "show progress bars"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, mps"})
 
 def run(config: Config) -> dict:
     from pcrm.data import load_preferences
     from pcrm.models import load_tokenizer
 
-    dataset = load_preferences(config.data, split=config.split)
+    dataset = load_preferences(config.data, split=config.split, config_name=config.data_config, columns=config.columns)
     tokenizer = load_tokenizer(config.model) if config.method == "length" and config.unit == "tokens" else None
-    dataset, timing = timed_constraints(dataset, config, tokenizer)
+    dataset, timing = timed_constraints(dataset, config, tokenizer, show_progress=config.progress)
     summary = {"config": asdict(config), **summarize(dataset), **timing}
     if config.suggest_from:
         summary["suggestion"] = suggest(dataset, config)
@@ -67,13 +71,15 @@ def plot_histogram(dataset, path: Path, config: ConstraintConfig) -> None:
 def suggest(dataset, config: Config) -> dict:
     """Score the pairs with a reference RM; suggest β1/β3 so δ* spans its margin scale."""
     from pcrm.constraints import delta_star, suggest_betas
-    from pcrm.models import load_reward_model, load_tokenizer
+    from pcrm.models import default_device, load_reward_model, load_tokenizer, scoring_dtype
     from pcrm.scoring import score_pairs
 
     if config.method not in ("length", "cosine"):
         raise PcrmError("--suggest-from needs --method length or cosine")
     tokenizer = load_tokenizer(config.suggest_from)
-    chosen, rejected = score_pairs(load_reward_model(config.suggest_from), tokenizer, dataset, config.max_length)
+    device = default_device(config.device)
+    model = load_reward_model(config.suggest_from, dtype=scoring_dtype(device)).to(device)
+    chosen, rejected = score_pairs(model, tokenizer, dataset, config.max_length)
     margins = chosen - rejected
     beta1, beta3 = suggest_betas(dataset["similarity"], margins, config.beta2)
     deltas = delta_star(dataset["similarity"], beta1, config.beta2, beta3).numpy()

@@ -23,6 +23,8 @@ class Config:
         metadata={"help": "bundled dataset name or file/directory, repeatable (default: hh-rlhf-harmless)"},
     )
     split: str = field(default="test", metadata={"help": "split of bundled data or of a DatasetDict directory"})
+    data_config: str | None = field(default=None, metadata={"help": "configuration name of a Hub/local dataset repository (load_dataset's name)"})
+    columns: str | None = field(default=None, metadata={"help": "map column names: chosen=good,rejected=bad,prompt=question (also responses, scores, score_chosen, score_rejected)"})
     output: str = field(default="runs/evaluate", metadata={"help": "directory for metrics.json and scores/*.npz"})
     priors: list[str] = field(
         default_factory=lambda: list(PRIORS),
@@ -35,8 +37,12 @@ class Config:
     bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples per confidence interval (0: no CIs)"})
     bins: int = field(default=10, metadata={"help": "reliability bins of the calibration metrics"})
     seed: int = field(default=0, metadata={"help": "seed of the bootstrap"})
+    progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
     def __post_init__(self):
+        from pcrm.outputs import check_numbers
+
+        check_numbers(self)
         if not self.model:
             raise PcrmError("--model is required (a reward model directory; repeat it to compare several)")
         if not self.data:

@@ -31,6 +31,8 @@ class Config:
     judge: str | None = field(default=None, metadata={"help": "reward-model directory that scores responses (none: no win rates)"})
     data: str = field(default="hh-rlhf-harmless", metadata={"help": "bundled dataset name or file/directory"})
     split: str = field(default="test", metadata={"help": "held-out split"})
+    data_config: str | None = field(default=None, metadata={"help": "configuration name of a Hub/local dataset repository (load_dataset's name)"})
+    columns: str | None = field(default=None, metadata={"help": "map column names: chosen=good,rejected=bad,prompt=question (also responses, scores, score_chosen, score_rejected)"})
     pairs: int = field(default=64, metadata={"help": "held-out pairs for the implicit rewards"})
     prompts: int = field(default=32, metadata={"help": "held-out prompts to generate responses for"})
     beta: float | None = field(default=None, metadata={"help": "β of the implicit reward (default: the policy's pcrm_config.json, else 0.1)"})
@@ -42,8 +44,12 @@ class Config:
     bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples of the win-rate CIs"})
     seed: int = field(default=0, metadata={"help": "seed of the subsets, sampling and bootstrap"})
     output: str = field(default="runs/policy-eval", metadata={"help": "directory for metrics.json, table.md, responses.jsonl"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, mps"})
 
     def __post_init__(self):
+        from pcrm.outputs import check_numbers
+
+        check_numbers(self)
         if self.max_prompt_length is None:
             self.max_prompt_length = self.max_length // 2
         checks = (
@@ -68,7 +74,7 @@ def run(config: Config) -> dict:
     for name in (*config.policy, config.reference, config.baseline, config.judge):
         if name is not None:
             resolve_model(name)  # fail early on a missing directory
-    held_out = load_preferences(config.data, split=config.split).shuffle(seed=config.seed)
+    held_out = load_preferences(config.data, split=config.split, config_name=config.data_config, columns=config.columns).shuffle(seed=config.seed)
     pairs = held_out.select(range(min(config.pairs, len(held_out))))
     unique = {}
     for prompt in held_out["prompt"]:

@@ -32,6 +32,8 @@ class Config:
     seeds: list[int] = field(default_factory=list, metadata={"help": "seeds, repeatable (default: 0 1 2; --quick: 0)"})
     model: str = field(default="minilm", metadata={"help": "reward-model backbone"})
     data: str = field(default="hh-rlhf-harmless", metadata={"help": "dataset with train and test splits"})
+    data_config: str | None = field(default=None, metadata={"help": "configuration name of a Hub/local dataset repository (load_dataset's name)"})
+    columns: str | None = field(default=None, metadata={"help": "map column names: chosen=good,rejected=bad,prompt=question (also responses, scores, score_chosen, score_rejected)"})
     max_length: int = field(default=128, metadata={"help": "tokens per sequence"})
     learning_rate: float = field(default=1e-4, metadata={"help": "peak learning rate"})
     epochs: float = field(default=1.0, metadata={"help": "training epochs"})
@@ -106,7 +108,8 @@ def run(config: Config) -> dict:
     print(format_table(rows))
     evaluation_dir = output / "evaluation"
     evaluation.evaluate(evaluation.Config(model=[str(d) for d in directories], data=[config.data], split="test",
-                                          output=str(evaluation_dir), max_length=config.max_length))
+                                          data_config=config.data_config, columns=config.columns,
+                                          output=str(evaluation_dir), max_length=config.max_length, progress=config.progress))
     text = (f"Backbone {config.model}, {config.data}, max length {config.max_length}, lr {config.learning_rate}, "
             f"{config.epochs} epoch(s), seeds {config.seeds}. Held-out statistics, mean ± std over seeds.")
     add_section(evaluation_dir, "Reproduction: mean ± std over seeds", rows=format_rows(rows), text=text)

@@ -6,10 +6,8 @@ standard causal-LM folder plus `pcrm_config.json`.
 """
 
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from pcrm.constraints import METHODS, PriorOptions
 from pcrm.data import load_preferences
@@ -32,12 +30,15 @@ class Config:
     policy: str = field(default="smollm2", metadata={"help": "starting policy: bundled name, model directory or Hub id"})
     data: str = field(default="hh-rlhf-harmless", metadata={"help": "bundled dataset name or file/directory"})
     split: str = field(default="train", metadata={"help": "split of the dataset"})
+    data_config: str | None = field(default=None, metadata={"help": "configuration name of a Hub/local dataset repository (load_dataset's name)"})
+    columns: str | None = field(default=None, metadata={"help": "map column names: chosen=good,rejected=bad,prompt=question (also responses, scores, score_chosen, score_rejected)"})
     max_pairs: int | None = field(default=None, metadata={"help": "train on a seeded random subset of this many pairs"})
     loss: str = field(default="sigmoid", metadata={"help": f"base loss on the margin: {', '.join(PAIR_LOSSES)}"})
     beta: float = field(default=0.1, metadata={"help": "β of the implicit reward β·log(π/π_ref)"})
     label_smoothing: float = field(default=0.0, metadata={"help": "label smoothing ε of both ranking terms"})
     learning_rate: float = field(default=5e-6, metadata={"help": "peak learning rate (cosine schedule, warm-up over the first tenth of steps)"})
     epochs: float = field(default=1.0, metadata={"help": "training epochs"})
+    max_steps: int = field(default=-1, metadata={"help": "stop after this many optimizer steps (-1: use --epochs)"})
     gradient_accumulation: int = field(default=2, metadata={"help": "gradient accumulation steps"})
     max_length: int = field(default=256, metadata={"help": "max tokens of prompt + response (the response end is cut)"})
     max_prompt_length: int | None = field(default=None, metadata={"help": "prompts are cut from the left to this many tokens (default: max-length/2)"})
@@ -50,9 +51,13 @@ class Config:
     resume: bool = field(default=False, metadata={"help": "resume from the last checkpoint in OUTPUT/checkpoints"})
     overwrite: bool = field(default=False, metadata={"help": "write into an existing output directory"})
     output: str = field(default="runs/dpo", metadata={"help": "directory of the aligned policy"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
     prior: PriorOptions = field(default_factory=lambda: DPO_PRIOR, metadata={"help": "options of the prior (--beta1 ... --encoder)"})
 
     def __post_init__(self):
+        from pcrm.outputs import check_numbers
+
+        check_numbers(self)
         if self.method not in ("dpo", *METHODS):
             raise PcrmError(f"--method must be one of dpo, {', '.join(METHODS)}, got {self.method!r}")
         self.prior_config()  # validates the prior's options
@@ -64,6 +69,7 @@ class Config:
             (0 <= self.label_smoothing < 0.5, f"--label-smoothing must be in [0, 0.5), got {self.label_smoothing}"),
             (math.isfinite(self.learning_rate) and self.learning_rate > 0, f"--learning-rate must be > 0, got {self.learning_rate}"),
             (math.isfinite(self.epochs) and self.epochs > 0, f"--epochs must be > 0, got {self.epochs}"),
+            (self.max_steps == -1 or self.max_steps >= 1, f"--max-steps must be >= 1 (or -1: use --epochs), got {self.max_steps}"),
             (self.gradient_accumulation >= 1, f"--gradient-accumulation must be >= 1, got {self.gradient_accumulation}"),
             (self.max_length >= 4, f"--max-length must be >= 4, got {self.max_length}"),
             (0 < self.max_prompt_length < self.max_length, f"--max-prompt-length must be in [1, --max-length), got {self.max_prompt_length}"),
@@ -84,13 +90,31 @@ class Config:
 
 
 def run(config: Config) -> dict:
-    from pcrm.models import load_causal_lm, load_tokenizer
-    from pcrm.trainers.dpo import PcrmDPOTrainer, lora_config, prepare_pairs, training_arguments
+    """Checks (options, policy, output, cache) read only; then `pcrm.outputs.OutputFolder` holds the output while training."""
+    from pcrm.io import usable_cache_dir
+    from pcrm.outputs import OutputFolder, check_max_length, check_model_files
 
-    output = _prepare_output(config)
-    dataset = load_preferences(config.data, split=config.split)
+    check_max_length(config.policy, config.max_length)
+    check_model_files(config.policy)
+    usable_cache_dir()
+    folder = OutputFolder(config.output, overwrite=config.overwrite, resume=config.resume)
+    folder.plan()  # all checks before the first write
+    with folder:
+        return _train(config, folder)
+
+
+def _train(config: Config, folder) -> dict:
+    from transformers import set_seed
+
+    from pcrm.models import load_causal_lm, load_tokenizer
+    from pcrm.trainers.dpo import DPO_PROGRESS_KEYS, PcrmDPOTrainer, lora_config, prepare_pairs, training_arguments
+    from pcrm.trainers.progress import set_console
+
+    output = folder.work
+    dataset = load_preferences(config.data, split=config.split, config_name=config.data_config, columns=config.columns)
     tokenizer = load_tokenizer(config.policy)
     dataset, data_info = prepare_pairs(dataset, config, tokenizer)
+    set_seed(config.seed)  # LoRA's initialisation and dropout: same seed, same policy
     trainer = PcrmDPOTrainer(
         model=load_causal_lm(config.policy),
         args=training_arguments(config, output / "checkpoints"),
@@ -98,8 +122,9 @@ def run(config: Config) -> dict:
         processing_class=tokenizer,
         peft_config=lora_config(config),
     )
+    set_console(trainer, config.progress, DPO_PROGRESS_KEYS)
     start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=config.resume or None)
+    result = trainer.train(resume_from_checkpoint=str(folder.checkpoint) if config.resume else None)
     seconds = time.perf_counter() - start
     policy = trainer.model.merge_and_unload() if config.lora else trainer.model
     policy.save_pretrained(output)
@@ -118,7 +143,7 @@ def run(config: Config) -> dict:
         "metrics": {**result.metrics, "last_step": steps[-1] if steps else {}},
         "versions": versions(),
     }
-    write_json(output / "pcrm_config.json", summary)
+    output = folder.commit(summary)
     last = summary["metrics"]["last_step"]
     print(
         f"{config.method}/{config.loss}: {data_info['pairs']} pairs, {result.global_step} steps, {seconds:.0f} s; "
@@ -126,18 +151,3 @@ def run(config: Config) -> dict:
     )
     print(f"wrote {output}")
     return summary
-
-
-def _prepare_output(config: Config) -> Path:
-    """The output directory, checked: no silent overwrite, and a checkpoint to resume from."""
-    output = Path(config.output)
-    checkpoints = output / "checkpoints"
-    if config.resume:
-        if not any(checkpoints.glob("checkpoint-*")):
-            raise PcrmError(f"{checkpoints}: no checkpoint to resume from")
-    elif output.exists() and any(output.iterdir()):
-        if not config.overwrite:
-            raise PcrmError(f"{output}: output directory exists and is not empty (pass --overwrite or --resume)")
-        shutil.rmtree(checkpoints, ignore_errors=True)  # stale checkpoints would be resumed from later
-    output.mkdir(parents=True, exist_ok=True)
-    return output

@@ -16,7 +16,8 @@ import torch
 from pcrm.constraints import METHODS as PRIOR_METHODS
 from pcrm.constraints import PriorOptions
 from pcrm.errors import PcrmError
-from pcrm.io import versions, write_json
+from pcrm.io import versions
+from pcrm.models import save_reward_model
 from pcrm.trainers.reward import RM_METHODS
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -33,6 +34,8 @@ class Config:
     split: str = field(default="train", metadata={"help": "training split"})
     eval_data: str | None = field(default=None, metadata={"help": "held-out data (default: the test split of the bundled data)"})
     eval_split: str = field(default="test", metadata={"help": "held-out split"})
+    data_config: str | None = field(default=None, metadata={"help": "configuration name of a Hub/local dataset repository (load_dataset's name)"})
+    columns: str | None = field(default=None, metadata={"help": "map column names: chosen=good,rejected=bad,prompt=question (also responses, scores, score_chosen, score_rejected)"})
     output: str = field(default="runs/rm", metadata={"help": "output directory (a save_pretrained reward model)"})
     max_pairs: int | None = field(default=None, metadata={"help": "train on a seeded random subset of this many pairs"})
     max_length: int = field(default=256, metadata={"help": "tokens per sequence; longer ones lose the prompt's start (counted)"})
@@ -55,14 +58,21 @@ class Config:
     overwrite: bool = field(default=False, metadata={"help": "replace an existing --output"})
     eval_batch_size: int = field(default=32, metadata={"help": "batch size for held-out scoring"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
+    betas: str = field(default="fixed", metadata={"help": "β1, β3 of the prior: fixed (the --beta1/--beta3 given or the defaults) or auto "
+                                                            "(fitted from a short BT warm-up on this backbone; pcrm.calibration)", "choices": ["fixed", "auto"]})
 
     seed: int = field(default=0, metadata={"help": "seed of the initialisation, data order, pair subset and --method random"})
     prior: PriorOptions = field(default_factory=PriorOptions, metadata={"help": "options of the prior (--beta1 ... --encoder)"})
 
     def __post_init__(self):
+        from pcrm.outputs import check_numbers, check_scheduler
+
+        check_numbers(self)
         if self.method not in RM_METHODS:
             raise PcrmError(f"--method must be one of {', '.join(RM_METHODS)}, got {self.method!r}")
         self.prior_config()  # validates the prior's options
+        if self.betas not in ("fixed", "auto"):
+            raise PcrmError(f"--betas must be fixed or auto, got {self.betas!r}")
         if self.sampler not in SAMPLERS:
             raise PcrmError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.precision not in PRECISIONS:
@@ -76,83 +86,126 @@ class Config:
             raise PcrmError(f"--max-pairs must be >= 2, got {self.max_pairs}")
         if self.center_coefficient < 0 or self.lora_r < 0:
             raise PcrmError("--center-coefficient and --lora-r must be >= 0")
+        check_scheduler(self.scheduler)
+        checks = (
+            (0 <= self.warmup_ratio < 1, f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}"),
+            (self.eval_batch_size >= 1, f"--eval-batch-size must be >= 1, got {self.eval_batch_size}"),
+            (self.max_length >= 2, f"--max-length must be >= 2, got {self.max_length}"),
+            (self.max_steps == -1 or self.max_steps >= 1, f"--max-steps must be -1 or >= 1, got {self.max_steps}"),
+            (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
+            (not (self.resume and self.overwrite), "--resume and --overwrite exclude each other"),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise PcrmError(message)
 
     def prior_config(self):
         """The `ConstraintConfig` of this run's prior (None for methods without one)."""
         return self.prior.resolve(self.method, self.seed)
 
 
-def _check_output(config: Config) -> Path:
-    output = Path(config.output)
-    if output.exists() and any(output.iterdir()) and not (config.overwrite or config.resume):
-        raise PcrmError(f"--output {output} exists and is not empty (pass --overwrite to replace it, or --resume)")
-    if config.overwrite and not config.resume and output.exists():
-        import shutil
+def preflight(config: Config) -> None:
+    """Checks that read only (the backbone, its length limit, its weight files, the cache), before any file is written."""
+    from pcrm.io import usable_cache_dir
+    from pcrm.outputs import check_backbone, check_max_length, check_model_files
 
-        shutil.rmtree(output)
-    output.mkdir(parents=True, exist_ok=True)
-    return output
-
-
-def _last_checkpoint(checkpoints: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    if not checkpoints.is_dir():
-        return None
-    return get_last_checkpoint(str(checkpoints))
-
-
-def _last_checkpoint(checkpoints: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    if not checkpoints.is_dir():
-        return None
-    return get_last_checkpoint(str(checkpoints))
+    check_backbone(config.model)
+    check_max_length(config.model, config.max_length)
+    check_model_files(config.model)
+    usable_cache_dir()
 
 
 def train(config: Config, callbacks: list | None = None) -> dict:
-    """Train, save a standard reward-model directory plus `pcrm_config.json`, and evaluate on held-out pairs."""
+    """Train, save a standard reward-model directory plus `pcrm_config.json`, and evaluate on held-out pairs.
+
+    The output folder is handled by `pcrm.outputs.OutputFolder` (lock, INCOMPLETE marker, --overwrite swapped in
+    only on success, --resume from the newest complete checkpoint); under `accelerate launch` the process group
+    is ended cleanly at the end."""
     from accelerate import PartialState
 
+    state = PartialState(cpu=not torch.cuda.is_available())  # under `accelerate launch`, joins the process group
+    try:
+        result = _train(config, callbacks, state)
+        state.wait_for_everyone()  # no rank leaves while rank 0 still saves
+        return result
+    finally:
+        end_process_group()
+
+
+def end_process_group() -> None:
+    """Destroy the torch.distributed process group if one is up (a rank exiting with gloo threads alive may abort)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _train(config: Config, callbacks, state) -> dict:
     from pcrm.evaluation.reward_models import evaluate_heldout
+    from pcrm.outputs import OutputFolder
     from pcrm.trainers.reward import build_trainer
 
-    state = PartialState(cpu=not torch.cuda.is_available())  # under `accelerate launch`, joins the process group
+    preflight(config)
+    folder = OutputFolder(config.output, overwrite=config.overwrite, resume=config.resume)
+    work = folder.plan()
+    state.wait_for_everyone()  # every rank planned before rank 0 writes
     if state.is_main_process:
-        _check_output(config)
-    state.wait_for_everyone()
-    output = Path(config.output)
-    trainer, tokenizer, facts = build_trainer(config, callbacks)
-    resume_from = _last_checkpoint(output / "checkpoints") if config.resume else None
-    if config.resume and resume_from is None:
-        raise PcrmError(f"--resume: no checkpoint found in {output / 'checkpoints'}")
-    if not config.resume and state.is_main_process:
-        (output / "train_log.jsonl").unlink(missing_ok=True)
-    start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume_from)
-    seconds = time.perf_counter() - start
-    if not trainer.accelerator.is_main_process:
-        return {}
-    model = trainer.model
-    if config.lora_r:
-        model = model.merge_and_unload()
-    model.save_pretrained(output)
-    tokenizer.save_pretrained(output)
-    heldout = evaluate_heldout(model, tokenizer, config)
-    result = {
-        "method": config.method,
-        **_prior_record(config),
-        "config": asdict(config),
-        **facts,
-        "train_seconds": seconds,
-        "steps": trainer.state.global_step,
-        "final_train_log": _last_log(trainer),
-        "heldout": heldout,
-        "versions": versions(),
-    }
-    write_json(output / "pcrm_config.json", result)
+        folder.open()
+    try:
+        state.wait_for_everyone()
+        calibration = None
+        if config.betas == "auto":
+            from pcrm.calibration import calibrate_betas
+
+            calibration = calibrate_betas(config)  # sets config.prior.beta1/beta3 (recorded below)
+        trainer, tokenizer, facts = build_trainer(config, callbacks, output=work)
+        if not config.resume and state.is_main_process:
+            (work / "train_log.jsonl").unlink(missing_ok=True)
+        start = time.perf_counter()
+        if config.resume and _finished(folder.checkpoint):
+            # the run was cut short after its last step (e.g. in the final save): resuming would train one step more
+            from transformers.trainer_callback import TrainerState
+
+            trainer._load_from_checkpoint(str(folder.checkpoint))
+            trainer.state = TrainerState.load_from_json(str(folder.checkpoint / "trainer_state.json"))
+        else:
+            trainer.train(resume_from_checkpoint=str(folder.checkpoint) if config.resume else None)
+        seconds = time.perf_counter() - start
+        if not trainer.accelerator.is_main_process:
+            return {}
+        model = trainer.model
+        if config.lora_r:
+            model = model.merge_and_unload()
+        model.save_pretrained(work)
+        tokenizer.save_pretrained(work)
+        heldout = evaluate_heldout(model, tokenizer, config)
+        result = {
+            "method": config.method,
+            **_prior_record(config),
+            "calibration": calibration,
+            "config": asdict(config),
+            **facts,
+            "train_seconds": seconds,
+            "steps": trainer.state.global_step,
+            "final_train_log": _last_log(trainer),
+            "heldout": heldout,
+            "versions": versions(),
+        }
+        folder.commit(result)
+    except BaseException:
+        folder.close(failed=True)
+        raise
+    folder.close()
     print(format_result(result))
     return result
+
+
+def _finished(checkpoint) -> bool:
+    """Whether a checkpoint's trainer_state.json records the run's last step."""
+    import json
+
+    state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    return 0 < state.get("max_steps", 0) <= state.get("global_step", 0)
 
 
 def _last_log(trainer) -> dict:

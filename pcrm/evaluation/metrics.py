@@ -4,8 +4,10 @@ Conventions (docs/metrics.md has the details):
 - a labelled pair's `margin` is score(chosen) − score(rejected); a tie (margin 0) is half right;
 - rank correlations with human scores are NaN where the human scores cannot rank (fewer than
   two responses, or all equal) and 0 where they can but the model's scores are all equal;
-- every CI is a seeded 95% bootstrap (`scipy.stats.bootstrap`, BCa) over the statistic's rows
-  (pairs, responses or prompts).
+- every CI is a seeded 95% bootstrap over the statistic's rows (pairs, responses or prompts):
+  `scipy.stats.bootstrap` (BCa) when the rows are independent; on ranked data, where one prompt
+  gives several pairs, pair-level statistics resample whole prompts (`cluster_bootstrap_ci`,
+  percentile), since pairs of one prompt share responses and are not independent.
 """
 
 import functools
@@ -184,6 +186,40 @@ def bootstrap_ci(statistic, *arrays, n_boot: int = 1000, seed: int = 0, level: f
     return None
 
 
+def cluster_bootstrap_ci(statistic, *arrays, groups, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> list[float] | None:
+    """Percentile bootstrap interval of `statistic(*arrays)` resampling whole groups (e.g. prompts) with replacement.
+
+    Each resample draws as many groups as there are, uniformly with replacement
+    (`default_rng(seed).integers(0, n_groups, size=(n_boot, n_groups))`, groups numbered in
+    sorted order of their ids), and concatenates the rows of the drawn groups in draw order.
+    Resamples where the statistic is not finite are left out. None with fewer than 2 groups,
+    no resamples, or no finite resample.
+    """
+    group = np.asarray(groups)
+    if len(group) != len(arrays[0]):
+        raise ValueError("groups must have one entry per row")
+    labels, inverse = np.unique(group, return_inverse=True)
+    if len(labels) < 2 or n_boot < 1:
+        return None
+    order = np.argsort(inverse, kind="stable")
+    data = [np.asarray(a)[order] for a in arrays]
+    sizes = np.bincount(inverse, minlength=len(labels))
+    starts = np.cumsum(sizes) - sizes
+    draws = np.random.default_rng(seed).integers(0, len(labels), size=(n_boot, len(labels)))
+    values = np.empty(n_boot)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        for b, draw in enumerate(draws):
+            size = sizes[draw]
+            index = np.repeat(starts[draw] - (np.cumsum(size) - size), size) + np.arange(size.sum())
+            values[b] = statistic(*(a[index] for a in data))
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return None
+    low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return [float(low), float(high)]
+
+
 def win_rate(scores_a, scores_b, resamples: int, seed: int) -> dict:
     """Fraction of prompts where A's response outscores B's (ties count ½), with its 95% bootstrap CI."""
     wins = pair_credit(np.asarray(scores_a, dtype=float) - np.asarray(scores_b, dtype=float))
@@ -215,13 +251,21 @@ def format_estimate(estimate: dict | None, ci: bool = True) -> str:
     return text
 
 
-def estimate(statistic, *arrays, n_boot: int = 1000, seed: int = 0) -> dict:
-    """`{"value", "ci", "n"}` of `statistic(*arrays)`; value and ci are None where undefined."""
+def estimate(statistic, *arrays, n_boot: int = 1000, seed: int = 0, groups=None) -> dict:
+    """`{"value", "ci", "n"}` of `statistic(*arrays)`; value and ci are None where undefined.
+
+    With `groups` (one id per row) that repeat, the CI resamples groups (`cluster_bootstrap_ci`);
+    otherwise rows (`bootstrap_ci`).
+    """
     n = len(arrays[0])
     value = float(statistic(*arrays)) if n else math.nan
     if not math.isfinite(value):
         return {"value": None, "ci": None, "n": n}
-    return {"value": value, "ci": bootstrap_ci(statistic, *arrays, n_boot=n_boot, seed=seed), "n": n}
+    if groups is not None and len(np.unique(groups)) < n:
+        ci = cluster_bootstrap_ci(statistic, *arrays, groups=groups, n_boot=n_boot, seed=seed)
+    else:
+        ci = bootstrap_ci(statistic, *arrays, n_boot=n_boot, seed=seed)
+    return {"value": value, "ci": ci, "n": n}
 
 
 def compute_metrics(arrays: dict, priors=(), n_boot: int = 1000, seed: int = 0, n_bins: int = 10) -> dict:
@@ -229,37 +273,42 @@ def compute_metrics(arrays: dict, priors=(), n_boot: int = 1000, seed: int = 0, 
 
     `arrays` holds per response `score`, `length`, `human` (NaN for pairwise data) and
     `group`; per pair `chosen` and `rejected` (indices of responses) and, for each prior,
-    `similarity_<prior>` and `delta_<prior>`.
+    `similarity_<prior>` and `delta_<prior>`. CIs of per-pair statistics resample prompts (the
+    `group` of the pair's responses) where a prompt has several pairs (ranked data).
     """
     score, human, length = (np.asarray(arrays[k], dtype=float) for k in ("score", "human", "length"))
     chosen, rejected = np.asarray(arrays["chosen"]), np.asarray(arrays["rejected"])
     margin = score[chosen] - score[rejected]
+    pair_group = np.asarray(arrays["group"])[chosen]
 
     def est(statistic, *columns):
         return estimate(statistic, *columns, n_boot=n_boot, seed=seed)
 
+    def pair_est(statistic, *columns, rows=slice(None)):
+        return estimate(statistic, *(c[rows] for c in columns), n_boot=n_boot, seed=seed, groups=pair_group[rows])
+
     count, confidence, frequency = reliability(margin, n_bins)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     return {
-        "accuracy": est(accuracy, margin),
-        "rank_correlation": {"kendall_tau_pairs": est(pairwise_kendall, margin), **_human_rank_metrics(score, human, arrays["group"], est)},
+        "accuracy": pair_est(accuracy, margin),
+        "rank_correlation": {"kendall_tau_pairs": pair_est(pairwise_kendall, margin), **_human_rank_metrics(score, human, arrays["group"], est)},
         "scores": describe(score),
         "margins": margin_distribution(margin),
         "priors": {
             prior: {
                 "similarity_mean": float(np.mean(arrays[f"similarity_{prior}"])),
-                "fraction_above_delta": est(fraction_above, margin, arrays[f"delta_{prior}"]),
-                "margin_similarity_spearman": est(spearman, margin, arrays[f"similarity_{prior}"]),
+                "fraction_above_delta": pair_est(fraction_above, margin, np.asarray(arrays[f"delta_{prior}"])),
+                "margin_similarity_spearman": pair_est(spearman, margin, np.asarray(arrays[f"similarity_{prior}"])),
             }
             for prior in priors
         },
         "length_bias": {
             "score_length_spearman": est(spearman, score, length),
-            "accuracy_chosen_shorter": est(accuracy, margin[length[chosen] < length[rejected]]),
-            "accuracy_chosen_longer": est(accuracy, margin[length[chosen] > length[rejected]]),
+            "accuracy_chosen_shorter": pair_est(accuracy, margin, rows=length[chosen] < length[rejected]),
+            "accuracy_chosen_longer": pair_est(accuracy, margin, rows=length[chosen] > length[rejected]),
         },
         "calibration": {
-            "ece": est(functools.partial(expected_calibration_error, n_bins=n_bins), margin),
+            "ece": pair_est(functools.partial(expected_calibration_error, n_bins=n_bins), margin),
             "bins": [
                 {"low": float(lo), "high": float(hi), "count": int(c), "confidence": _finite(p), "frequency": _finite(f)}
                 for lo, hi, c, p, f in zip(edges[:-1], edges[1:], count, confidence, frequency)

@@ -18,6 +18,7 @@ class PairScorer:
     def __init__(self, reference, tokenizer, pairs, config):
         from trl import DPOConfig
 
+        from pcrm.models import default_device
         from pcrm.trainers.dpo import PcrmDPOTrainer
 
         args = DPOConfig(
@@ -26,6 +27,7 @@ class PairScorer:
             precompute_ref_log_probs=True,
             per_device_train_batch_size=config.batch_size,
             bf16=False,
+            use_cpu=default_device(getattr(config, "device", "auto")) == "cpu",  # --device
             report_to="none",
         )
         prompts, _ = cut_prompts(list(pairs["prompt"]), tokenizer, config.max_prompt_length)
@@ -121,11 +123,11 @@ def _format_rate(rate: dict | None) -> str:
 
 
 def judge_responses(rows: dict, prompts: list, config, device) -> None:
-    from pcrm.models import load_reward_model, load_tokenizer
+    from pcrm.models import load_reward_model, load_tokenizer, scoring_dtype
     from pcrm.scoring import score_texts
     from pcrm.tokenization import render
 
-    judge, judge_tokenizer = load_reward_model(config.judge).to(device), load_tokenizer(config.judge)
+    judge, judge_tokenizer = load_reward_model(config.judge, dtype=scoring_dtype(device)).to(device), load_tokenizer(config.judge)
     for row in rows.values():
         texts = [render(p, r, judge_tokenizer) for p, r in zip(prompts, row["responses"])]
         row["judge_scores"] = score_texts(judge, judge_tokenizer, texts, config.max_length, config.batch_size, progress=False)

@@ -1,7 +1,7 @@
 """Evaluate reward models on preference data: per-response scores, per-pair arrays and their metrics.
 
 Each response is scored once (ranked data is not expanded into pairs for scoring) and its
-score cached under `cache_dir()/scores/`, keyed by the model's files (name, size, mtime),
+score cached under `cache_dir()/scores/`, keyed by a content hash of the model's weights and config,
 the data and the truncation length, so re-running costs a tokenizer load.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 from pcrm.constraints import PriorOptions
 from pcrm.errors import PcrmError
 from pcrm.evaluation.metrics import compute_metrics, format_estimate, ranked_pairs
-from pcrm.io import cache_dir, unique_labels, write_json, write_npz
+from pcrm.io import cache_path, read_cached_npz, unique_labels, write_cache, write_json, write_npz
 from pcrm.models import check_reward_model, default_device, model_fingerprint
 
 PRIORS = ("length", "cosine")
@@ -57,11 +57,11 @@ class EvalData:
         )
 
 
-def load_data(source: str, split: str) -> EvalData:
+def load_data(source: str, split: str, config_name: str | None = None, columns: str | None = None) -> EvalData:
     """Load pairwise or ranked preference data (errors name the file, row and field)."""
     from pcrm.data import load_preferences
 
-    rows = load_preferences(source, split=split, expand_ranked=False)
+    rows = load_preferences(source, split=split, expand_ranked=False, config_name=config_name, columns=columns)
     if "responses" in rows.column_names:
         group = np.repeat(np.arange(len(rows)), [len(r) for r in rows["responses"]])
         responses = [r for row in rows["responses"] for r in row]
@@ -87,13 +87,14 @@ def cached_scores(path: str, data: EvalData, tokenizer, config, load_model) -> n
     from pcrm.tokenization import render
 
     key = {"model": model_fingerprint(path), "data": data.fingerprint, "max_length": config.max_length}
-    cache = cache_dir() / "scores" / (hashlib.sha256(json.dumps(key).encode()).hexdigest()[:24] + ".npz")
-    if cache.exists():
-        with np.load(cache) as cached:
-            return cached["score"]
+    cache = cache_path("scores", key, ".npz")
+    n = len(data.responses)
+    cached = read_cached_npz(cache, ("score",), lambda a: a["score"].shape == (n,) and a["score"].dtype.kind == "f")
+    if cached is not None:
+        return cached["score"]
     texts = [render(p, r, tokenizer) for p, r in zip(data.prompts, data.responses)]
-    scores = score_texts(load_model(), tokenizer, texts, config.max_length, config.batch_size)
-    write_npz(cache, {"score": scores})
+    scores = score_texts(load_model(), tokenizer, texts, config.max_length, config.batch_size, config.progress)
+    write_cache(write_npz, cache, {"score": scores})
     return scores
 
 
@@ -139,7 +140,7 @@ def evaluation_arrays(path: str, data: EvalData, tokenizer, priors: dict, config
     }
     pairs = data.pairs()
     for prior, (prior_config, _) in priors.items():
-        constrained = add_constraints(pairs, prior_config, tokenizer)
+        constrained = add_constraints(pairs, prior_config, tokenizer, show_progress=config.progress)
         arrays[f"similarity_{prior}"] = np.asarray(constrained["similarity"], dtype=float)
         arrays[f"delta_{prior}"] = np.asarray(constrained["delta"], dtype=float)
     return arrays
@@ -147,17 +148,17 @@ def evaluation_arrays(path: str, data: EvalData, tokenizer, priors: dict, config
 
 def evaluate(config) -> dict:
     """Evaluate every model on every dataset; write `output/metrics.json` and `output/scores/*.npz`; return the summary."""
-    from pcrm.models import load_reward_model, load_tokenizer
+    from pcrm.models import load_reward_model, load_tokenizer, scoring_dtype
 
     paths = [check_reward_model(m) for m in config.model]  # fail on a bad model before any scoring
-    datasets = [load_data(d, config.split) for d in config.data]
+    datasets = [load_data(d, config.split, config.data_config, config.columns) for d in config.data]
     output = Path(config.output)
     data_labels = unique_labels([_data_name(d, config.split) for d in config.data])
     device = default_device(config.device)
     results = []
     for name, path, model_label in zip(config.model, paths, unique_labels(config.model)):
         tokenizer = load_tokenizer(path)
-        load_model = functools.cache(lambda path=path: load_reward_model(path).to(device))
+        load_model = functools.cache(lambda path=path: load_reward_model(path, dtype=scoring_dtype(device)).to(device))
         priors = prior_configs(path, config)
         for data, data_label in zip(datasets, data_labels):
             arrays = evaluation_arrays(path, data, tokenizer, priors, config, load_model)
@@ -228,7 +229,7 @@ def evaluate_heldout(model, tokenizer, config) -> dict:
     from pcrm.scoring import score_pairs
 
     data = config.eval_data or config.data
-    dataset = load_preferences(data, split=config.eval_split)
+    dataset = load_preferences(data, split=config.eval_split, config_name=config.data_config, columns=config.columns)
     chosen, rejected = score_pairs(model, tokenizer, dataset, config.max_length, config.eval_batch_size, config.progress)
     margin = chosen - rejected
     stats = margin_statistics(margin)

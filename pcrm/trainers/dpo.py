@@ -34,6 +34,7 @@ from pcrm.trainers.collators import DeltaCollator
 
 # δ* = β1/(s+β2)+β3 on the DPO implicit-reward scale (module docstring): method -> (β1, β3)
 DPO_BETAS = {"length": (1.0, 0.5), "cosine": (3.0, -2.5)}
+DPO_PROGRESS_KEYS = {"loss": "loss", "rewards/accuracies": "acc", "rewards/margins": "margin", "rewards/above_delta": ">δ*"}
 NON_MODEL_KEYS = ("completion_mask", "ref_chosen_logps", "ref_rejected_logps", "delta")
 
 
@@ -140,6 +141,8 @@ def training_arguments(config, output_dir: Path) -> DPOConfig:
             lr_scheduler_type="cosine",
             warmup_steps=0.1,
             num_train_epochs=config.epochs,
+            max_steps=config.max_steps,
+            disable_tqdm=not config.progress,
             per_device_train_batch_size=config.batch_size,
             gradient_accumulation_steps=config.gradient_accumulation,
             max_length=config.max_length,

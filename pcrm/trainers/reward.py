@@ -22,8 +22,10 @@ from pcrm.constraints import METHODS as PRIOR_METHODS
 from pcrm.constraints import add_constraints
 from pcrm.errors import PcrmError
 from pcrm.trainers.collators import DeltaCollator
+from pcrm.trainers.progress import set_console
 
 RM_METHODS = ("bt", *PRIOR_METHODS, "lower-margin", "center")
+RM_PROGRESS_KEYS = {"loss": "loss", "accuracy": "acc", "margin_mean": "margin", "frac_above_delta": ">δ*"}
 
 
 class PCRMRewardTrainer(RewardTrainer):
@@ -96,7 +98,7 @@ def prepare_dataset(config, tokenizer, split: str, data: str, max_pairs: int | N
     from pcrm.data import load_preferences
     from pcrm.tokenization import tokenize_pairs
 
-    dataset = load_preferences(data, split=split)
+    dataset = load_preferences(data, split=split, config_name=getattr(config, "data_config", None), columns=getattr(config, "columns", None))
     if max_pairs is not None and max_pairs < len(dataset):
         dataset = dataset.shuffle(seed=config.seed).select(range(max_pairs))
     prior = config.prior_config()
@@ -107,14 +109,27 @@ def prepare_dataset(config, tokenizer, split: str, data: str, max_pairs: int | N
     return dataset.add_column("length", lengths), truncated
 
 
-def build_trainer(config, callbacks: list | None = None):
-    """Everything `train` needs: the trainer (model, data, args) and facts about the data."""
+def _reward_config(**kwargs) -> RewardConfig:
+    """`RewardConfig`, its option errors (e.g. an unknown scheduler) as one line."""
+    try:
+        return RewardConfig(**kwargs)
+    except ValueError as err:
+        raise PcrmError(f"invalid training option: {str(err).splitlines()[0]}") from None
+
+
+def build_trainer(config, callbacks: list | None = None, output: Path | None = None):
+    """Everything `train` needs: the trainer (model, data, args) and facts about the data.
+
+    `output`: where checkpoints and the log go (default `config.output`; `pcrm.outputs.OutputFolder` may choose a sibling)."""
+    from transformers import set_seed
+
     from pcrm.data import fingerprint
     from pcrm.models import load_reward_model, load_tokenizer
 
-    output = Path(config.output)
+    output = Path(config.output if output is None else output)
     tokenizer = load_tokenizer(config.model)
     train_dataset, truncated = prepare_dataset(config, tokenizer, config.split, config.data, config.max_pairs)
+    set_seed(config.seed)  # the score head is initialised at random: same seed, same model
     model = load_reward_model(config.model)
     model.config.pad_token_id = tokenizer.pad_token_id
     peft_config = None
@@ -122,7 +137,7 @@ def build_trainer(config, callbacks: list | None = None):
         from peft import LoraConfig
 
         peft_config = LoraConfig(task_type="SEQ_CLS", r=config.lora_r, lora_alpha=2 * config.lora_r, target_modules="all-linear")
-    args = RewardConfig(
+    args = _reward_config(
         output_dir=str(output / "checkpoints"),
         per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.gradient_accumulation,
@@ -159,5 +174,6 @@ def build_trainer(config, callbacks: list | None = None):
         lower_margin=config.lower_margin,
         center_coefficient=config.center_coefficient,
     )
+    set_console(trainer, config.progress, RM_PROGRESS_KEYS)
     facts = {"train_pairs": len(train_dataset), "truncated_pairs": truncated, "data_fingerprint": fingerprint(train_dataset)}
     return trainer, tokenizer, facts

@@ -1,0 +1,93 @@
+"""Self-calibrating βs (`pcrm train-rm --betas auto`): measure the backbone's margin scale, then fit β1, β3.
+
+The right β1, β3 of δ* = β1/(s + β2) + β3 depend on the scale of margins the backbone produces (a 7B
+RM's margins are ~10× a MiniLM's). Instead of a separate warm-up run plus `pcrm constraints
+--suggest-from`, `--betas auto` does both before training:
+
+1. a short BT warm-up (a quarter of the run's optimizer steps, at most `MAX_WARMUP_STEPS`) from the
+   same initialisation, on a seeded subset of at most `CALIBRATION_PAIRS` training pairs;
+2. the warm-up model's margins on that subset and the prior's similarity of each pair;
+3. `pcrm.constraints.suggest_betas(similarity, margins, β2)`: the most similar pairs (95th percentile
+   of s) get δ* = the median positive margin, the least similar (5th percentile) the 95th-percentile
+   margin.
+
+The warm-up model is discarded (it lives in a temporary folder); training then starts from the
+backbone again with the fitted βs, which `pcrm_config.json` records with the measurement.
+"""
+
+import dataclasses
+import math
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from pcrm.errors import PcrmError
+
+MAX_WARMUP_STEPS = 50
+CALIBRATION_PAIRS = 256
+BETA_METHODS = ("length", "cosine")  # the priors with β1, β3 (fixed/random have none)
+
+
+def warmup_steps(total_steps: int) -> int:
+    """A quarter of the run's steps, at least 1 and at most `MAX_WARMUP_STEPS`."""
+    return max(1, min(MAX_WARMUP_STEPS, total_steps // 4))
+
+
+def planned_steps(config, pairs: int) -> int:
+    """Optimizer steps of a `train-rm` run on `pairs` pairs (one process)."""
+    if config.max_steps and config.max_steps > 0:
+        return int(config.max_steps)
+    per_epoch = math.ceil(pairs / (config.batch_size * config.gradient_accumulation))
+    return max(1, math.ceil(per_epoch * config.epochs))
+
+
+def calibrate_betas(config) -> dict | None:
+    """Fit β1, β3 of `config`'s prior from a short BT warm-up and set them on `config.prior`.
+
+    `config` is a `pcrm.commands.train_rm.Config`. Returns the measurement (β1, β2, β3, warm-up steps,
+    pairs, margin quantiles), or None when the method has no β to calibrate (bt, fixed, random,
+    lower-margin, center).
+    """
+    from pcrm.constraints import add_constraints, suggest_betas
+    from pcrm.data import load_preferences
+    from pcrm.scoring import score_pairs
+    from pcrm.trainers.reward import build_trainer
+
+    if config.method not in BETA_METHODS:
+        return None
+    if config.prior.beta1 is not None or config.prior.beta3 is not None:
+        raise PcrmError("--betas auto fits β1 and β3 itself: drop --beta1/--beta3 (or use --betas fixed)")
+    data = load_preferences(config.data, split=config.split, config_name=getattr(config, "data_config", None), columns=getattr(config, "columns", None))
+    train_pairs = min(len(data), config.max_pairs or len(data))
+    steps = warmup_steps(planned_steps(config, train_pairs))
+    subset_size = min(train_pairs, CALIBRATION_PAIRS)
+    with tempfile.TemporaryDirectory(prefix="pcrm-calibration-") as tmp:
+        warmup = dataclasses.replace(
+            config, method="bt", betas="fixed", max_pairs=subset_size if subset_size < len(data) else None, max_steps=steps,
+            output=tmp, save_steps=10**9, resume=False, overwrite=True, warmup_ratio=0.0, scheduler="constant",
+        )
+        trainer, tokenizer, _ = build_trainer(warmup, output=Path(tmp))
+        trainer.train()
+        model = trainer.model
+        if config.lora_r:
+            model = model.merge_and_unload()
+        # The same seeded subset prepare_dataset trained on (a prefix of the run's own --max-pairs subset).
+        subset = data.shuffle(seed=config.seed).select(range(subset_size)) if subset_size < len(data) else data
+        chosen, rejected = score_pairs(model, tokenizer, subset, config.max_length, config.eval_batch_size, config.progress)
+        prior = config.prior_config()
+        similarity = np.asarray(add_constraints(subset, prior, tokenizer, show_progress=config.progress)["similarity"], dtype=np.float64)
+    margins = chosen - rejected
+    try:
+        beta1, beta3 = suggest_betas(similarity, margins, config.prior.beta2)
+    except PcrmError as err:
+        raise PcrmError(f"--betas auto after a {steps}-step BT warm-up on {subset_size} pairs: {err}") from None
+    config.prior.beta1, config.prior.beta3 = beta1, beta3
+    return {
+        "betas": "auto", "beta1": beta1, "beta2": config.prior.beta2, "beta3": beta3,
+        "warmup_steps": steps, "warmup_pairs": subset_size,
+        "warmup_margin_p50": float(np.median(margins)), "warmup_margin_p95": float(np.quantile(margins, 0.95)),
+        "warmup_median_positive_margin": float(np.median(margins[margins > 0])) if np.any(margins > 0) else None,
+        "warmup_accuracy": float(np.mean(margins > 0)),
+        "similarity_p5": float(np.quantile(similarity, 0.05)), "similarity_p95": float(np.quantile(similarity, 0.95)),
+    }
