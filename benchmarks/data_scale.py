@@ -5,7 +5,8 @@ Parquet file; a fresh Python process then runs `load_preferences` on it (Arrow: 
 warn) and `add_constraints(ConstraintConfig(method="length", unit=...))`, and reports wall times
 and its peak resident memory (`ru_maxrss`, which includes the ~0.5 GB of importing torch and
 datasets: `baseline_rss_mb` is that part alone). The same for the bundled train split. Each
-measurement runs in its own process with an empty `datasets` cache (a temporary folder), so the
+measurement runs in its own process (plus the `num_proc` workers that counting tokens of
+≥ 50,000 pairs starts: `worker_processes_peak_rss_mb`, the largest of them) with an empty `datasets` cache (a temporary folder), so the
 Parquet → Arrow conversion is included. Targets (100,000 pairs): < 30 s and < 2 GB. With
 `--units tokens`, `tokenizer_alone_s` times the tokenizer by itself on the same texts (the floor).
 
@@ -72,11 +73,11 @@ def worker(source: str, unit: str, model: str) -> dict:
     done = time.perf_counter()
     raw = None
     if tokenizer is not None:  # reference: the tokenizer alone on the same texts, batches of 1000
-        start = time.perf_counter()
+        t0 = time.perf_counter()
         for batch in dataset.select_columns(["chosen", "rejected"]).iter(batch_size=1000):
             tokenizer(batch["chosen"], add_special_tokens=False)
             tokenizer(batch["rejected"], add_special_tokens=False)
-        raw = time.perf_counter() - start
+        raw = time.perf_counter() - t0
     return {
         "pairs": len(dataset),
         "unit": unit,
@@ -86,6 +87,7 @@ def worker(source: str, unit: str, model: str) -> dict:
         "total_s": done - imported,
         "tokenizer_alone_s": raw,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "worker_processes_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,  # num_proc
         "baseline_rss_mb": baseline,
         "mean_similarity": float(sum(dataset["similarity"][:1000]) / min(1000, len(dataset))),
     }

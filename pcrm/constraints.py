@@ -8,6 +8,7 @@ batched, and cached on disk.
 """
 
 import math
+import os
 import time
 import uuid
 from dataclasses import asdict, dataclass, field, fields
@@ -160,6 +161,7 @@ def compute_similarity(dataset: Dataset, config: ConstraintConfig, tokenizer=Non
             lengths = dataset.select_columns(["chosen", "rejected"]).map(
                 _count_lengths, batched=True, fn_kwargs={"count": count}, remove_columns=["chosen", "rejected"],
                 keep_in_memory=True, new_fingerprint=uuid.uuid4().hex, desc="Counting lengths",
+                num_proc=min(4, os.cpu_count() or 1) if config.unit == "tokens" and len(dataset) >= 50_000 else None,
             ).with_format("numpy")[:]
         return length_ratio(lengths["n_chosen"], lengths["n_rejected"])
     chosen = [as_text(x) for x in dataset["chosen"]]
