@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pcrm.errors import PcrmError
+from pcrm.errors import PcrmError, require
 from pcrm.io import atomic_write_text, versions, write_json
 
 METHODS = ("bon", "ppo", "rloo", "grpo")
@@ -94,9 +94,7 @@ class Config:
             (self.save_steps >= 0, f"--save-steps must be >= 0, got {self.save_steps}"),
             (not (self.resume and self.overwrite), "--resume and --overwrite exclude each other"),
         )
-        for ok, message in checks:
-            if not ok:
-                raise PcrmError(message)
+        require(checks)
         self.n = sorted(set(self.n))
 
 

@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pcrm.errors import PcrmError
+from pcrm.errors import PcrmError, require
 from pcrm.evaluation.policies import (PairScorer, format_table, generate, judge_responses, length_stats, prompt_texts, training_info,
                                       write_responses)
 from pcrm.io import atomic_write_text, write_json
@@ -61,9 +61,7 @@ class Config:
             (math.isfinite(self.temperature) and self.temperature >= 0, f"--temperature must be >= 0, got {self.temperature}"),
             (self.batch_size >= 1 and self.bootstrap >= 1, "--batch-size and --bootstrap must be >= 1"),
         )
-        for ok, message in checks:
-            if not ok:
-                raise PcrmError(message)
+        require(checks)
 
 
 def run(config: Config) -> dict:

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 from pcrm.constraints import METHODS, PriorOptions
 from pcrm.data import load_preferences
-from pcrm.errors import PcrmError
+from pcrm.errors import PcrmError, require
 from pcrm.io import versions, write_json
 from pcrm.losses import PAIR_LOSSES
 from pcrm.trainers.dpo import DPO_BETAS
@@ -79,9 +79,7 @@ class Config:
             (self.save_steps >= 0, f"--save-steps must be >= 0, got {self.save_steps}"),
             (not (self.resume and self.overwrite), "--resume and --overwrite exclude each other"),
         )
-        for ok, message in checks:
-            if not ok:
-                raise PcrmError(message)
+        require(checks)
 
 
     def prior_config(self):

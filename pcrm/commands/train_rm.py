@@ -15,7 +15,7 @@ import torch
 
 from pcrm.constraints import METHODS as PRIOR_METHODS
 from pcrm.constraints import PriorOptions
-from pcrm.errors import PcrmError
+from pcrm.errors import PcrmError, require
 from pcrm.io import versions
 from pcrm.models import save_reward_model
 from pcrm.trainers.reward import RM_METHODS
@@ -95,9 +95,7 @@ class Config:
             (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
             (not (self.resume and self.overwrite), "--resume and --overwrite exclude each other"),
         )
-        for ok, message in checks:
-            if not ok:
-                raise PcrmError(message)
+        require(checks)
 
     def prior_config(self):
         """The `ConstraintConfig` of this run's prior (None for methods without one)."""

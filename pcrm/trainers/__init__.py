@@ -1,1 +1,18 @@
 """Trainers: thin subclasses of TRL's RewardTrainer (reward.py) and DPOTrainer (dpo.py) whose only change is the loss."""
+
+
+def common_arguments(config) -> dict:
+    """The TrainingArguments both trainers take from a command config the same way (TRL's config classes add their own)."""
+    return {
+        "per_device_train_batch_size": config.batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation,
+        "learning_rate": config.learning_rate,
+        "num_train_epochs": config.epochs,
+        "max_steps": config.max_steps,
+        "bf16": config.precision == "bf16",
+        "fp16": config.precision == "fp16",
+        "gradient_checkpointing": config.gradient_checkpointing,
+        "logging_steps": 1,
+        "seed": config.seed,
+        "disable_tqdm": not config.progress,
+    }

@@ -30,6 +30,7 @@ from pcrm.data import fingerprint
 from pcrm.errors import PcrmError
 from pcrm.losses import PAIR_LOSSES, constrained_pair_loss, dpo_margin
 from pcrm.tokenization import cut_prompts
+from pcrm.trainers import common_arguments
 from pcrm.trainers.collators import DeltaCollator
 
 # δ* = β1/(s+β2)+β3 on the DPO implicit-reward scale (module docstring): method -> (β1, β3)
@@ -134,28 +135,18 @@ def training_arguments(config, output_dir: Path) -> DPOConfig:
     try:
         return DPOConfig(
             output_dir=str(output_dir),
+            **common_arguments(config),
             beta=config.beta,
             loss_type=[config.loss],
             label_smoothing=config.label_smoothing,
-            learning_rate=config.learning_rate,
             lr_scheduler_type="cosine",
             warmup_steps=0.1,
-            num_train_epochs=config.epochs,
-            max_steps=config.max_steps,
-            disable_tqdm=not config.progress,
-            per_device_train_batch_size=config.batch_size,
-            gradient_accumulation_steps=config.gradient_accumulation,
             max_length=config.max_length,
             precompute_ref_log_probs=config.precompute_ref,
-            bf16=config.precision == "bf16",
-            fp16=config.precision == "fp16",
-            gradient_checkpointing=config.gradient_checkpointing,
-            logging_steps=1,
             save_strategy="steps" if config.save_steps else "no",
             save_steps=config.save_steps or 1,
             save_total_limit=1,
             use_cpu=config.precision == "bf16" and not torch.cuda.is_available(),  # bf16 autocast on the CPU
-            seed=config.seed,
             report_to="none",
         )
     except ValueError as err:  # e.g. bf16 on a GPU without it

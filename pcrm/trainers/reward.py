@@ -21,6 +21,7 @@ from pcrm import losses
 from pcrm.constraints import METHODS as PRIOR_METHODS
 from pcrm.constraints import add_constraints
 from pcrm.errors import PcrmError
+from pcrm.trainers import common_arguments
 from pcrm.trainers.collators import DeltaCollator
 from pcrm.trainers.progress import set_console
 
@@ -139,26 +140,16 @@ def build_trainer(config, callbacks: list | None = None, output: Path | None = N
         peft_config = LoraConfig(task_type="SEQ_CLS", r=config.lora_r, lora_alpha=2 * config.lora_r, target_modules="all-linear")
     args = _reward_config(
         output_dir=str(output / "checkpoints"),
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation,
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
+        **common_arguments(config),
         lr_scheduler_type=config.scheduler,
         warmup_steps=config.warmup_ratio,
         weight_decay=config.weight_decay,
-        bf16=config.precision == "bf16",
-        fp16=config.precision == "fp16",
-        gradient_checkpointing=config.gradient_checkpointing,
         train_sampling_strategy=config.sampler,
         max_length=None,  # truncation is ours (left side, counted); TRL would drop long pairs silently
-        logging_steps=1,
         save_steps=config.save_steps,
         save_total_limit=2,
-        seed=config.seed,
         data_seed=config.seed,
         report_to=["tensorboard"],
-        disable_tqdm=not config.progress,
         dataloader_drop_last=False,
         use_cpu=not torch.cuda.is_available(),  # also makes multi-process CPU runs use DDP over gloo
     )
