@@ -216,6 +216,7 @@ def user_error(err: BaseException) -> str | None:
 # Known warnings that say nothing to a pcrm user, matched by the start of their message (never a whole category).
 NOISY_WARNINGS = (
     r"'pin_memory' argument is set as true but no accelerator is found",  # torch DataLoader on a CPU-only machine
+    r"`is_gradient_checkpointing` is deprecated",  # transformers 5.24 calling its own deprecated name (TRL, PEFT)
 )
 
 

@@ -222,8 +222,8 @@ def format_result(result: dict) -> str:
     return (
         f"{result['method']}: {result['train_pairs']} pairs ({result['truncated_pairs']} truncated), "
         f"{result['steps']} steps in {result['train_seconds']:.0f} s | held-out ({h['pairs']} pairs): "
-        f"accuracy {h['accuracy']:.3f}, margin mean {h['margin_mean']:.3f} std {h['margin_std']:.3f} "
-        f"p95 {h['margin_p95']:.3f}, above δ (length/cosine) {h['frac_above_delta_length']:.3f}/{h['frac_above_delta_cosine']:.3f}"
+        f"accuracy {h['accuracy']:.3f}, margin mean {h['margin_mean']:.3g} std {h['margin_std']:.3g} "
+        f"p95 {h['margin_p95']:.3g}, above δ (length/cosine) {h['frac_above_delta_length']:.3f}/{h['frac_above_delta_cosine']:.3f}"
     )
 
 

@@ -11,7 +11,7 @@ def common_arguments(config) -> dict:
         "max_steps": config.max_steps,
         "bf16": config.precision == "bf16",
         "fp16": config.precision == "fp16",
-        "gradient_checkpointing": config.gradient_checkpointing,
+        "activation_checkpointing": config.gradient_checkpointing,  # transformers 5 name of gradient checkpointing
         "logging_steps": 1,
         "seed": config.seed,
         "disable_tqdm": not config.progress,
