@@ -296,6 +296,15 @@ class Interrupt(TrainerCallback):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_and_sigterm_leave_a_folder_resume_and_overwrite_accept(good_output, tiny_rm_dir, tmp_path, capsys, sig):
+    # Python's own Ctrl-C handler: a process started in the background (CI runners, nohup, `cmd &`) inherits SIGINT ignored.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _interrupt_then_resume(good_output, tiny_rm_dir, tmp_path, capsys, sig)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupt_then_resume(good_output, tiny_rm_dir, tmp_path, capsys, sig):
     reference, pairs, _ = good_output
     output = tmp_path / "run"
     config = rm_config(tiny_rm_dir, pairs, output)
