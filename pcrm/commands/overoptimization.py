@@ -44,7 +44,7 @@ class Config:
                                                   "choices": ["fixed", "auto"]})
     encoder: str = field(default="minilm", metadata={"help": "sentence encoder of the cosine prior"})
     prompts: int = field(default=32, metadata={"help": "held-out prompts of the pool"})
-    pool_size: int = field(default=16, metadata={"help": "samples per prompt (best-of-N for N = 1..this)"})
+    pool_size: int = field(default=32, metadata={"help": "samples per prompt (best-of-N for N = 1..this); the shipped pool has 32"})
     pool: str | None = field(default=None, metadata={
         "help": "read the pool (JSONL: prompt, sample, response, gold) instead of sampling; default: pcrm/data/gold-pool/pool.jsonl "
                 "when it is shipped and --gold is gold-smollm2 (not with --quick)"})
@@ -52,7 +52,7 @@ class Config:
     max_prompt_tokens: int = field(default=128, metadata={"help": "pool prompts are cut from the left to this many policy tokens"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the pool"})
     seed: int = field(default=0, metadata={"help": "seed of the pool's prompt order and samples (pass j: seed + j)"})
-    sample_batch_size: int = field(default=8, metadata={"help": "prompts per generation batch"})
+    sample_batch_size: int = field(default=16, metadata={"help": "prompts per generation batch"})
     score_batch_size: int = field(default=32, metadata={"help": "texts per scoring batch"})
     device: str = field(default="auto", metadata={"help": "device for gold scoring, sampling and proxy scoring (auto: CUDA/MPS if present)"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
