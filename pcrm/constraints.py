@@ -250,6 +250,9 @@ def suggest_betas(similarity, margins, beta2: float = 0.001, quantiles: tuple[fl
     The most similar pairs (similarity at the upper quantile) get δ* = the median of the
     positive margins; the least similar (lower quantile) get δ* = the upper-quantile margin:
     β1 = (m_hi − m_lo) / (1/(s_lo+β2) − 1/(s_hi+β2)),  β3 = m_lo − β1/(s_hi+β2).
+    δ* falls with s, so pairs more similar than s_hi get less than m_lo; where that would leave
+    the most similar pair below m_lo/2 (or at δ* ≤ 0), the upper anchor moves to the largest
+    similarity, so that δ* ≥ m_lo > 0 for every pair.
     """
     s = np.asarray(similarity, dtype=np.float64)
     m = np.asarray(margins, dtype=np.float64)
@@ -261,4 +264,8 @@ def suggest_betas(similarity, margins, beta2: float = 0.001, quantiles: tuple[fl
     if m_hi <= m_lo:
         raise PcrmError("cannot suggest β: the reference margins do not spread (upper quantile <= median)")
     beta1 = (m_hi - m_lo) / (1 / (s_lo + beta2) - 1 / (s_hi + beta2))
+    s_max = float(s.max())
+    if beta1 / (s_max + beta2) + m_lo - beta1 / (s_hi + beta2) < m_lo / 2:
+        s_hi = s_max
+        beta1 = (m_hi - m_lo) / (1 / (s_lo + beta2) - 1 / (s_hi + beta2))
     return float(beta1), float(m_lo - beta1 / (s_hi + beta2))

@@ -122,3 +122,20 @@ def test_constraints_command_suggests_betas(pairs_file, tiny_rm_dir, tmp_path, c
     assert suggestion["beta1"] > 0 and set(suggestion["margin_quantiles"]) == {"0.05", "0.25", "0.5", "0.75", "0.95"}
     assert main(args[:4] + ["fixed"] + args[5:]) == 2
     assert "--suggest-from needs --method length or cosine" in capsys.readouterr().err
+
+
+def test_suggested_betas_keep_every_bound_positive():
+    """A steep fit anchored at the 95th-percentile similarity would push δ* of the most similar pairs below 0;
+    the anchor then moves to the largest similarity: δ*(s_max) = median positive margin (hand-computed)."""
+    import numpy as np
+
+    from pcrm.constraints import delta_star, suggest_betas
+
+    similarity = np.concatenate([np.linspace(0.55, 0.60, 95), [0.86, 0.87, 0.88, 0.89, 0.9]])  # cosine-like: concentrated
+    margins = np.concatenate([np.full(50, 0.2), np.full(45, 0.4), np.full(5, 5.0)])
+    beta1, beta3 = suggest_betas(similarity, margins, beta2=0.001)
+    m_lo, m_hi = np.median(margins[margins > 0]), np.quantile(margins, 0.95)
+    s_lo = np.quantile(similarity, 0.05)
+    expected_beta1 = (m_hi - m_lo) / (1 / (s_lo + 0.001) - 1 / (0.9 + 0.001))
+    assert beta1 == pytest.approx(expected_beta1) and beta3 == pytest.approx(m_lo - expected_beta1 / 0.901)
+    assert float(delta_star(similarity, beta1, 0.001, beta3).min()) == pytest.approx(m_lo, rel=1e-5)
