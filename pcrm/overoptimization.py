@@ -31,7 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from pcrm.errors import PcrmError
+from pcrm.evaluation.metrics import finite_or_none, kl_best_of_n
 from pcrm.io import atomic_write_text, write_json, write_npz
+from pcrm.scoring import score_responses
 
 STAGES = ("labels", "proxies", "pool", "bestofn", "fit", "report")
 ENSEMBLE = "bt-ensemble"
@@ -47,11 +49,6 @@ FINGERPRINT = ("gold", "data", "proxy_model", "label_noise", "label_seed", "max_
 
 
 # -- best-of-N ------------------------------------------------------------------------------------
-
-
-def kl_best_of_n(n: int) -> float:
-    """KL(best-of-n ‖ policy) = log n − (n−1)/n (exact for continuous rewards)."""
-    return math.log(n) - (n - 1) / n
 
 
 def best_of_n_weights(pool_size: int, n: int) -> np.ndarray:
@@ -234,14 +231,6 @@ def load_gold_model(name: str, device: str = "cpu"):
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model.to(device).eval(), tokenizer
-
-
-def score_responses(model, tokenizer, prompts, responses, max_length: int, batch_size: int, progress: bool) -> np.ndarray:
-    from pcrm.scoring import score_texts
-    from pcrm.tokenization import render
-
-    texts = [render(p, r, tokenizer) for p, r in zip(prompts, responses)]
-    return score_texts(model, tokenizer, texts, max_length, batch_size, progress)
 
 
 def build_tiny_models(root: str | Path) -> dict:
@@ -500,11 +489,6 @@ def _accuracy(margin) -> float:
     return float(accuracy(np.asarray(margin, dtype=np.float64)))
 
 
-def _finite(x) -> float | None:
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
 def _nanmean(x) -> float:
     x = np.asarray(x, dtype=np.float64)
     return float(x[np.isfinite(x)].mean()) if np.isfinite(x).any() else math.nan
@@ -527,8 +511,8 @@ def fit_proxy(curve: dict, scores: dict, gold_pool: np.ndarray, gold_test_margin
         "alpha": alpha, "beta": beta, "peak": gao_peak(alpha, beta), "fit_rmse": float(np.sqrt(np.mean(residual**2))),
         "max_kl": curve["kl"][-1], "gold_gain_max_n": curve["gold_gain"][-1], "gold_max_n": curve["gold"][-1],
         "proxy_gain_max_n_sigma": curve["proxy_gain"][-1] / max(curve["proxy_std"], 1e-12),
-        "spearman_pool": _finite(spearman(scores["pool"].ravel(), gold_pool.ravel())),
-        "spearman_within_prompt": _finite(_nanmean(spearman(scores["pool"], gold_pool))),
+        "spearman_pool": finite_or_none(spearman(scores["pool"].ravel(), gold_pool.ravel())),
+        "spearman_within_prompt": finite_or_none(_nanmean(spearman(scores["pool"], gold_pool))),
         "accuracy_gold": _accuracy((margin * np.sign(gold_test_margin))[strict]) if strict.any() else None,
         "accuracy_human": _accuracy(margin),
         "scale": float(scores["pool"].std()),

@@ -19,8 +19,7 @@
 import numpy as np
 import torch
 
-from pcrm.scoring import score_texts
-from pcrm.tokenization import render
+from pcrm.scoring import score_responses
 
 
 def right_align(input_ids: torch.Tensor, attention_mask: torch.Tensor, pad_token_id: int | None = None):
@@ -64,8 +63,7 @@ class RewardFunction:
         self.model, self.tokenizer, self.max_length, self.batch_size = model, tokenizer, max_length, batch_size
 
     def scores(self, prompts, completions) -> np.ndarray:
-        texts = [render(p if p is not None else "", c, self.tokenizer) for p, c in zip(prompts, completions)]
-        return score_texts(self.model, self.tokenizer, texts, self.max_length, self.batch_size, progress=False)
+        return score_responses(self.model, self.tokenizer, prompts, completions, self.max_length, self.batch_size)
 
     def __call__(self, prompts, completions, **kwargs) -> list[float]:
         return self.scores(prompts, completions).tolist()

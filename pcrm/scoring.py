@@ -31,6 +31,15 @@ def score_texts(model, tokenizer, texts: list[str], max_length: int | None = 512
     return scores
 
 
+def score_responses(model, tokenizer, prompts, responses, max_length: int | None = 512, batch_size: int = 32,
+                    progress: bool = False) -> np.ndarray:
+    """Reward of each (prompt, response), rendered as training rendered pairs (`pcrm.tokenization.render`)."""
+    from pcrm.tokenization import render
+
+    texts = [render(p if p is not None else "", r, tokenizer) for p, r in zip(prompts, responses)]
+    return score_texts(model, tokenizer, texts, max_length, batch_size, progress)
+
+
 def score_pairs(model, tokenizer, dataset, max_length: int | None = 512, batch_size: int = 32, progress: bool = True):
     """(chosen_scores, rejected_scores) of every pair of a preference dataset."""
     from pcrm.tokenization import render_pairs

@@ -18,14 +18,9 @@ import numpy as np
 import torch
 
 from pcrm.alignment.rollout import RewardModel, load_prompts, sample
-from pcrm.evaluation.metrics import win_rate
+from pcrm.evaluation.metrics import kl_best_of_n, win_rate
 from pcrm.io import _warn, atomic_write_text, cache_path, write_cache, write_json
 from pcrm.models import default_device
-
-
-def kl_best_of_n(n: int) -> float:
-    """KL(best-of-n ‖ policy) = log n − (n−1)/n (exact for distinct rewards)."""
-    return math.log(n) - (n - 1) / n
 
 
 def select_best(scores: np.ndarray, n: int) -> np.ndarray:

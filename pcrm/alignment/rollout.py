@@ -96,11 +96,9 @@ class RewardModel:
         self.max_length, self.batch_size = max_length, batch_size
 
     def __call__(self, prompts: list[str], responses: list[str]) -> np.ndarray:
-        from pcrm.scoring import score_texts
-        from pcrm.tokenization import render
+        from pcrm.scoring import score_responses
 
-        texts = [render(p, r, self.tokenizer) for p, r in zip(prompts, responses)]
-        return score_texts(self.model, self.tokenizer, texts, self.max_length, self.batch_size, progress=False)
+        return score_responses(self.model, self.tokenizer, prompts, responses, self.max_length, self.batch_size)
 
 
 class RewardShaper:

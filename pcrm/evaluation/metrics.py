@@ -23,6 +23,11 @@ BOOTSTRAP_BATCH_ELEMENTS = 1 << 21  # resampled values held at once per array
 BCA_MAX_ROWS = 5000
 
 
+def kl_best_of_n(n: int) -> float:
+    """KL(best-of-n ‖ policy) = log n − (n−1)/n (exact for distinct rewards)."""
+    return math.log(n) - (n - 1) / n
+
+
 def pair_credit(margin) -> np.ndarray:
     """1 where the chosen response scores higher, 0.5 on a tie, 0 otherwise."""
     return (np.sign(margin) + 1) / 2
@@ -310,7 +315,7 @@ def compute_metrics(arrays: dict, priors=(), n_boot: int = 1000, seed: int = 0, 
         "calibration": {
             "ece": pair_est(functools.partial(expected_calibration_error, n_bins=n_bins), margin),
             "bins": [
-                {"low": float(lo), "high": float(hi), "count": int(c), "confidence": _finite(p), "frequency": _finite(f)}
+                {"low": float(lo), "high": float(hi), "count": int(c), "confidence": finite_or_none(p), "frequency": finite_or_none(f)}
                 for lo, hi, c, p, f in zip(edges[:-1], edges[1:], count, confidence, frequency)
             ],
         },
@@ -334,5 +339,6 @@ def _human_rank_metrics(score, human, group, est) -> dict:
     }
 
 
-def _finite(value) -> float | None:
+def finite_or_none(value) -> float | None:
+    """`float(value)`, or None where it is NaN or infinite (JSON has no NaN)."""
     return float(value) if math.isfinite(value) else None

@@ -124,13 +124,11 @@ def _format_rate(rate: dict | None) -> str:
 
 def judge_responses(rows: dict, prompts: list, config, device) -> None:
     from pcrm.models import load_reward_model, load_tokenizer, scoring_dtype
-    from pcrm.scoring import score_texts
-    from pcrm.tokenization import render
+    from pcrm.scoring import score_responses
 
     judge, judge_tokenizer = load_reward_model(config.judge, dtype=scoring_dtype(device)).to(device), load_tokenizer(config.judge)
     for row in rows.values():
-        texts = [render(p, r, judge_tokenizer) for p, r in zip(prompts, row["responses"])]
-        row["judge_scores"] = score_texts(judge, judge_tokenizer, texts, config.max_length, config.batch_size, progress=False)
+        row["judge_scores"] = score_responses(judge, judge_tokenizer, prompts, row["responses"], config.max_length, config.batch_size)
         row["judge_mean"] = float(row["judge_scores"].mean())
     start = rows[config.reference]["judge_scores"]
     baseline = rows[config.baseline]["judge_scores"] if config.baseline else None

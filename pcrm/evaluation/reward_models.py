@@ -83,8 +83,7 @@ def load_data(source: str, split: str, config_name: str | None = None, columns: 
 
 def cached_scores(path: str, data: EvalData, tokenizer, config, load_model) -> np.ndarray:
     """Reward of every response of `data`, from the disk cache when this model and data were scored before (`cache_dir()/scores/<key>.npz`)."""
-    from pcrm.scoring import score_texts
-    from pcrm.tokenization import render
+    from pcrm.scoring import score_responses
 
     key = {"model": model_fingerprint(path), "data": data.fingerprint, "max_length": config.max_length}
     cache = cache_path("scores", key, ".npz")
@@ -92,8 +91,7 @@ def cached_scores(path: str, data: EvalData, tokenizer, config, load_model) -> n
     cached = read_cached_npz(cache, ("score",), lambda a: a["score"].shape == (n,) and a["score"].dtype.kind == "f")
     if cached is not None:
         return cached["score"]
-    texts = [render(p, r, tokenizer) for p, r in zip(data.prompts, data.responses)]
-    scores = score_texts(load_model(), tokenizer, texts, config.max_length, config.batch_size, config.progress)
+    scores = score_responses(load_model(), tokenizer, data.prompts, data.responses, config.max_length, config.batch_size, config.progress)
     write_cache(write_npz, cache, {"score": scores})
     return scores
 
