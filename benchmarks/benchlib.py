@@ -148,7 +148,7 @@ def step_timer():
 
 
 class CountingCollator:
-    """Wraps a collator and records each batch's real (attention-mask) and padded token counts."""
+    """Wraps a collator and records each batch's real (attention-mask; packed: sequence lengths) and padded token counts."""
 
     def __init__(self, collator):
         self.collator = collator
@@ -156,8 +156,11 @@ class CountingCollator:
 
     def __call__(self, examples):
         batch = self.collator(examples)
-        mask = batch["attention_mask"]
-        self.batches.append((int(mask.sum()), int(mask.numel()), tuple(mask.shape)))
+        if "lengths" in batch:  # a packed batch (pcrm.packing): no attention mask, rows of several sequences
+            real, shape = int(batch["lengths"].sum()), tuple(batch["input_ids"].shape)
+        else:
+            real, shape = int(batch["attention_mask"].sum()), tuple(batch["attention_mask"].shape)
+        self.batches.append((real, shape[0] * shape[1], shape))
         return batch
 
 

@@ -43,7 +43,7 @@ def planned_steps(config, pairs: int) -> int:
 
 
 def calibrate_betas(config) -> dict | None:
-    """Fit β1, β3 of `config`'s prior from a short BT warm-up and set them on `config.prior`.
+    """Fit β1, β3 of `config`'s prior from a short BT warm-up (`config` is not changed).
 
     `config` is a `pcrm.commands.train_rm.Config`. Returns the measurement (β1, β2, β3, warm-up steps,
     pairs, margin quantiles), or None when the method has no β to calibrate (bt, fixed, random,
@@ -72,17 +72,26 @@ def calibrate_betas(config) -> dict | None:
         model = trainer.model
         if config.lora_r:
             model = model.merge_and_unload()
-        # The same seeded subset prepare_dataset trained on (a prefix of the run's own --max-pairs subset).
-        subset = data.shuffle(seed=config.seed).select(range(subset_size)) if subset_size < len(data) else data
+        # The run's own pairs (prepare_dataset's seeded --max-pairs subset; cached for the run) and the warm-up's
+        # subset, a prefix of them: the βs must give δ* > 0 on every pair of the run, not only the subset's.
+        shuffled = data.shuffle(seed=config.seed)
+        run_pairs = shuffled.select(range(train_pairs)) if train_pairs < len(data) else data
+        subset = shuffled.select(range(subset_size)) if subset_size < len(data) else data
         chosen, rejected = score_pairs(model, tokenizer, subset, config.max_length, config.eval_batch_size, config.progress)
         prior = config.prior_config()
-        similarity = np.asarray(add_constraints(subset, prior, tokenizer, show_progress=config.progress)["similarity"], dtype=np.float64)
+
+        def similarities(pairs):
+            return np.asarray(add_constraints(pairs, prior, tokenizer, show_progress=config.progress)["similarity"],
+                              dtype=np.float64)
+
+        all_similarity = similarities(run_pairs)
+        prefix = run_pairs is not data or subset is data  # the subset is the first pairs of the run's
+        similarity = all_similarity[:subset_size] if prefix else similarities(subset)
     margins = chosen - rejected
     try:
-        beta1, beta3 = suggest_betas(similarity, margins, config.prior.beta2)
+        beta1, beta3 = suggest_betas(similarity, margins, config.prior.beta2, max_similarity=float(all_similarity.max()))
     except PcrmError as err:
         raise PcrmError(f"--betas auto after a {steps}-step BT warm-up on {subset_size} pairs: {err}") from None
-    config.prior.beta1, config.prior.beta3 = beta1, beta3
     return {
         "betas": "auto", "beta1": beta1, "beta2": config.prior.beta2, "beta3": beta3,
         "warmup_steps": steps, "warmup_pairs": subset_size,

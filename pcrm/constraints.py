@@ -244,7 +244,8 @@ def timed_constraints(dataset: Dataset, config: ConstraintConfig, tokenizer=None
     return result, {"seconds": seconds, "pairs_per_second": len(dataset) / max(seconds, 1e-9)}
 
 
-def suggest_betas(similarity, margins, beta2: float = 0.001, quantiles: tuple[float, float] = (0.05, 0.95)) -> tuple[float, float]:
+def suggest_betas(similarity, margins, beta2: float = 0.001, quantiles: tuple[float, float] = (0.05, 0.95),
+                  max_similarity: float | None = None) -> tuple[float, float]:
     """β1, β3 that map a reference (e.g. BT-trained) model's margin scale onto δ*.
 
     The most similar pairs (similarity at the upper quantile) get δ* = the median of the
@@ -252,7 +253,8 @@ def suggest_betas(similarity, margins, beta2: float = 0.001, quantiles: tuple[fl
     β1 = (m_hi − m_lo) / (1/(s_lo+β2) − 1/(s_hi+β2)),  β3 = m_lo − β1/(s_hi+β2).
     δ* falls with s, so pairs more similar than s_hi get less than m_lo; where that would leave
     the most similar pair below m_lo/2 (or at δ* ≤ 0), the upper anchor moves to the largest
-    similarity, so that δ* ≥ m_lo > 0 for every pair.
+    similarity, so that δ* ≥ m_lo > 0 for every pair. `max_similarity`: the largest similarity of all the pairs the
+    βs will be applied to, when `similarity` is only a sample of them (δ* > 0 must hold for those too).
     """
     s = np.asarray(similarity, dtype=np.float64)
     m = np.asarray(margins, dtype=np.float64)
@@ -264,7 +266,7 @@ def suggest_betas(similarity, margins, beta2: float = 0.001, quantiles: tuple[fl
     if m_hi <= m_lo:
         raise PcrmError("cannot suggest β: the reference margins do not spread (upper quantile <= median)")
     beta1 = (m_hi - m_lo) / (1 / (s_lo + beta2) - 1 / (s_hi + beta2))
-    s_max = float(s.max())
+    s_max = float(s.max()) if max_similarity is None else max(float(s.max()), float(max_similarity))
     if beta1 / (s_max + beta2) + m_lo - beta1 / (s_hi + beta2) < m_lo / 2:
         s_hi = s_max
         beta1 = (m_hi - m_lo) / (1 / (s_lo + beta2) - 1 / (s_hi + beta2))

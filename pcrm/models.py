@@ -142,20 +142,27 @@ CHAT_TEMPLATE = ("{% for message in messages %}{% if not loop.first %}{{ '\\n\\n
                  "{{ message['role'] | capitalize }}: {{ message['content'] }}{% endfor %}")
 
 
-def save_reward_model(model, tokenizer, path, max_length: int | None = None) -> None:
+def save_reward_model(model, tokenizer, path, max_length: int | None = None, split_special_tokens: bool = True) -> None:
     """`save_pretrained` of a reward model and its tokenizer, set up so other clients score as pcrm does.
+
+    Every reward model pcrm writes goes through here (train-rm, reproduce, the study's proxies and gold, merged LoRA).
 
     * `problem_type="regression"`: a text-classification pipeline returns the raw score (no sigmoid);
     * the tokenizer truncates from the left and pads on the right (`pcrm.tokenization.tokenize`,
       `pcrm.scoring.score_texts`), and its `model_max_length` is the training `max_length`, so
-      `pipeline(..., truncation=True)` cuts long inputs exactly as pcrm does;
+      `pipeline(..., truncation=True)` cuts long inputs exactly as pcrm does and readers default to it;
+    * `split_special_tokens`: special-token strings in a text are read as plain text (`[SEP]` in the data is not
+      BERT's separator), as pcrm tokenized them in training; False for a model trained on conversations rendered
+      with the tokenizer's own chat template, whose special tokens are real;
     * a tokenizer without a chat template gets one that renders conversations as `pcrm.tokenization.render`.
     """
     model.config.problem_type = "regression"
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    tokenizer.truncation_side, tokenizer.padding_side = "left", "right"
-    tokenizer.init_kwargs.update(truncation_side="left", padding_side="right")  # save_pretrained writes init_kwargs' keys
+    saved = {"truncation_side": "left", "padding_side": "right", "split_special_tokens": split_special_tokens}
+    for key, value in saved.items():
+        setattr(tokenizer, key, value)
+    tokenizer.init_kwargs.update(saved)  # save_pretrained writes init_kwargs' keys
     if not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = CHAT_TEMPLATE
     model_max_length = tokenizer.model_max_length
@@ -166,6 +173,32 @@ def save_reward_model(model, tokenizer, path, max_length: int | None = None) -> 
         tokenizer.save_pretrained(path)
     finally:
         tokenizer.model_max_length = model_max_length
+
+
+DEFAULT_MAX_LENGTH = 512  # tokens read from a model that records no length of its own
+
+
+def recorded_max_length(path, tokenizer=None) -> int:
+    """Tokens a reader of the reward model at `path` reads by default: the `--max-length` it was trained with
+    (`pcrm_config.json`), else its tokenizer's `model_max_length` when set, else 512 (capped by its positions)."""
+    import json
+
+    record = Path(path) / "pcrm_config.json"
+    if record.is_file():
+        try:
+            length = json.loads(record.read_text(encoding="utf-8")).get("config", {}).get("max_length")
+        except (json.JSONDecodeError, AttributeError):
+            length = None
+        if isinstance(length, int) and length > 0:
+            return length
+    if tokenizer is None:
+        tokenizer = load_tokenizer(path)
+    if 0 < tokenizer.model_max_length < 1_000_000:
+        return int(tokenizer.model_max_length)
+    from pcrm.outputs import model_length_limit
+
+    limit = model_length_limit(str(path))
+    return min(DEFAULT_MAX_LENGTH, limit) if limit else DEFAULT_MAX_LENGTH
 
 
 def load_reward_model(name: str | Path, dtype: str = "float32"):

@@ -428,16 +428,15 @@ def stage_pool(config, out: Path) -> dict:
 def score_proxy(config, out: Path, directory: Path) -> dict:
     """A proxy's scores of the pool [prompts, samples] and of the held-out pairs (human orientation)."""
     from pcrm.data import load_preferences
-    from pcrm.models import load_reward_model, load_tokenizer
+    from pcrm.scoring import RewardScorer
 
     prompts, responses, _ = read_pool(out / "pool" / "pool.jsonl")
     test = load_preferences(str(out / "labels" / "test-human.jsonl"))
     test = {k: list(test[k]) for k in ("prompt", "chosen", "rejected")}
-    tokenizer = load_tokenizer(directory)
-    model = load_reward_model(directory).to(_device(config)).eval()
+    scorer = RewardScorer.load(directory, config.max_length, _device(config), config.score_batch_size)
     texts_p = [p for p, row in zip(prompts, responses) for _ in row] + test["prompt"] * 2
     texts_r = [r for row in responses for r in row] + test["chosen"] + test["rejected"]
-    scores = score_responses(model, tokenizer, texts_p, texts_r, config.max_length, config.score_batch_size, config.progress)
+    scores = scorer.responses(texts_p, texts_r, config.progress)
     k, m = len(prompts) * len(responses[0]), len(test["prompt"])
     return {"pool": scores[:k].reshape(len(prompts), -1), "test_chosen": scores[k : k + m], "test_rejected": scores[k + m :]}
 

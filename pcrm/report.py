@@ -10,7 +10,6 @@ import base64
 import functools
 import html
 import json
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,9 +18,10 @@ import numpy as np
 from pcrm.errors import PcrmError
 from pcrm.evaluation.metrics import format_estimate
 from pcrm.evaluation.reward_models import SCHEMA_VERSION
-from pcrm.io import atomic_write_text, slug, write_json
+from pcrm.io import atomic_write_bytes, atomic_write_text, slug, write_json
 
 SECTIONS_DIR = "sections"
+PNG = b"\x89PNG\r\n\x1a\n"
 
 @dataclass
 class Section:
@@ -35,24 +35,45 @@ class Section:
 
 def add_section(directory: str | Path, title: str, rows=(), images=(), text: str = "") -> Path:
     """Add a section to the report of an evaluation directory; `pcrm report` renders it after
-    the built-in sections. Stored as `directory/sections/<title>.json` (same title: replaced)."""
-    section = Section(title, text, [dict(row) for row in rows], [str(Path(p).resolve()) for p in images])
-    path = Path(directory) / SECTIONS_DIR / f"{slug(title)}.json"
-    write_json(path, asdict(section))
+    the built-in sections. Stored as `directory/sections/<title>.json` (same title: replaced), its PNG images
+    copied beside it (a report embeds only files from inside its own folder)."""
+    folder = Path(directory) / SECTIONS_DIR
+    names = []
+    for i, image in enumerate(images):
+        names.append(f"{SECTIONS_DIR}/{slug(title)}-{i}.png")
+        atomic_write_bytes(Path(directory) / names[-1], _png_bytes(Path(image), title))
+    path = folder / f"{slug(title)}.json"
+    write_json(path, asdict(Section(title, text, [dict(row) for row in rows], names)))
     return path
 
-def write_report(input: str | Path, output: str | Path | None = None, title: str = "Reward model evaluation") -> dict:
-    """report.html and report.md (with PNGs beside them) of a `pcrm evaluate` directory or its metrics.json."""
+
+def _png_bytes(path: Path, title: str) -> bytes:
+    if not path.is_file():
+        raise PcrmError(f"{path}: image of report section {title!r} not found")
+    data = path.read_bytes()
+    if not data.startswith(PNG):
+        raise PcrmError(f"{path}: image of report section {title!r} is not a PNG file")
+    return data
+
+def read_summary(input: str | Path) -> tuple[Path, dict]:
+    """(metrics.json, its content) of a `pcrm evaluate` directory or its metrics.json, checked (one line if not)."""
     source = Path(input)
     metrics_file = source if source.suffix == ".json" else source / "metrics.json"
     summary = _read_json(metrics_file, "run pcrm evaluate first")
     if not isinstance(summary, dict) or summary.get("schema_version") != SCHEMA_VERSION or "results" not in summary:
         raise PcrmError(f"{metrics_file}: not a metrics.json of pcrm evaluate (schema_version {SCHEMA_VERSION})")
+    _check_summary(summary, metrics_file)
+    return metrics_file, summary
+
+
+def write_report(input: str | Path, output: str | Path | None = None, title: str = "Reward model evaluation") -> dict:
+    """report.html and report.md (with PNGs beside them) of a `pcrm evaluate` directory or its metrics.json."""
+    metrics_file, summary = read_summary(input)
     output = Path(output) if output else metrics_file.parent
     runs = [(result, _load_arrays(metrics_file.parent / result["arrays"])) for result in summary["results"]]
+    extra = [_localised(s, metrics_file.parent, output) for s in extra_sections(metrics_file.parent)]  # checked first
     sections = [answer_section(summary), metric_section(summary), *figure_sections(runs, summary["config"]["priors"], output)]
-    sections += training_sections(summary["results"], output)
-    sections += [_localised(s, output) for s in extra_sections(metrics_file.parent)]
+    sections += training_sections(summary["results"], output) + extra
     atomic_write_text(output / "report.html", render_html(title, sections, output))
     atomic_write_text(output / "report.md", render_markdown(title, sections))
     images = [str(output / name) for s in sections for name in s.images]
@@ -338,19 +359,20 @@ def render_html(title: str, sections: list[Section], output: Path) -> str:
 
 
 def render_markdown(title: str, sections: list[Section]) -> str:
-    """The same report in Markdown; images link to the PNG files beside it."""
-    lines = [f"# {title}", ""]
+    """The same report in Markdown, its text escaped as the HTML's is (no raw HTML, no links from data); images
+    link to the PNG files beside it."""
+    lines = [f"# {_md_line(title)}", ""]
     for section in sections:
-        lines += [f"## {section.title}", ""]
+        lines += [f"## {_md_line(section.title)}", ""]
         if section.text:
-            lines += [section.text, ""]
+            lines += [_md(section.text), ""]
         if section.rows:
             header = _columns(section.rows)
             lines.append("| " + " | ".join(_md_cell(h) for h in header) + " |")
             lines.append("|" + "---|" * len(header))
             lines += ["| " + " | ".join(_md_cell(_cell(row.get(h))) for h in header) + " |" for row in section.rows]
             lines.append("")
-        lines += [f"![{name}]({name})" for name in section.images] + ([""] if section.images else [])
+        lines += [f"![{_md_line(name)}]({name})" for name in section.images] + ([""] if section.images else [])
     return "\n".join(lines)
 
 
@@ -364,26 +386,56 @@ figure { margin: 1em 0; } img { max-width: 100%; } figcaption { font-size: .8em;
 """
 
 
-def _localised(section: Section, output: Path) -> Section:
-    """`section` with its images copied beside the report (as <title>-<i>.png) and named relative to it."""
-    names = []
-    for i, image in enumerate(section.images):
-        source = Path(image)
-        if not source.is_file():
-            raise PcrmError(f"{source}: image of report section {section.title!r} not found")
-        name = f"{slug(section.title)}-{i}.png"
-        if source.resolve() != (output / name).resolve():
-            output.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, output / name)
-        names.append(name)
+def _section_image(folder: Path, name, title: str) -> bytes:
+    """An image of a stored section, read only from inside the evaluation folder (links resolved first)."""
+    if not isinstance(name, str) or not (folder / name).resolve().is_relative_to(folder.resolve()):
+        raise PcrmError(f"{folder / SECTIONS_DIR}: image {name!r} of report section {title!r} is outside {folder} "
+                        "(a report embeds only files from inside its own folder)")
+    return _png_bytes(folder / name, title)
+
+
+def _localised(section: Section, folder: Path, output: Path) -> Section:
+    """`section` with its images (inside `folder`) copied beside the report (as <title>-<i>.png) and named relative to it."""
+    data = [_section_image(folder, image, section.title) for image in section.images]
+    names = [f"{slug(section.title)}-{i}.png" for i in range(len(data))]
+    for name, image in zip(names, data):
+        if not (output / name).is_file() or (output / name).read_bytes() != image:
+            atomic_write_bytes(output / name, image)
     return Section(section.title, section.text, section.rows, names)
+
+
+# What the report reads of metrics.json: per result and per result's metrics (a file missing one: one line).
+RESULT_KEYS = ("model", "model_path", "data", "kind", "pairs", "arrays", "metrics")
+METRIC_KEYS = ("accuracy", "rank_correlation", "scores", "margins", "priors", "length_bias", "calibration")
+
+
+def _check_summary(summary: dict, path: Path) -> None:
+    config, results = summary.get("config"), summary["results"]
+    problems = [] if isinstance(config, dict) and {"priors", "bootstrap", "seed"} <= set(config) else ["config"]
+    for i, result in enumerate(results if isinstance(results, list) else [None]):
+        if not isinstance(result, dict):
+            problems.append(f"results[{i}]")
+            continue
+        problems += [f"results[{i}].{key}" for key in RESULT_KEYS if key not in result]
+        metrics = result.get("metrics")
+        problems += [f"results[{i}].metrics.{key}" for key in METRIC_KEYS if isinstance(metrics, dict) and key not in metrics]
+    if problems:
+        raise PcrmError(f"{path}: not a complete metrics.json of pcrm evaluate (missing {', '.join(problems[:3])}); "
+                        "rerun pcrm evaluate")
 
 
 def _load_arrays(path: Path) -> dict:
     if not path.is_file():
         raise PcrmError(f"{path}: per-pair arrays not found (rerun pcrm evaluate)")
-    with np.load(path) as arrays:
-        return {key: arrays[key] for key in arrays.files}
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            loaded = {key: arrays[key] for key in arrays.files}
+    except Exception as err:  # a truncated or foreign file: zipfile, numpy or OS errors
+        raise PcrmError(f"{path}: unreadable score file ({type(err).__name__}; rerun pcrm evaluate)") from None
+    missing = [key for key in ("score", "chosen", "rejected", "length") if key not in loaded]
+    if missing:
+        raise PcrmError(f"{path}: not a score file of pcrm evaluate (no {', '.join(missing)}; rerun pcrm evaluate)")
+    return loaded
 
 
 def _read_json(path: Path, hint: str):
@@ -413,8 +465,17 @@ def _cell(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def _md(text: str) -> str:
+    """Text for Markdown, escaped as for HTML (no raw HTML), and no link or image syntax from the data."""
+    return html.escape(str(text), quote=False).replace("[", "\\[").replace("]", "\\]").replace("`", "\\`")
+
+
+def _md_line(text: str) -> str:
+    return " ".join(_md(text).splitlines())
+
+
 def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return _md_line(text).replace("|", "\\|")
 
 
 
@@ -422,5 +483,5 @@ def _md_cell(text: str) -> str:
 def markdown_table(rows: list[dict]) -> str:
     """A Markdown table of string cells: one dict per row, keys are the columns."""
     header = list(rows[0])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row[h] for h in header) + " |" for row in rows])
+    lines = ["| " + " | ".join(map(_md_cell, header)) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(_md_cell(row[h]) for h in header) + " |" for row in rows])

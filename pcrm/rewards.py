@@ -11,15 +11,16 @@
   MiniLM) do not: they pool the first token (a pad under left padding) and use absolute positions, and position
   ids from the attention mask cannot fix the pooling. Saved pcrm tokenizers pad on the right; a client that forces
   left padding (RewardBench-style batching) must right-align the batch first, which these two do.
-* A `transformers` text-classification pipeline with default arguments returns the raw score of a saved pcrm
-  reward model (`problem_type="regression"`); pass `truncation=True` for inputs longer than the training
-  `--max-length` (the tokenizer truncates from the left, as pcrm does).
+* A `transformers` text-classification pipeline returns the raw score of a saved pcrm reward model
+  (`problem_type="regression"`); pass `truncation=True`, or it reads texts longer than the training `--max-length`
+  whole (and fails past the model's positions); the saved tokenizer truncates from the left, as pcrm does.
 """
 
-import numpy as np
 import torch
 
-from pcrm.scoring import score_responses
+from pcrm.scoring import RewardScorer
+
+RewardFunction = RewardScorer  # the TRL reward function: `(prompts, completions, **kwargs) -> list[float]`
 
 
 def right_align(input_ids: torch.Tensor, attention_mask: torch.Tensor, pad_token_id: int | None = None):
@@ -51,35 +52,9 @@ class PaddingInvariant(torch.nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
 
-class RewardFunction:
-    """A TRL reward function over a loaded reward model: `(prompts, completions, **kwargs) -> list[float]`.
-
-    Prompts and completions are text or conversations (lists of messages), as TRL passes them.
-    """
-
-    __name__ = "pcrm_reward"  # TRL names its reward metrics after it
-
-    def __init__(self, model, tokenizer, max_length: int | None = 512, batch_size: int = 32):
-        self.model, self.tokenizer, self.max_length, self.batch_size = model, tokenizer, max_length, batch_size
-
-    def scores(self, prompts, completions) -> np.ndarray:
-        return score_responses(self.model, self.tokenizer, prompts, completions, self.max_length, self.batch_size)
-
-    def __call__(self, prompts, completions, **kwargs) -> list[float]:
-        return self.scores(prompts, completions).tolist()
-
-
 def load_reward_function(path, max_length: int | None = None, device: str = "auto", batch_size: int = 32,
-                         dtype: str | None = None) -> RewardFunction:
+                         dtype: str | None = None) -> RewardScorer:
     """A TRL reward function scoring with the reward model at `path` (a `pcrm train-rm` output, or any one-output
-    sequence classifier). `max_length`: tokens read (default: the saved tokenizer's `model_max_length`, which
-    `pcrm train-rm` sets to its `--max-length`, else 512). `dtype`: default bfloat16 on CUDA with bf16, else float32."""
-    from pcrm.models import check_reward_model, default_device, load_reward_model, load_tokenizer, scoring_dtype
-
-    resolved = check_reward_model(str(path))
-    device = default_device(device)
-    model = load_reward_model(resolved, dtype=dtype or scoring_dtype(device)).to(device).eval()
-    tokenizer = load_tokenizer(resolved)
-    if max_length is None:
-        max_length = tokenizer.model_max_length if tokenizer.model_max_length < 1_000_000 else 512
-    return RewardFunction(model, tokenizer, max_length, batch_size)
+    sequence classifier). `max_length`: tokens read (default: the `--max-length` it was trained with,
+    `pcrm.models.recorded_max_length`). `dtype`: default bfloat16 on CUDA with bf16, else float32."""
+    return RewardScorer.load(path, max_length, device, batch_size, dtype)

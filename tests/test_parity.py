@@ -1,175 +1,291 @@
-"""A saved reward model gives pcrm's score (`pcrm.scoring.score_texts`) in every client, to 1e-4: each text
-scored alone by a plain forward, batched with right or left padding, a `transformers` text-classification
-pipeline with default arguments, pcrm's TRL reward function; long inputs are cut from the left, not crashed on."""
+"""The reward model that `pcrm train-rm` writes scores the same in every client (issue 17): each client loads the
+command's own output folder, never a helper-saved one, and is compared with an independent oracle: the stock
+`transformers` tokenizer and model loaded from the folder, each text cut by hand (special tokens kept, content
+left-truncated to the training `--max-length`, special-token strings in the data read as plain text) and scored
+alone (no padding).
 
+Clients: `pcrm evaluate` (CLI), `pcrm.load_reward_function` (what `pcrm align` scores with), the
+text-classification pipeline (default arguments and `truncation=True`), TRL's `GRPOTrainer` given the reward
+function and given the folder path, and a RewardBench-style left-padded batch. Where a client cannot give pcrm's
+score (a pipeline without truncation on long texts, BERT under left padding, TRL's own path loader), the test
+asserts the documented behaviour (README: "Same score in every client")."""
+
+import json
+
+import numpy as np
 import pytest
 import torch
 
-from pcrm.models import CHAT_TEMPLATE, save_reward_model
-from pcrm.rewards import PaddingInvariant, load_reward_function, reward_logits
-from pcrm.scoring import score_texts
-from pcrm.tokenization import render, tokenize
+from pcrm.cli import main
 from tests.conftest import PAIRS
+from tests.rm_fixtures import write_jsonl
 
-MAX_LENGTH = 120  # above the longest pair, below the tiny models' 128 positions: longer inputs must be cut, not crash
+MAX_LENGTH = 48  # the training --max-length: most test texts are longer
 TOL = 1e-4
-PROMPTS = [p for p, _, _ in PAIRS]
-COMPLETIONS = [c for _, c, _ in PAIRS] + [r for _, _, r in PAIRS]
-PROMPTS = PROMPTS + PROMPTS
-LONG = "Human: " + "a very long question about many things " * 20 + "\n\nAssistant: the end."  # > 128 tokens
+ZWSP = "\u200b"
 
 
-def _tiny(kind: str, tokenizer):
+def _backbone(kind: str, tokenizer, path):
     from transformers import BertConfig, BertForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
 
     torch.manual_seed(0)
     common = dict(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                  max_position_embeddings=128, num_labels=1, pad_token_id=tokenizer.pad_token_id)
-    if kind == "bert":
-        return BertForSequenceClassification(BertConfig(**common))
-    return LlamaForSequenceClassification(LlamaConfig(num_key_value_heads=2, **common))
-
-
-@pytest.fixture(scope="module", params=["bert", "llama", "minilm"])
-def rm_dir(request, tmp_path_factory):
-    from transformers import AutoModelForSequenceClassification, ByT5Tokenizer
-
-    from pcrm.models import load_tokenizer, resolve_model
-
-    if request.param == "minilm":  # the bundled real encoder with a randomly initialised one-output head
-        torch.manual_seed(0)
-        tokenizer = load_tokenizer("minilm")
-        model = AutoModelForSequenceClassification.from_pretrained(resolve_model("minilm"), num_labels=1)
-    else:
-        tokenizer = ByT5Tokenizer()  # bytes; pad 0, eos 1 appended to every text
-        model = _tiny(request.param, tokenizer)
-    path = tmp_path_factory.mktemp(f"rm-{request.param}")
-    save_reward_model(model, tokenizer, path, max_length=MAX_LENGTH)
+                  num_labels=1, pad_token_id=tokenizer.pad_token_id)
+    if kind == "bert":  # the MiniLM tokenizer and its 512 positions
+        model = BertForSequenceClassification(BertConfig(max_position_embeddings=512, **common))
+    else:  # the SmolLM2 tokenizer (BPE, ChatML template, no BOS added)
+        model = LlamaForSequenceClassification(LlamaConfig(num_key_value_heads=2, max_position_embeddings=2048, **common))
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
     return path
 
 
+SPECIAL = {"bert": "[SEP] [CLS] [MASK]", "llama": "<|im_start|>system <|im_end|>"}
+PROMPTS = [p for p, _, _ in PAIRS]
+RESPONSES = [c for _, c, _ in PAIRS]
+LONG = "Human: " + "a very long question about many things and more " * 60 + "\n\nAssistant:"  # > 512 tokens
+
+
+def _texts(kind):
+    """(prompts, responses): short texts, texts longer than MAX_LENGTH, one longer than BERT's 512 positions,
+    and texts carrying the backbone's special-token strings."""
+    special = SPECIAL[kind]
+    prompts = PROMPTS + [LONG, f"Q: what does {special} mean?\nA:", "Q: " + "why " * 30 + "?\nA:"]
+    responses = RESPONSES + [" the end.", f" It is written {special} in the data.", " Because."]
+    return prompts, responses
+
+
 @pytest.fixture(scope="module")
-def loaded(rm_dir):
-    from pcrm.models import load_reward_model, load_tokenizer
-
-    return load_reward_model(rm_dir).eval(), load_tokenizer(rm_dir)
-
-
-def _texts(tokenizer):
-    return [render(p, c, tokenizer) for p, c in zip(PROMPTS, COMPLETIONS)] + [LONG]
-
-
-@torch.no_grad()
-def _alone(model, tokenizer, texts):
-    """Each text tokenized as pcrm does (left-truncated, special tokens) and scored alone: no padding at all."""
-    ids, _ = tokenize(tokenizer, texts, MAX_LENGTH)
-    return torch.tensor([model(input_ids=torch.tensor([row])).logits[0, 0].item() for row in ids])
-
-
-def _padded_batch(tokenizer, texts, side):
-    ids, _ = tokenize(tokenizer, texts, MAX_LENGTH)
-    width = max(map(len, ids))
-    input_ids = torch.full((len(ids), width), tokenizer.pad_token_id)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for i, row in enumerate(ids):
-        span = slice(0, len(row)) if side == "right" else slice(width - len(row), width)
-        input_ids[i, span], mask[i, span] = torch.tensor(row), 1
-    return input_ids, mask
-
-
-def test_saved_for_other_clients(rm_dir):
-    from transformers import AutoConfig, AutoTokenizer
-
-    assert AutoConfig.from_pretrained(rm_dir).problem_type == "regression"
-    tokenizer = AutoTokenizer.from_pretrained(rm_dir)
-    assert (tokenizer.truncation_side, tokenizer.padding_side, tokenizer.model_max_length) == ("left", "right", MAX_LENGTH)
-    assert tokenizer.chat_template == CHAT_TEMPLATE  # none of these tokenizers had one
-
-
-def test_pcrm_scores_equal_each_text_alone(loaded):
-    model, tokenizer = loaded
-    texts = _texts(tokenizer)
-    assert len(tokenize(tokenizer, [LONG], None)[0][0]) > MAX_LENGTH  # (tiny models: longer than the position table) cut, no crash
-    pcrm = torch.from_numpy(score_texts(model, tokenizer, texts, MAX_LENGTH, batch_size=5, progress=False)).float()
-    assert torch.allclose(pcrm, _alone(model, tokenizer, texts), atol=TOL)
-
-
-@torch.no_grad()
-def test_left_padding_gives_the_same_scores(loaded):
-    model, tokenizer = loaded
-    texts = _texts(tokenizer)
-    alone = _alone(model, tokenizer, texts)
-    right = model(*_padded_batch(tokenizer, texts, "right")).logits[:, 0]
-    assert torch.allclose(right, alone, atol=TOL)
-    left_ids, left_mask = _padded_batch(tokenizer, texts, "left")
-    # pcrm's padding-independent forward (and wrapper) right-aligns a left-padded batch first
-    assert torch.allclose(reward_logits(model, left_ids, left_mask), alone, atol=TOL)
-    assert torch.allclose(PaddingInvariant(model)(input_ids=left_ids, attention_mask=left_mask).logits[:, 0], alone, atol=TOL)
-    plain = model(input_ids=left_ids, attention_mask=left_mask).logits[:, 0]
-    if model.config.model_type == "llama":
-        # a decoder reads the rightmost non-pad token, and rotary positions are relative: a plain left-padded
-        # forward (RewardBench-style batching) already gives each text's score, with or without position ids
-        assert torch.allclose(plain, alone, atol=TOL)
-        positions = (left_mask.cumsum(1) - 1).clamp(min=0)
-        assert torch.allclose(model(input_ids=left_ids, attention_mask=left_mask, position_ids=positions).logits[:, 0], alone, atol=TOL)
-    else:
-        # an encoder pools its first token, a pad under left padding: documented, clients must right-align
-        assert (plain - alone).abs().max() > TOL
-
-
-def test_pipeline_with_default_arguments(rm_dir, loaded):
-    from transformers import pipeline
-
-    model, tokenizer = loaded
-    texts = _texts(tokenizer)[:-1]  # the pipeline does not truncate unless asked
-    pcrm = score_texts(model, tokenizer, texts, MAX_LENGTH, progress=False)
-    classifier = pipeline("text-classification", model=str(rm_dir), device="cpu")
-    out = classifier(texts)
-    assert [o["score"] for o in out] == pytest.approx(pcrm.tolist(), abs=TOL)  # the raw score: no sigmoid
-    batched = classifier(texts, batch_size=4)  # padded by the saved tokenizer (right)
-    assert [o["score"] for o in batched] == pytest.approx(pcrm.tolist(), abs=TOL)
-    (long,) = classifier([LONG], truncation=True)  # cut from the left to the training max length, as pcrm does
-    assert long["score"] == pytest.approx(float(score_texts(model, tokenizer, [LONG], MAX_LENGTH, progress=False)[0]), abs=TOL)
-
-
-def test_trl_reward_function(rm_dir, loaded):
-    model, tokenizer = loaded
-    reward = load_reward_function(rm_dir, device="cpu")
-    assert reward.max_length == MAX_LENGTH  # from the saved tokenizer
-    prompts, completions = PROMPTS + [LONG], COMPLETIONS + [" short answer"]
-    scores = reward(prompts=prompts, completions=completions, completion_ids=None, trainer_state=None)
-    assert isinstance(scores, list) and all(isinstance(s, float) for s in scores)
-    expected = _alone(model, tokenizer, [p + c for p, c in zip(prompts, completions)])
-    assert torch.allclose(torch.tensor(scores), expected, atol=TOL)
-    # conversational prompts and completions, as TRL passes them, go through the saved chat template
-    conv_prompts = [[{"role": "user", "content": p}] for p in PROMPTS]
-    conv_completions = [[{"role": "assistant", "content": c}] for c in COMPLETIONS]
-    texts = [f"User: {p}\n\nAssistant: {c}" for p, c in zip(PROMPTS, COMPLETIONS)]
-    assert torch.allclose(torch.tensor(reward(conv_prompts, conv_completions)), _alone(model, tokenizer, texts), atol=TOL)
-
-
-def test_chat_template_renders_as_pcrm(rm_dir):
+def trained(tmp_path_factory, smollm2_tokenizer_dir):
+    """`pcrm train-rm` outputs: kind -> folder (tiny BERT, tiny Llama, tiny Llama with LoRA merged)."""
     from transformers import AutoTokenizer
 
     from pcrm.models import load_tokenizer
 
-    saved = AutoTokenizer.from_pretrained(rm_dir)
-    plain = load_tokenizer(rm_dir)
-    plain.chat_template = None
-    messages = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi\nthere"},
-                {"role": "assistant", "content": " Hello!"}, {"role": "user", "content": "bye"}]
-    assert saved.apply_chat_template(messages, tokenize=False) == render([], messages, plain)
-    assert render(messages[:2], messages[2:], saved) == render(messages[:2], messages[2:], plain)
+    root = tmp_path_factory.mktemp("contract")
+    special = [{"prompt": f"Say {SPECIAL[k]}", "chosen": f" {SPECIAL[k]} said.", "rejected": " no"} for k in SPECIAL]
+    data = write_jsonl(root / "pairs.jsonl", [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in PAIRS] + special)
+    tokenizers = {"bert": load_tokenizer("minilm"), "llama": AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)}
+    folders = {}
+    for name, kind, extra in (("bert", "bert", []), ("llama", "llama", []), ("llama-lora", "llama", ["--lora-r", "4"])):
+        backbone = _backbone(kind, tokenizers[kind], root / f"backbone-{name}")
+        out = root / name
+        argv = ["train-rm", "--model", str(backbone), "--data", str(data), "--eval-data", str(data), "--method", "bt",
+                "--max-steps", "2", "--batch-size", "4", "--max-length", str(MAX_LENGTH), "--learning-rate", "1e-3",
+                "--no-progress", "--output", str(out), *extra]
+        assert main(argv) == 0
+        folders[name] = out
+    return folders
 
 
-def test_proxy_reward_uses_the_reward_function(rm_dir, loaded):
-    import numpy as np
+@pytest.fixture(scope="module", params=["bert", "llama", "llama-lora"])
+def folder(request, trained):
+    return request.param, trained[request.param]
 
-    from pcrm.alignment.rl_trl import ProxyReward
-    from pcrm.alignment.rollout import RewardModel, RewardShaper
 
-    proxy = ProxyReward(RewardModel(str(rm_dir), MAX_LENGTH, 4), RewardShaper())
-    completions = [c + "\n\nHuman: and more" for c in COMPLETIONS]
-    scores = proxy(PROMPTS, completions)
-    model, tokenizer = loaded
-    assert np.allclose(scores, _alone(model, tokenizer, [p + c for p, c in zip(PROMPTS, COMPLETIONS)]).numpy(), atol=TOL)
+def _kind(name):
+    return name.split("-")[0]
+
+
+@torch.no_grad()
+def oracle(folder, kind, texts, max_length=MAX_LENGTH):
+    """Each text scored alone by the stock model; ids built by hand: content tokens with special-token strings split
+    into plain text, cut from the left to leave room for the backbone's own special tokens ([CLS] … [SEP] for BERT,
+    none for SmolLM2's tokenizer)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    scores = []
+    for text in texts:
+        content = tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        if kind == "bert":
+            ids = [tokenizer.cls_token_id, *content[len(content) - min(len(content), max_length - 2):], tokenizer.sep_token_id]
+        else:
+            ids = content[-max_length:]
+        scores.append(model(input_ids=torch.tensor([ids])).logits[0, 0].item())
+    return np.array(scores)
+
+
+def _token_count(folder, text):
+    from transformers import AutoTokenizer
+
+    return len(AutoTokenizer.from_pretrained(folder)(text, split_special_tokens=True)["input_ids"])
+
+
+def test_the_folder_records_how_it_is_read(folder):
+    from transformers import AutoConfig, AutoTokenizer
+
+    name, path = folder
+    assert AutoConfig.from_pretrained(path).problem_type == "regression"
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    assert (tokenizer.truncation_side, tokenizer.padding_side) == ("left", "right")
+    assert tokenizer.model_max_length == MAX_LENGTH and tokenizer.split_special_tokens is True
+    assert tokenizer.chat_template  # the backbone's own (SmolLM2) or pcrm's plain one (MiniLM)
+    record = json.loads((path / "pcrm_config.json").read_text())
+    assert record["config"]["max_length"] == MAX_LENGTH and record["split_special_tokens"] is True
+    assert not (path / "adapter_config.json").exists()  # LoRA merged: a plain reward-model folder
+
+
+def test_texts_cover_short_long_and_special(folder):
+    name, path = folder
+    prompts, responses = _texts(_kind(name))
+    counts = [_token_count(path, p + r) for p, r in zip(prompts, responses)]
+    assert min(counts) < MAX_LENGTH < max(counts) and max(counts) > 512
+    # the oracle would fail if data special tokens became real ones: splitting them changes the score
+    special_text = prompts[-2] + responses[-2]
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    assert tokenizer(special_text, split_special_tokens=False)["input_ids"] != tokenizer(special_text)["input_ids"]
+
+
+def test_pcrm_evaluate_scores_with_the_recorded_length(folder, tmp_path):
+    name, path = folder
+    prompts, responses = _texts(_kind(name))
+    data = write_jsonl(tmp_path / "eval.jsonl", [{"prompt": p, "chosen": r, "rejected": " x"} for p, r in zip(prompts, responses)])
+    assert main(["evaluate", "--model", str(path), "--data", str(data), "--bootstrap", "0", "--priors", "length",
+                 "--no-progress", "--output", str(tmp_path / "eval")]) == 0  # no --max-length: the recorded one
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    (result,) = metrics["results"]
+    assert result["max_length"] == MAX_LENGTH
+    scores = np.load(tmp_path / "eval" / result["arrays"])["score"][0::2]  # responses are [chosen, rejected] per row
+    expected = oracle(path, _kind(name), [p + r for p, r in zip(prompts, responses)])
+    np.testing.assert_allclose(scores, expected, atol=TOL)
+
+
+def test_reward_function_of_align_scores_as_evaluate(folder):
+    from pcrm import load_reward_function
+    from pcrm.scoring import RewardScorer
+
+    name, path = folder
+    prompts, responses = _texts(_kind(name))
+    reward = load_reward_function(path, device="cpu")
+    assert reward.max_length == MAX_LENGTH  # the recorded length, not 512
+    assert RewardScorer.load(path, device="cpu").max_length == MAX_LENGTH  # what `pcrm align` loads
+    scores = reward(prompts=prompts, completions=responses, completion_ids=None, trainer_state=None)
+    assert isinstance(scores, list) and all(isinstance(s, float) for s in scores)
+    np.testing.assert_allclose(scores, oracle(path, _kind(name), [p + r for p, r in zip(prompts, responses)]), atol=TOL)
+
+
+def test_pipeline(folder):
+    from transformers import pipeline
+
+    name, path = folder
+    prompts, responses = _texts(_kind(name))
+    texts = [p + r for p, r in zip(prompts, responses)]
+    expected = oracle(path, _kind(name), texts)
+    classifier = pipeline("text-classification", model=str(path), device="cpu")
+    for out in (classifier(texts, truncation=True), classifier(texts, truncation=True, batch_size=4)):
+        np.testing.assert_allclose([o["score"] for o in out], expected, atol=TOL)  # raw score, cut as pcrm cuts
+    # default arguments: texts within the training length score the same; longer ones are read whole (documented)
+    short = [i for i, t in enumerate(texts) if _token_count(path, t) <= MAX_LENGTH]
+    default = classifier([texts[i] for i in short])
+    np.testing.assert_allclose([o["score"] for o in default], expected[short], atol=TOL)
+    if _kind(name) == "bert":  # past the 512 positions the default pipeline fails (documented: pass truncation=True)
+        with pytest.raises(Exception):
+            classifier([texts[len(PROMPTS)]])
+
+
+def _grpo(reward_funcs, policy_dir, tmp_path):
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    args = GRPOConfig(output_dir=str(tmp_path / "grpo"), per_device_train_batch_size=2, num_generations=2,
+                      max_completion_length=4, report_to=[], use_cpu=True, logging_steps=1, bf16=False)  # fp32: exact
+    dataset = Dataset.from_dict({"prompt": ["a", "b"]})
+    return GRPOTrainer(model=str(policy_dir), reward_funcs=reward_funcs, args=args, train_dataset=dataset)
+
+
+@pytest.fixture(scope="module")
+def policy_dir(tmp_path_factory, smollm2_tokenizer_dir):
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         num_key_value_heads=1, intermediate_size=32, pad_token_id=tokenizer.pad_token_id)
+    path = tmp_path_factory.mktemp("policy")
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_trl_grpo_trainer(folder, policy_dir, tmp_path):
+    from pcrm import load_reward_function
+
+    name, path = folder
+    prompts, responses = _texts(_kind(name))
+    expected = oracle(path, _kind(name), [p + r for p, r in zip(prompts, responses)])
+    inputs = [{"prompt": p} for p in prompts]
+    ids = [[0]] * len(prompts)
+    trainer = _grpo([load_reward_function(path, device="cpu")], policy_dir, tmp_path)
+    rewards = trainer._calculate_rewards(inputs, prompts, responses, ids)[:, 0].cpu().numpy()
+    np.testing.assert_allclose(rewards, expected, atol=TOL)
+    # TRL's own loader of the path: no special tokens added, no truncation (documented). SmolLM2's tokenizer adds no
+    # special tokens, so texts within the training length score the same; BERT's lack [CLS]/[SEP] and differ.
+    trainer = _grpo([str(path)], policy_dir, tmp_path)
+    short = [i for i, (p, r) in enumerate(zip(prompts, responses)) if _token_count(path, p + r) <= MAX_LENGTH]
+    rewards = trainer._calculate_rewards([inputs[i] for i in short], [prompts[i] for i in short],
+                                         [responses[i] for i in short], [ids[i] for i in short])[:, 0].cpu().numpy()
+    if _kind(name) == "llama":
+        np.testing.assert_allclose(rewards, expected[short], atol=TOL)
+    else:
+        assert np.abs(rewards - expected[short]).max() > TOL
+
+
+@torch.no_grad()
+def test_rewardbench_style_left_padded_batch(folder):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from pcrm.rewards import PaddingInvariant
+
+    name, path = folder
+    prompts, responses = _texts(_kind(name))
+    texts = [p + r for p, r in zip(prompts, responses)]
+    expected = oracle(path, _kind(name), texts)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = "left"  # RewardBench's batched pipeline pads on the left
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    batch = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")  # truncation: the saved length/side
+    plain = model(**batch).logits[:, 0].numpy()
+    fixed = PaddingInvariant(model)(**batch).logits[:, 0].numpy()  # right-aligns the batch first
+    np.testing.assert_allclose(fixed, expected, atol=TOL)
+    if _kind(name) == "llama":  # a decoder reads the last non-pad token; rotary positions are relative
+        np.testing.assert_allclose(plain, expected, atol=TOL)
+    else:  # BERT pools its first position, a pad under left padding (documented; the fix is PaddingInvariant)
+        assert np.abs(plain - expected).max() > TOL
+
+
+def test_conversational_training_keeps_template_tokens_real(tmp_path, smollm2_tokenizer_dir):
+    """Trained on conversations with SmolLM2's ChatML template: the template's tokens are real special tokens, the
+    data's `<|im_start|>` strings are escaped, and the saved tokenizer does not split special tokens."""
+    from transformers import AutoTokenizer
+
+    from pcrm import load_reward_function
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
+    backbone = _backbone("llama", tokenizer, tmp_path / "backbone")
+    rows = [{"prompt": [{"role": "user", "content": p}], "chosen": [{"role": "assistant", "content": c}],
+             "rejected": [{"role": "assistant", "content": r}]} for p, c, r in PAIRS]
+    rows.append({"prompt": [{"role": "user", "content": "say <|im_start|>system"}],
+                 "chosen": [{"role": "assistant", "content": "<|im_end|> done"}], "rejected": [{"role": "assistant", "content": "no"}]})
+    data = write_jsonl(tmp_path / "conv.jsonl", rows)
+    out = tmp_path / "rm"
+    assert main(["train-rm", "--model", str(backbone), "--data", str(data), "--eval-data", str(data), "--method", "bt",
+                 "--max-steps", "1", "--max-length", str(MAX_LENGTH), "--no-progress", "--output", str(out)]) == 0
+    saved = AutoTokenizer.from_pretrained(out)
+    assert saved.split_special_tokens is False
+    prompt, completion = rows[-1]["prompt"], rows[-1]["chosen"]
+    reward = load_reward_function(out, device="cpu")
+    escaped = [{**m, "content": m["content"].replace("<|im_start|>", "<" + ZWSP + "|im_start|>")
+                .replace("<|im_end|>", "<" + ZWSP + "|im_end|>")} for m in prompt + completion]
+    ids = saved.apply_chat_template(escaped, tokenize=False)
+    ids = saved(ids)["input_ids"][-MAX_LENGTH:]
+    assert ids.count(saved.convert_tokens_to_ids("<|im_start|>")) == 2  # the template's two turns, not the data's
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    with torch.no_grad():
+        expected = model(input_ids=torch.tensor([ids])).logits[0, 0].item()
+    assert reward([prompt], [completion])[0] == pytest.approx(expected, abs=TOL)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pcrm.alignment.rollout import RewardModel, load_prompts, sample
+from pcrm.alignment.rollout import load_prompts, sample
 from pcrm.evaluation.metrics import kl_best_of_n, win_rate
 from pcrm.io import _warn, atomic_write_text, cache_path, write_cache, write_json
 from pcrm.models import default_device
@@ -107,7 +107,10 @@ def run_bon(config, labels: list[str], output: Path) -> dict:
     shape = (len(prompts), max(config.n))
 
     def score(name):
-        return RewardModel(name, config.max_length, config.batch_size, default_device(config.device))(flat_prompts, flat_responses).reshape(shape)
+        from pcrm.scoring import RewardScorer
+
+        scorer = RewardScorer.load(name, config.max_length, default_device(config.device), config.batch_size)
+        return scorer.scores(flat_prompts, flat_responses).reshape(shape)
 
     judge = score(config.judge) if config.judge else None
     lengths = np.array(samples["lengths"], dtype=float)

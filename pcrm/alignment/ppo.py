@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from pcrm.alignment.rollout import RewardShaper, StepLog, forward, pack, reward_stats, sample, select_rows
+from pcrm.errors import PcrmError
 
 
 class PolicyWithValue(nn.Module):
@@ -88,7 +89,7 @@ def rollout(policy: PolicyWithValue, reference, tokenizer, prompts: list[str], r
     mask = batch["response_mask"]
     logp, values = policy(batch)
     ref_logp, _ = forward(reference, batch)
-    raw = reward_model(prompts, texts)
+    raw = reward_model.scores(prompts, texts)
     kl = (logp - ref_logp) * mask
     rewards = -config.kl_coef * kl
     last = mask.sum(1).long() - 1
@@ -126,7 +127,7 @@ def train_ppo(config, reward_model, prompts: list[str], tokenizer, reference, pr
     from pcrm.models import default_device, load_causal_lm
 
     checkpoint = output / "checkpoint"
-    start = torch.load(checkpoint / "state.pt", weights_only=False) if config.resume else {"step": 0}
+    start = load_state(checkpoint / "state.pt") if config.resume else {"step": 0}
     policy = PolicyWithValue(load_causal_lm(checkpoint / "policy" if config.resume else config.policy)).eval()
     optimizer = torch.optim.Adam([{"params": policy.model.parameters()},
                                   {"params": policy.value_head.parameters(), "lr": config.value_learning_rate}], lr=config.learning_rate)
@@ -160,7 +161,19 @@ def save_checkpoint(path: Path, policy: PolicyWithValue, optimizer, shaper: Rewa
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     policy.model.save_pretrained(tmp / "policy")
-    state = {"step": step, "value_head": policy.value_head.state_dict(), "optimizer": optimizer.state_dict(), "shaper": shaper.state_dict()}
+    shaper_state = {key: float(value) for key, value in shaper.state_dict().items()}  # plain numbers: loadable without pickle
+    state = {"step": step, "value_head": policy.value_head.state_dict(), "optimizer": optimizer.state_dict(), "shaper": shaper_state}
     torch.save(state, tmp / "state.pt")
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
+
+
+def load_state(path: Path) -> dict:
+    """A checkpoint's state.pt, read with `weights_only=True`: tensors and plain containers only, never code (pickle)."""
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as err:  # a crafted or corrupt file: refused before anything in it runs
+        raise PcrmError(f"{path}: not a checkpoint written by pcrm ({type(err).__name__})") from None
+    if not (isinstance(state, dict) and {"step", "value_head", "optimizer", "shaper"} <= set(state)):
+        raise PcrmError(f"{path}: not a checkpoint written by pcrm (expected step, value_head, optimizer, shaper)")
+    return state

@@ -12,7 +12,8 @@ from pcrm.io import write_json
 
 def run_rl(config, labels: list[str], output: Path) -> dict:
     """The RL method once per reward model, from the same policy, seed and prompts; returns the per-RM summaries."""
-    from pcrm.alignment.rollout import Probe, RewardModel, load_prompts, read_log
+    from pcrm.alignment.rollout import Probe, load_prompts, read_log
+    from pcrm.scoring import RewardScorer
     from pcrm.models import default_device, load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(config.policy)
@@ -22,13 +23,13 @@ def run_rl(config, labels: list[str], output: Path) -> dict:
                                  config.data_config, config.columns)
     device = default_device(config.device)
     reference = load_causal_lm(config.policy).to(device).eval().requires_grad_(False)
-    judge = RewardModel(config.judge, config.max_length, config.batch_size, device) if config.judge else None
+    judge = RewardScorer.load(config.judge, config.max_length, device, config.batch_size) if config.judge else None
     summaries = {}
     for label, name in zip(labels, config.reward_model):
         print(f"== {config.method} with reward model {label} ({name})", flush=True)
         run_dir = output / label
         run_dir.mkdir(parents=True, exist_ok=True)
-        proxy = RewardModel(name, config.max_length, config.batch_size, device)
+        proxy = RewardScorer.load(name, config.max_length, device, config.batch_size)
         probe = Probe(probe_prompts, tokenizer, reference, proxy, judge, config, run_dir / "probe_start.json")
         started = time.perf_counter()
         if config.method == "ppo":

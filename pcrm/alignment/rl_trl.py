@@ -31,13 +31,10 @@ class ProxyReward:
     __name__ = "proxy"  # TRL names its reward metrics after it
 
     def __init__(self, reward_model, shaper: RewardShaper):
-        from pcrm.rewards import RewardFunction  # pcrm's TRL reward function: tokenized as in training
-
-        self.reward_model, self.shaper, self.raw = reward_model, shaper, []
-        self.score = RewardFunction(reward_model.model, reward_model.tokenizer, reward_model.max_length, reward_model.batch_size)
+        self.reward_model, self.shaper, self.raw = reward_model, shaper, []  # a pcrm.scoring.RewardScorer
 
     def __call__(self, prompts, completions, **kwargs) -> list[float]:
-        raw = self.score.scores(prompts, [c.split(TURN)[0] for c in completions])
+        raw = self.reward_model.scores(prompts, [c.split(TURN)[0] for c in completions])
         self.raw.append(raw)
         return self.shaper(raw).tolist()
 

@@ -84,23 +84,6 @@ def forward(model, batch: dict, hidden: bool = False):
     return logp, (out.hidden_states[-1][:, width - 1 : -1] if hidden else None)
 
 
-class RewardModel:
-    """A reward model scoring (prompt, response) as `pcrm train-rm` rendered pairs (`pcrm.tokenization.render`)."""
-
-    def __init__(self, name: str, max_length: int, batch_size: int, device="cpu"):
-        from pcrm.models import check_reward_model, load_reward_model, load_tokenizer, scoring_dtype
-
-        self.path = check_reward_model(name)
-        self.model = load_reward_model(self.path, dtype=scoring_dtype(device)).to(device).eval()
-        self.tokenizer = load_tokenizer(self.path)
-        self.max_length, self.batch_size = max_length, batch_size
-
-    def __call__(self, prompts: list[str], responses: list[str]) -> np.ndarray:
-        from pcrm.scoring import score_responses
-
-        return score_responses(self.model, self.tokenizer, prompts, responses, self.max_length, self.batch_size)
-
-
 class RewardShaper:
     """Raw scores → the learner's rewards: optionally standardised by the running mean/std of all raw scores seen
     so far (`normalize`), then optionally clipped to [−clip, clip]. Both are the usual reward-scale controls."""
@@ -138,7 +121,7 @@ class Probe:
     proxy and judge reward, KL to the reference (Σ log π/π_ref over the sampled tokens) and length. The first
     call's judge scores, kept in `start_file`, are the opponent of the win rate."""
 
-    def __init__(self, prompts, tokenizer, reference, proxy: RewardModel, judge: RewardModel | None, config, start_file: Path):
+    def __init__(self, prompts, tokenizer, reference, proxy, judge, config, start_file: Path):
         self.prompts, self.tokenizer, self.reference, self.proxy, self.judge = prompts, tokenizer, reference, proxy, judge
         self.config, self.start_file = config, Path(start_file)
         self.start = json.loads(self.start_file.read_text()) if self.start_file.exists() else None
@@ -152,8 +135,8 @@ class Probe:
         batch = pack(queries, responses, self.tokenizer.pad_token_id, policy.device)
         chunks = (select_rows(batch, slice(i, i + config.batch_size)) for i in range(0, len(queries), config.batch_size))
         kl = torch.cat([((forward(policy, b)[0] - forward(self.reference, b)[0]) * b["response_mask"]).sum(1) for b in chunks])
-        proxy = self.proxy(self.prompts, texts)
-        judge = self.judge(self.prompts, texts) if self.judge else None
+        proxy = self.proxy.scores(self.prompts, texts)
+        judge = self.judge.scores(self.prompts, texts) if self.judge else None
         if self.start is None:  # the starting policy; its proxy spread is the unit of proxy gain
             self.start = {"proxy_mean": float(proxy.mean()), "proxy_std": float(proxy.std()), "judge": None if judge is None else judge.tolist()}
             self.start_file.write_text(json.dumps(self.start))

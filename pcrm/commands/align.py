@@ -41,7 +41,8 @@ class Config:
     temperature: float = field(default=1.0, metadata={"help": "best-of-N sampling temperature (RL samples at 1)"})
     max_new_tokens: int = field(default=48, metadata={"help": "max tokens of a response"})
     max_prompt_length: int = field(default=128, metadata={"help": "prompts are cut from the left to this many policy tokens"})
-    max_length: int = field(default=512, metadata={"help": "max tokens a reward model reads (the prompt's start is cut)"})
+    max_length: int | None = field(default=None, metadata={"help": "max tokens a reward model reads, the prompt's start cut "
+                                                                   "(default: the --max-length it was trained with)"})
     batch_size: int = field(default=8, metadata={"help": "prompts per RL step; batch size of generation and scoring"})
     steps: int = field(default=20, metadata={"help": "RL optimizer steps"})
     learning_rate: float = field(default=1e-5, metadata={"help": "RL learning rate (constant)"})
@@ -69,7 +70,7 @@ class Config:
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, mps"})
 
     def __post_init__(self):
-        from pcrm.outputs import check_numbers
+        from pcrm.preflight import check_numbers
 
         check_numbers(self)
         numbers = (self.temperature, self.learning_rate, self.value_learning_rate, self.kl_coef, self.clip_range, self.value_clip,
@@ -81,7 +82,7 @@ class Config:
             (len(set(self.reward_model)) == len(self.reward_model), "--reward-model: the same model is given twice"),
             (finite, "numeric options must be finite"),
             (bool(self.n) and min(self.n) >= 1, f"--n must be >= 1, got {self.n}"),
-            (min(self.prompts, self.max_new_tokens, self.max_prompt_length, self.max_length, self.batch_size, self.steps,
+            (min(self.prompts, self.max_new_tokens, self.max_prompt_length, self.max_length or 1, self.batch_size, self.steps,
                  self.ppo_epochs, self.minibatch_size, self.probe_every, self.bootstrap) >= 1,
              "--prompts, --max-new-tokens, --max-prompt-length, --max-length, --batch-size, --steps, --ppo-epochs, "
              "--minibatch-size, --probe-every and --bootstrap must be >= 1"),
@@ -100,30 +101,37 @@ class Config:
 
 def run(config: Config) -> dict:
     from pcrm.io import unique_labels, usable_cache_dir
-    from pcrm.models import check_reward_model
-    from pcrm.outputs import check_max_length, check_model_files
+    from pcrm.preflight import check_device, check_model, check_report_dir
 
     start = time.perf_counter()
-    for name in (*config.reward_model, *([config.judge] if config.judge else [])):
-        check_reward_model(name)  # fail before any sampling
-        check_max_length(name, config.max_length)
-        check_model_files(name)
-    check_max_length(config.policy, config.max_prompt_length + config.max_new_tokens, "--max-prompt-length + --max-new-tokens")
-    check_model_files(config.policy)
+    check_device(config.device)
+    for name in (*config.reward_model, *([config.judge] if config.judge else [])):  # fail before any sampling
+        check_model(name, "reward", config.max_length, "--reward-model" if name in config.reward_model else "--judge")
+    check_model(config.policy, "causal", config.max_prompt_length + config.max_new_tokens, "--policy",
+                "--max-prompt-length + --max-new-tokens")
+    if config.report:
+        check_report_dir(config.report)
     usable_cache_dir()
     labels = unique_labels(config.reward_model)
     folder = _output_folder(config, labels)
     folder.plan()  # all checks before the first write
+    if config.resume and config.method == "ppo":
+        from pcrm.alignment.ppo import load_state
+
+        for label in labels:
+            load_state(folder.resume_from / label / "checkpoint" / "state.pt")  # tensors only, checked before the run
     with folder:
         results, sections = _run(config, labels, folder.work, start)
         folder.commit({"kind": "align", "method": config.method, "config": asdict(config), "versions": versions()})
     output = folder.path
     if config.report:
+        from pcrm.outputs import holding
         from pcrm.report import add_section
 
-        for title, rows, images, text in sections:
-            images = [output / Path(p).relative_to(folder.work) for p in images]  # the work folder was swapped in
-            print(f"added section {add_section(config.report, title, rows, images, text)}")
+        with holding(config.report):
+            for title, rows, images, text in sections:
+                images = [output / Path(p).relative_to(folder.work) for p in images]  # the work folder was swapped in
+                print(f"added section {add_section(config.report, title, rows, images, text)}")
     print(f"wrote {output}")
     return results
 
@@ -159,7 +167,7 @@ def _run(config: Config, labels: list[str], output: Path, start: float):
 
 def _output_folder(config: Config, labels: list[str]):
     """The output held by `pcrm.outputs.OutputFolder`; --resume (RL) needs a complete checkpoint in every run directory."""
-    from pcrm.outputs import OutputFolder, last_complete_checkpoint
+    from pcrm.outputs import OutputFolder, last_complete_checkpoint, settings_of
 
     def resumable(work: Path) -> bool:
         if config.method == "bon":
@@ -168,4 +176,6 @@ def _output_folder(config: Config, labels: list[str]):
             return all((work / label / "checkpoint" / "state.pt").is_file() for label in labels)
         return all(last_complete_checkpoint(work / label / "checkpoints")[0] is not None for label in labels)
 
-    return OutputFolder(config.output, overwrite=config.overwrite, resume=config.resume, checkpoint_dir=None, resumable=resumable)
+    free = ("output", "overwrite", "resume", "steps", "save_steps", "probe_every", "bootstrap", "report", "device")
+    return OutputFolder(config.output, "align", settings_of(config, free), overwrite=config.overwrite, resume=config.resume,
+                        checkpoint_dir=None, resumable=resumable)

@@ -20,23 +20,36 @@ class Config(ConstraintConfig):
     model: str = field(default="minilm", metadata={"help": "tokenizer used to count tokens for --unit tokens"})
     output: str = field(default="runs/constraints", metadata={"help": "directory for summary.json and histogram.png"})
     suggest_from: str | None = field(default=None, metadata={"help": "reward model (e.g. BT-trained) whose margins on this data suggest β1/β3"})
-    max_length: int = field(default=128, metadata={"help": "tokens per sequence when scoring with --suggest-from"})
+    max_length: int | None = field(default=None, metadata={"help": "tokens per sequence when scoring with --suggest-from "
+                                                                   "(default: the --max-length that model was trained with)"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, mps"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing --output of pcrm constraints (only once this run succeeds)"})
 
 def run(config: Config) -> dict:
     from pcrm.data import load_preferences
+    from pcrm.io import versions
     from pcrm.models import load_tokenizer
+    from pcrm.outputs import OutputFolder
+    from pcrm.preflight import check_device, check_model
 
+    check_device(config.device)
+    if config.suggest_from:
+        if config.method not in ("length", "cosine"):
+            raise PcrmError("--suggest-from needs --method length or cosine")
+        check_model(config.suggest_from, "reward", config.max_length, "--suggest-from")
+    folder = OutputFolder(config.output, "constraints", overwrite=config.overwrite)
+    folder.plan()  # every check before the first write
     dataset = load_preferences(config.data, split=config.split, config_name=config.data_config, columns=config.columns)
     tokenizer = load_tokenizer(config.model) if config.method == "length" and config.unit == "tokens" else None
     dataset, timing = timed_constraints(dataset, config, tokenizer, show_progress=config.progress)
     summary = {"config": asdict(config), **summarize(dataset), **timing}
     if config.suggest_from:
         summary["suggestion"] = suggest(dataset, config)
-    output = Path(config.output)
-    write_json(output / "summary.json", summary)
-    plot_histogram(dataset, output / "histogram.png", config)
+    with folder:
+        write_json(folder.work / "summary.json", summary)
+        plot_histogram(dataset, folder.work / "histogram.png", config)
+        output = folder.commit({"kind": "constraints", "config": asdict(config), "versions": versions()})
     print(format_summary(summary))
     if config.suggest_from:
         print(format_suggestion(summary["suggestion"], config))
@@ -71,15 +84,12 @@ def plot_histogram(dataset, path: Path, config: ConstraintConfig) -> None:
 def suggest(dataset, config: Config) -> dict:
     """Score the pairs with a reference RM; suggest β1/β3 so δ* spans its margin scale."""
     from pcrm.constraints import delta_star, suggest_betas
-    from pcrm.models import default_device, load_reward_model, load_tokenizer, scoring_dtype
-    from pcrm.scoring import score_pairs
+    from pcrm.scoring import RewardScorer
 
     if config.method not in ("length", "cosine"):
         raise PcrmError("--suggest-from needs --method length or cosine")
-    tokenizer = load_tokenizer(config.suggest_from)
-    device = default_device(config.device)
-    model = load_reward_model(config.suggest_from, dtype=scoring_dtype(device)).to(device)
-    chosen, rejected = score_pairs(model, tokenizer, dataset, config.max_length)
+    scorer = RewardScorer.load(config.suggest_from, config.max_length, config.device)
+    chosen, rejected = scorer.pairs(dataset)
     margins = chosen - rejected
     beta1, beta3 = suggest_betas(dataset["similarity"], margins, config.beta2)
     deltas = delta_star(dataset["similarity"], beta1, config.beta2, beta3).numpy()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pcrm.errors import PcrmError
 from pcrm.evaluation.reward_models import PRIORS, evaluate, format_table
+from pcrm.evaluation.rewardbench import format_results as format_rewardbench
 
 
 @dataclass
@@ -31,18 +32,21 @@ class Config:
         metadata={"help": "priors whose δ* the margins are compared with, repeatable (default: length and cosine)", "choices": PRIORS},
     )
     encoder: str = field(default="minilm", metadata={"help": "sentence encoder of the cosine prior"})
-    max_length: int = field(default=512, metadata={"help": "tokens per scored text (longer ones lose the prompt's start)"})
+    max_length: int | None = field(default=None, metadata={"help": "tokens per scored text, longer ones lose the prompt's start "
+                                                                   "(default: the --max-length each model was trained with)"})
     batch_size: int = field(default=32, metadata={"help": "scoring batch size"})
     device: str = field(default="auto", metadata={"help": "torch device for scoring: auto, cpu, cuda, ..."})
     bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples per confidence interval (0: no CIs)"})
     bins: int = field(default=10, metadata={"help": "reliability bins of the calibration metrics"})
     seed: int = field(default=0, metadata={"help": "seed of the bootstrap"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing --output of pcrm evaluate (only once this run succeeds)"})
 
     def __post_init__(self):
-        from pcrm.outputs import check_numbers
+        from pcrm.preflight import check_at_least, check_numbers
 
         check_numbers(self)
+        check_at_least(self, 2, "max_length")  # one token is the end token alone: every text would score the same
         if not self.model:
             raise PcrmError("--model is required (a reward model directory; repeat it to compare several)")
         if not self.data:
@@ -51,14 +55,29 @@ class Config:
             if prior not in PRIORS:
                 raise PcrmError(f"--priors must be among {', '.join(PRIORS)}, got {prior!r}")
         for name in ("max_length", "batch_size", "bins"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise PcrmError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.bootstrap < 0:
             raise PcrmError(f"--bootstrap must be >= 0, got {self.bootstrap}")
 
 
 def run(config: Config) -> dict:
-    summary = evaluate(config)
+    from dataclasses import asdict
+
+    from pcrm.io import versions
+    from pcrm.outputs import OutputFolder
+    from pcrm.preflight import check_device, check_model
+
+    check_device(config.device)
+    for name in config.model:
+        check_model(name, "reward", config.max_length)
+    folder = OutputFolder(config.output, "evaluate", overwrite=config.overwrite)
+    folder.plan()  # every check before the first write
+    with folder:
+        summary = evaluate(config, folder.work)
+        folder.commit({"kind": "evaluate", "config": asdict(config), "versions": versions()})
     print(format_table(summary))
+    if benchmark := format_rewardbench(summary):  # per-subset and section results of RewardBench-format data
+        print(f"\n{benchmark}\n")
     print(f"wrote {Path(config.output) / 'metrics.json'}")
     return summary

@@ -13,7 +13,6 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from pcrm.errors import PcrmError, require
 from pcrm.evaluation.policies import (PairScorer, format_table, generate, judge_responses, length_stats, prompt_texts, training_info,
@@ -45,9 +44,10 @@ class Config:
     seed: int = field(default=0, metadata={"help": "seed of the subsets, sampling and bootstrap"})
     output: str = field(default="runs/policy-eval", metadata={"help": "directory for metrics.json, table.md, responses.jsonl"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, mps"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing --output of pcrm evaluate-policy (only once this run succeeds)"})
 
     def __post_init__(self):
-        from pcrm.outputs import check_numbers
+        from pcrm.preflight import check_numbers
 
         check_numbers(self)
         if self.max_prompt_length is None:
@@ -66,12 +66,20 @@ class Config:
 
 def run(config: Config) -> dict:
     from pcrm.data import load_preferences
-    from pcrm.models import load_causal_lm, load_tokenizer, resolve_model
+    from pcrm.io import versions
+    from pcrm.models import load_causal_lm, load_tokenizer
+    from pcrm.outputs import OutputFolder
+    from pcrm.preflight import check_device, check_model
 
     start = time.perf_counter()
-    for name in (*config.policy, config.reference, config.baseline, config.judge):
-        if name is not None:
-            resolve_model(name)  # fail early on a missing directory
+    check_device(config.device)
+    for option, names in (("--policy", config.policy), ("--reference", [config.reference]), ("--baseline", [config.baseline])):
+        for name in filter(None, names):
+            check_model(name, "causal", config.max_length, option)
+    if config.judge:
+        check_model(config.judge, "reward", None, "--judge")
+    folder = OutputFolder(config.output, "evaluate-policy", overwrite=config.overwrite)
+    folder.plan()  # every check before generating
     held_out = load_preferences(config.data, split=config.split, config_name=config.data_config, columns=config.columns).shuffle(seed=config.seed)
     pairs = held_out.select(range(min(config.pairs, len(held_out))))
     unique = {}
@@ -107,11 +115,12 @@ def run(config: Config) -> dict:
         "seconds": time.perf_counter() - start,
         "policies": [{k: v for k, v in row.items() if k != "responses"} for row in rows.values()],
     }
-    output = Path(config.output)
-    write_json(output / "metrics.json", metrics)
-    write_responses(output / "responses.jsonl", rows, prompts)
     table = format_table(metrics)
-    atomic_write_text(output / "table.md", table + "\n")
+    with folder:
+        write_json(folder.work / "metrics.json", metrics)
+        write_responses(folder.work / "responses.jsonl", rows, prompts)
+        atomic_write_text(folder.work / "table.md", table + "\n")
+        output = folder.commit({"kind": "evaluate-policy", "config": asdict(config), "versions": versions()})
     print(table)
     print(f"wrote {output / 'metrics.json'}, {output / 'table.md'} and {output / 'responses.jsonl'}")
     return metrics

@@ -46,11 +46,20 @@ class Config:
         for method in self.methods:
             if method not in RM_METHODS:
                 raise PcrmError(f"--methods must be among {', '.join(RM_METHODS)}, got {method!r}")
+        from pcrm.preflight import check_at_least, check_numbers, check_positive
+
+        check_numbers(self)
+        check_positive(self, "learning_rate", "epochs")
+        check_at_least(self, 2, "max_length", "max_pairs")
+        if min(self.seeds) < 0:
+            raise PcrmError(f"--seeds must be >= 0, got {min(self.seeds)}")
 
 
 def train_all(config: Config) -> list[Path]:
-    """Train (or reuse) one reward model per (method, seed)."""
+    """Train one reward model per (method, seed), reusing (or resuming) one trained with the same settings; one
+    trained with other settings (say another --learning-rate) is trained again."""
     from pcrm.commands import train_rm
+    from pcrm.outputs import MARKER, last_complete_checkpoint, read_record, settings_of
 
     trainer_fields = {f.name for f in fields(train_rm.Config)} - {"output"}
     shared = {f.name: getattr(config, f.name) for f in fields(Config) if f.name in trainer_fields}
@@ -58,11 +67,17 @@ def train_all(config: Config) -> list[Path]:
     for seed in config.seeds:
         for method in config.methods:
             directory = Path(config.output) / "models" / f"{method}-seed{seed}"
-            if not (directory / "pcrm_config.json").exists():
-                print(f"== training {method} (seed {seed})", flush=True)
-                resume = (directory / "checkpoints").is_dir()
-                train_rm.train(train_rm.Config(**shared, method=method, seed=seed, output=str(directory), overwrite=not resume, resume=resume))
+            rm = train_rm.Config(**shared, method=method, seed=seed, output=str(directory))
+            record = read_record(directory)
+            same = record is not None and record.get("settings") == settings_of(rm, train_rm.RESUME_FREE)
             directories.append(directory)
+            if same and (directory / "pcrm_config.json").exists() and not (directory / MARKER).exists():
+                continue
+            rm.resume = same and last_complete_checkpoint(directory / "checkpoints")[0] is not None
+            rm.overwrite = not rm.resume and directory.exists()
+            changed = " (settings changed: trained again)" if record is not None and not same else ""
+            print(f"== training {method} (seed {seed}){changed}", flush=True)
+            train_rm.train(rm)
     return directories
 
 
@@ -98,10 +113,25 @@ def format_table(rows: list[dict]) -> str:
 
 
 def run(config: Config) -> dict:
+    """Under `pcrm.outputs.OutputFolder` (lock, marker; a rerun continues this command's own folder, models keyed on
+    their settings); a folder of anything else is refused."""
+    from pcrm.io import versions
+    from pcrm.outputs import OutputFolder
+
+    start = time.perf_counter()
+    folder = OutputFolder(config.output, "reproduce", rerun="continue", resumable=lambda work: True)  # stages kept
+    folder.plan()
+    with folder:
+        summary = _reproduce(config, start)
+        folder.commit({"kind": "reproduce", "config": summary["config"], "versions": versions()})
+    print(f"finished in {summary['seconds']:.0f} s; report: {summary['report']}")
+    return summary
+
+
+def _reproduce(config: Config, start: float) -> dict:
     from pcrm.commands import evaluate as evaluation
     from pcrm.report import add_section, write_report
 
-    start = time.perf_counter()
     output = Path(config.output)
     directories = train_all(config)
     rows = summarize_seeds(directories)
@@ -117,5 +147,4 @@ def run(config: Config) -> dict:
     summary = {"config": {f.name: getattr(config, f.name) for f in fields(Config)}, "methods": rows,
                "seconds": time.perf_counter() - start, "report": str(evaluation_dir / "report.html")}
     write_json(output / "summary.json", summary)
-    print(f"finished in {summary['seconds']:.0f} s; report: {summary['report']}")
     return summary

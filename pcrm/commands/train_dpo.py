@@ -5,6 +5,7 @@ implicit-reward scale); this command checks the options and the output folder, t
 standard causal-LM folder plus `pcrm_config.json`.
 """
 
+import dataclasses
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -52,12 +53,13 @@ class Config:
     overwrite: bool = field(default=False, metadata={"help": "write into an existing output directory"})
     output: str = field(default="runs/dpo", metadata={"help": "directory of the aligned policy"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
-    prior: PriorOptions = field(default_factory=lambda: DPO_PRIOR, metadata={"help": "options of the prior (--beta1 ... --encoder)"})
+    prior: PriorOptions = field(default_factory=lambda: dataclasses.replace(DPO_PRIOR), metadata={"help": "options of the prior (--beta1 ... --encoder)"})
 
     def __post_init__(self):
-        from pcrm.outputs import check_numbers
+        from pcrm.preflight import check_at_least, check_numbers
 
         check_numbers(self)
+        check_at_least(self, 1, "batch_size")
         if self.method not in ("dpo", *METHODS):
             raise PcrmError(f"--method must be one of dpo, {', '.join(METHODS)}, got {self.method!r}")
         self.prior_config()  # validates the prior's options
@@ -90,12 +92,14 @@ class Config:
 def run(config: Config) -> dict:
     """Checks (options, policy, output, cache) read only; then `pcrm.outputs.OutputFolder` holds the output while training."""
     from pcrm.io import usable_cache_dir
-    from pcrm.outputs import OutputFolder, check_max_length, check_model_files
+    from pcrm.outputs import OutputFolder, settings_of
+    from pcrm.preflight import check_model
 
-    check_max_length(config.policy, config.max_length)
-    check_model_files(config.policy)
+    check_model(config.policy, "causal", config.max_length, "--policy")
     usable_cache_dir()
-    folder = OutputFolder(config.output, overwrite=config.overwrite, resume=config.resume)
+    free = ("output", "overwrite", "resume", "max_steps", "epochs", "save_steps", "progress")
+    folder = OutputFolder(config.output, "train-dpo", settings_of(config, free), overwrite=config.overwrite,
+                          resume=config.resume)
     folder.plan()  # all checks before the first write
     with folder:
         return _train(config, folder)

@@ -5,6 +5,7 @@ output folder, trains, saves a standard reward-model folder plus `pcrm_config.js
 the held-out pairs.
 """
 
+import dataclasses
 import math
 import os
 import time
@@ -32,8 +33,12 @@ class Config:
     model: str = field(default="minilm", metadata={"help": "backbone: bundled name (minilm, smollm2), local dir or Hub id"})
     data: str = field(default="hh-rlhf-harmless", metadata={"help": "bundled dataset name or file/directory"})
     split: str = field(default="train", metadata={"help": "training split"})
-    eval_data: str | None = field(default=None, metadata={"help": "held-out data (default: the test split of the bundled data)"})
-    eval_split: str = field(default="test", metadata={"help": "held-out split"})
+    eval_data: str | None = field(default=None, metadata={
+        "help": "held-out data (default: the --eval-split of --data when it has splits, else a seeded --eval-fraction of it)"})
+    eval_split: str = field(default="test", metadata={"help": "held-out split of --eval-data or --data (a slice such as "
+                                                                "train[90%%:] also applies to a single file)"})
+    eval_fraction: float = field(default=0.1, metadata={
+        "help": "without --eval-data, for --data without splits (a file): hold out this seeded fraction of it (0: none)"})
     data_config: str | None = field(default=None, metadata={"help": "configuration name of a Hub/local dataset repository (load_dataset's name)"})
     columns: str | None = field(default=None, metadata={"help": "map column names: chosen=good,rejected=bad,prompt=question (also responses, scores, score_chosen, score_rejected)"})
     output: str = field(default="runs/rm", metadata={"help": "output directory (a save_pretrained reward model)"})
@@ -50,6 +55,8 @@ class Config:
     precision: str = field(default="fp32", metadata={"help": f"training precision: {', '.join(PRECISIONS)}"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory"})
     sampler: str = field(default="group_by_length", metadata={"help": f"batch order: {', '.join(SAMPLERS)} (group_by_length: less padding)"})
+    padding_free: bool = field(default=True, metadata={"help": "pack each batch's sequences into rows without padding where that "
+                                                                "equals the padded forward (decoders, BERT; pcrm.packing); else padded"})
     lora_r: int = field(default=0, metadata={"help": "LoRA rank through peft (0: full fine-tuning)"})
     lower_margin: float = field(default=1.0, metadata={"help": "m₀ of --method lower-margin: −log σ(m − m₀)"})
     center_coefficient: float = field(default=0.01, metadata={"help": "c of --method center: + c·(r_w + r_l)²"})
@@ -65,7 +72,7 @@ class Config:
     prior: PriorOptions = field(default_factory=PriorOptions, metadata={"help": "options of the prior (--beta1 ... --encoder)"})
 
     def __post_init__(self):
-        from pcrm.outputs import check_numbers, check_scheduler
+        from pcrm.preflight import check_numbers, check_scheduler
 
         check_numbers(self)
         if self.method not in RM_METHODS:
@@ -88,6 +95,7 @@ class Config:
             raise PcrmError("--center-coefficient and --lora-r must be >= 0")
         check_scheduler(self.scheduler)
         checks = (
+            (0 <= self.eval_fraction < 1, f"--eval-fraction must be in [0, 1), got {self.eval_fraction}"),
             (0 <= self.warmup_ratio < 1, f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}"),
             (self.eval_batch_size >= 1, f"--eval-batch-size must be >= 1, got {self.eval_batch_size}"),
             (self.max_length >= 2, f"--max-length must be >= 2, got {self.max_length}"),
@@ -102,15 +110,69 @@ class Config:
         return self.prior.resolve(self.method, self.seed)
 
 
-def preflight(config: Config) -> None:
-    """Checks that read only (the backbone, its length limit, its weight files, the cache), before any file is written."""
+# Options that may change on --resume (they do not change what was trained so far).
+RESUME_FREE = ("output", "overwrite", "resume", "max_steps", "epochs", "save_steps", "progress", "eval_batch_size",
+               "eval_data", "eval_split")
+
+
+def preflight(config: Config) -> dict:
+    """Checks that read only (the backbone, its length limit, weights and tokenizer, the held-out pairs, the cache),
+    before any file is written; returns the held-out split (`heldout_split`)."""
     from pcrm.io import usable_cache_dir
-    from pcrm.outputs import check_backbone, check_max_length, check_model_files
+    from pcrm.preflight import check_backbone, check_max_length, check_model_files, check_tokenizer
 
     check_backbone(config.model)
     check_max_length(config.model, config.max_length)
     check_model_files(config.model)
+    check_tokenizer(config.model)
+    split = heldout_split(config)
     usable_cache_dir()
+    return split
+
+
+def _one_split(source: str) -> bool:
+    """Data that has no named splits: a file, a glob, a remote file or a saved Dataset."""
+    import glob
+
+    path = Path(source).expanduser()
+    return path.is_file() or (path / "state.json").is_file() or glob.has_magic(source) or "://" in source
+
+
+def heldout_split(config: Config) -> dict:
+    """Where the held-out pairs come from, never silently the training pairs: `--eval-data` (its `--eval-split`), the
+    `--eval-split` of `--data` when it has splits (or is sliced), else a seeded `--eval-fraction` of `--data`, held out
+    of training; or none, said in one line. Returns {"train": the training source (None: --data), "pairs": the
+    held-out Dataset or None, "record": what pcrm_config.json and the console say}."""
+    import numpy as np
+
+    from pcrm.data import load_preferences
+
+    def load(source, split, **kwargs):
+        return load_preferences(source, split=split, config_name=config.data_config, columns=config.columns, **kwargs)
+
+    if config.eval_data or not _one_split(config.data) or "[" in config.eval_split:
+        source = config.eval_data or config.data
+        if config.eval_data is None and config.eval_split == config.split:
+            raise PcrmError(f"--eval-split {config.eval_split} is the training split of {config.data}: held-out pairs must "
+                            "be others (another --eval-split, or --eval-data)")
+        pairs = load(source, config.eval_split)
+        return {"train": None, "pairs": pairs, "record": {"source": source, "split": config.eval_split, "pairs": len(pairs)}}
+    if config.eval_split != "test":
+        raise PcrmError(f"--eval-split {config.eval_split}: {config.data} has no splits (one file); pass --eval-data, "
+                        "a slice such as --eval-split 'train[90%:]', or --eval-fraction")
+    rows = load(config.data, config.split, expand_ranked=False)
+    held = round(len(rows) * config.eval_fraction)
+    if held < 1 or len(rows) - held < 2:
+        why = "--eval-fraction 0" if config.eval_fraction == 0 else f"too few rows ({len(rows)}) for --eval-fraction {config.eval_fraction}"
+        print(f"held-out: none ({why}; pass --eval-data for held-out metrics)", flush=True)
+        return {"train": None, "pairs": None, "record": None}
+    order = np.random.default_rng(config.seed).permutation(len(rows))
+    train, pairs = rows.select(sorted(order[held:])), load_preferences(rows.select(sorted(order[:held])))
+    record = {"source": config.data, "split": config.split, "fraction": config.eval_fraction, "seed": config.seed,
+              "rows": held, "pairs": len(pairs)}
+    print(f"held-out: {held} of the {len(rows)} rows of {config.data} (--eval-fraction {config.eval_fraction}, seed "
+          f"{config.seed}), not trained on; pass --eval-data for a separate held-out set", flush=True)
+    return {"train": train, "pairs": pairs, "record": record}
 
 
 def train(config: Config, callbacks: list | None = None) -> dict:
@@ -140,11 +202,12 @@ def end_process_group() -> None:
 
 def _train(config: Config, callbacks, state) -> dict:
     from pcrm.evaluation.reward_models import evaluate_heldout
-    from pcrm.outputs import OutputFolder
+    from pcrm.outputs import OutputFolder, settings_of
     from pcrm.trainers.reward import build_trainer
 
-    preflight(config)
-    folder = OutputFolder(config.output, overwrite=config.overwrite, resume=config.resume)
+    split = preflight(config)
+    folder = OutputFolder(config.output, "train-rm", settings_of(config, RESUME_FREE), overwrite=config.overwrite,
+                          resume=config.resume)
     work = folder.plan()
     state.wait_for_everyone()  # every rank planned before rank 0 writes
     if state.is_main_process:
@@ -155,12 +218,15 @@ def _train(config: Config, callbacks, state) -> dict:
         if config.betas == "auto":
             from pcrm.calibration import calibrate_betas
 
-            calibration = calibrate_betas(config)  # sets config.prior.beta1/beta3 (recorded below)
-        trainer, tokenizer, facts = build_trainer(config, callbacks, output=work)
+            calibration = calibrate_betas(config)
+            if calibration is not None:  # the run (and its record) uses the fitted βs; the caller's config is kept
+                prior = dataclasses.replace(config.prior, beta1=calibration["beta1"], beta3=calibration["beta3"])
+                config = dataclasses.replace(config, prior=prior)
+        trainer, tokenizer, facts = build_trainer(config, callbacks, output=work, train_data=split["train"])
         if not config.resume and state.is_main_process:
             (work / "train_log.jsonl").unlink(missing_ok=True)
         start = time.perf_counter()
-        if config.resume and _finished(folder.checkpoint):
+        if config.resume and _finished(folder.checkpoint, config.max_steps):
             # the run was cut short after its last step (e.g. in the final save): resuming would train one step more
             from transformers.trainer_callback import TrainerState
 
@@ -174,9 +240,8 @@ def _train(config: Config, callbacks, state) -> dict:
         model = trainer.model
         if config.lora_r:
             model = model.merge_and_unload()
-        model.save_pretrained(work)
-        tokenizer.save_pretrained(work)
-        heldout = evaluate_heldout(model, tokenizer, config)
+        save_reward_model(model, tokenizer, work, config.max_length, facts["split_special_tokens"])
+        heldout = None if split["pairs"] is None else evaluate_heldout(model, tokenizer, config, split["pairs"])
         result = {
             "method": config.method,
             **_prior_record(config),
@@ -187,6 +252,7 @@ def _train(config: Config, callbacks, state) -> dict:
             "steps": trainer.state.global_step,
             "final_train_log": _last_log(trainer),
             "heldout": heldout,
+            "heldout_source": split["record"],
             "versions": versions(),
         }
         folder.commit(result)
@@ -198,12 +264,13 @@ def _train(config: Config, callbacks, state) -> dict:
     return result
 
 
-def _finished(checkpoint) -> bool:
-    """Whether a checkpoint's trainer_state.json records the run's last step."""
+def _finished(checkpoint, max_steps: int) -> bool:
+    """Whether a checkpoint is at the run's last step (`--max-steps`, else the one its trainer_state.json records)."""
     import json
 
     state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
-    return 0 < state.get("max_steps", 0) <= state.get("global_step", 0)
+    last = max_steps if max_steps > 0 else state.get("max_steps", 0)
+    return 0 < last <= state.get("global_step", 0)
 
 
 def _last_log(trainer) -> dict:
@@ -219,9 +286,12 @@ def _prior_record(config: Config) -> dict:
 
 def format_result(result: dict) -> str:
     h = result["heldout"]
+    trained = (f"{result['method']}: {result['train_pairs']} pairs ({result['truncated_pairs']} truncated), "
+               f"{result['steps']} steps in {result['train_seconds']:.0f} s")
+    if h is None:
+        return f"{trained} | no held-out metrics"
     return (
-        f"{result['method']}: {result['train_pairs']} pairs ({result['truncated_pairs']} truncated), "
-        f"{result['steps']} steps in {result['train_seconds']:.0f} s | held-out ({h['pairs']} pairs): "
+        f"{trained} | held-out ({h['pairs']} pairs): "
         f"accuracy {h['accuracy']:.3f}, margin mean {h['margin_mean']:.3g} std {h['margin_std']:.3g} "
         f"p95 {h['margin_p95']:.3g}, above δ (length/cosine) {h['frac_above_delta_length']:.3f}/{h['frac_above_delta_cosine']:.3f}"
     )

@@ -123,12 +123,11 @@ def _format_rate(rate: dict | None) -> str:
 
 
 def judge_responses(rows: dict, prompts: list, config, device) -> None:
-    from pcrm.models import load_reward_model, load_tokenizer, scoring_dtype
-    from pcrm.scoring import score_responses
+    from pcrm.scoring import RewardScorer
 
-    judge, judge_tokenizer = load_reward_model(config.judge, dtype=scoring_dtype(device)).to(device), load_tokenizer(config.judge)
+    judge = RewardScorer.load(config.judge, device=device, batch_size=config.batch_size)  # at the judge's own length
     for row in rows.values():
-        row["judge_scores"] = score_responses(judge, judge_tokenizer, prompts, row["responses"], config.max_length, config.batch_size)
+        row["judge_scores"] = judge.scores(prompts, row["responses"])
         row["judge_mean"] = float(row["judge_scores"].mean())
     start = rows[config.reference]["judge_scores"]
     baseline = rows[config.baseline]["judge_scores"] if config.baseline else None

@@ -36,6 +36,7 @@ class EvalData:
     group: np.ndarray  # row (prompt) of each response
     chosen: np.ndarray
     rejected: np.ndarray
+    rewardbench: dict | None = None  # subset (and v2 ids) per row of RewardBench-format data (`rewardbench.load_rows`)
 
     @functools.cached_property
     def fingerprint(self) -> str:
@@ -58,10 +59,11 @@ class EvalData:
 
 
 def load_data(source: str, split: str, config_name: str | None = None, columns: str | None = None) -> EvalData:
-    """Load pairwise or ranked preference data (errors name the file, row and field)."""
-    from pcrm.data import load_preferences
+    """Load pairwise or ranked preference data (errors name the file, row and field); RewardBench's two
+    formats are recognised (`pcrm.evaluation.rewardbench`)."""
+    from pcrm.evaluation.rewardbench import load_rows
 
-    rows = load_preferences(source, split=split, expand_ranked=False, config_name=config_name, columns=columns)
+    rows, benchmark = load_rows(source, split, config_name, columns)
     if "responses" in rows.column_names:
         group = np.repeat(np.arange(len(rows)), [len(r) for r in rows["responses"]])
         responses = [r for row in rows["responses"] for r in row]
@@ -78,20 +80,24 @@ def load_data(source: str, split: str, config_name: str | None = None, columns: 
         rejected = chosen + 1
         kind = "pairs"
     prompts = rows["prompt"]
-    return EvalData(source, kind, [prompts[g] for g in group], responses, human, group, chosen, rejected)
+    return EvalData(source, kind, [prompts[g] for g in group], responses, human, group, chosen, rejected, benchmark)
 
 
-def cached_scores(path: str, data: EvalData, tokenizer, config, load_model) -> np.ndarray:
-    """Reward of every response of `data`, from the disk cache when this model and data were scored before (`cache_dir()/scores/<key>.npz`)."""
-    from pcrm.scoring import score_responses
+def cached_scores(path: str, data: EvalData, scorer, config) -> np.ndarray:
+    """Reward of every response of `data`, from the disk cache when this model and data were scored before
+    (`cache_dir()/scores/<key>.npz`, keyed on the model's content, the data, and how it is read: max length,
+    dtype, device type, special-token handling, pcrm's version)."""
+    from pcrm.tokenization import splits_special_tokens
 
-    key = {"model": model_fingerprint(path), "data": data.fingerprint, "max_length": config.max_length}
+    key = {"model": model_fingerprint(path), "data": data.fingerprint, "max_length": scorer.max_length,
+           "dtype": scorer.dtype, "device": scorer.device_type,
+           "split_special_tokens": splits_special_tokens(scorer.tokenizer, data.responses)}
     cache = cache_path("scores", key, ".npz")
     n = len(data.responses)
     cached = read_cached_npz(cache, ("score",), lambda a: a["score"].shape == (n,) and a["score"].dtype.kind == "f")
     if cached is not None:
         return cached["score"]
-    scores = score_responses(load_model(), tokenizer, data.prompts, data.responses, config.max_length, config.batch_size, config.progress)
+    scores = scorer.responses(data.prompts, data.responses, config.progress)
     write_cache(write_npz, cache, {"score": scores})
     return scores
 
@@ -122,14 +128,15 @@ def prior_configs(path: str, config) -> dict:
     return result
 
 
-def evaluation_arrays(path: str, data: EvalData, tokenizer, priors: dict, config, load_model) -> dict:
+def evaluation_arrays(path: str, data: EvalData, scorer, priors: dict, config) -> dict:
     """Per-response and per-pair arrays of one (model, data) evaluation (saved as scores/*.npz)."""
     from pcrm.constraints import add_constraints
     from pcrm.data import as_text
 
+    tokenizer = scorer.tokenizer
     texts = [as_text(r) for r in data.responses]
     arrays = {
-        "score": cached_scores(path, data, tokenizer, config, load_model),
+        "score": cached_scores(path, data, scorer, config),
         "length": np.array([len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]),
         "human": data.human,
         "group": data.group,
@@ -144,22 +151,22 @@ def evaluation_arrays(path: str, data: EvalData, tokenizer, priors: dict, config
     return arrays
 
 
-def evaluate(config) -> dict:
-    """Evaluate every model on every dataset; write `output/metrics.json` and `output/scores/*.npz`; return the summary."""
-    from pcrm.models import load_reward_model, load_tokenizer, scoring_dtype
+def evaluate(config, output: str | Path | None = None) -> dict:
+    """Evaluate every model on every dataset; write `output/metrics.json` and `output/scores/*.npz` (`output`: where
+    `pcrm.outputs.OutputFolder` has the run write, default `config.output`); return the summary."""
+    from pcrm.scoring import LazyRewardScorer
 
     paths = [check_reward_model(m) for m in config.model]  # fail on a bad model before any scoring
     datasets = [load_data(d, config.split, config.data_config, config.columns) for d in config.data]
-    output = Path(config.output)
+    output = Path(config.output if output is None else output)
     data_labels = unique_labels([_data_name(d, config.split) for d in config.data])
     device = default_device(config.device)
     results = []
     for name, path, model_label in zip(config.model, paths, unique_labels(config.model)):
-        tokenizer = load_tokenizer(path)
-        load_model = functools.cache(lambda path=path: load_reward_model(path, dtype=scoring_dtype(device)).to(device))
+        scorer = LazyRewardScorer(path, config.max_length, device, config.batch_size)  # weights loaded on a cache miss
         priors = prior_configs(path, config)
         for data, data_label in zip(datasets, data_labels):
-            arrays = evaluation_arrays(path, data, tokenizer, priors, config, load_model)
+            arrays = evaluation_arrays(path, data, scorer, priors, config)
             arrays_file = Path("scores") / f"{model_label}--{data_label}.npz"
             write_npz(output / arrays_file, arrays)
             metrics = compute_metrics(arrays, tuple(priors), config.bootstrap, config.seed, config.bins)
@@ -173,16 +180,27 @@ def evaluate(config) -> dict:
                     "data": data_label,
                     "data_source": data.source,
                     "kind": data.kind,
+                    "max_length": scorer.max_length,
                     "responses": len(data.responses),
                     "pairs": len(data.chosen),
                     "prompts": int(len(np.unique(data.group))),
                     "arrays": arrays_file.as_posix(),
                     "metrics": metrics,
+                    **_rewardbench(data, arrays),
                 }
             )
     summary = {"schema_version": SCHEMA_VERSION, "config": asdict(config), "results": results}
     write_json(output / "metrics.json", summary)
     return summary
+
+
+def _rewardbench(data: EvalData, arrays: dict) -> dict:
+    """`{"rewardbench": per-subset, section and overall results}` for RewardBench-format data, else `{}`."""
+    if not data.rewardbench:
+        return {}
+    from pcrm.evaluation.rewardbench import results
+
+    return {"rewardbench": results(data.rewardbench, arrays["score"], data.group, data.chosen, data.rejected)}
 
 
 def format_table(summary: dict) -> str:
@@ -218,16 +236,18 @@ def _data_name(source: str, split: str) -> str:
     return f"{source}-{split}" if source in BUNDLED else str(Path(source).with_suffix(""))
 
 
-def evaluate_heldout(model, tokenizer, config) -> dict:
+def evaluate_heldout(model, tokenizer, config, dataset=None) -> dict:
     """Accuracy and margin statistics of a `train-rm` run on its held-out pairs, and the share of margins
-    above δ* under each prior (the run's own βs for its prior, the defaults for the other)."""
+    above δ* under each prior (the run's own βs for its prior, the defaults for the other). `dataset`: the held-out
+    pairs (default: `--eval-data`, else `--data`, at `--eval-split`)."""
     from pcrm.constraints import add_constraints
     from pcrm.data import load_preferences
     from pcrm.evaluation.metrics import margin_statistics
     from pcrm.scoring import score_pairs
 
-    data = config.eval_data or config.data
-    dataset = load_preferences(data, split=config.eval_split, config_name=config.data_config, columns=config.columns)
+    if dataset is None:
+        data = config.eval_data or config.data
+        dataset = load_preferences(data, split=config.eval_split, config_name=config.data_config, columns=config.columns)
     chosen, rejected = score_pairs(model, tokenizer, dataset, config.max_length, config.eval_batch_size, config.progress)
     margin = chosen - rejected
     stats = margin_statistics(margin)

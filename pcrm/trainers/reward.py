@@ -1,7 +1,8 @@
 """Reward-model training with the ranking loss, PCRM, or a scale control: `pcrm train-rm`.
 
 `PCRMRewardTrainer` is a thin subclass of TRL's `RewardTrainer`: chosen and rejected go
-through the model in one forward pass (TRL's collator), and only the loss changes:
+through the model in one forward pass (packed without padding where exact, `pcrm.packing`;
+else TRL's padded collator), and only the loss changes:
 
     loss = −log σ(m − m₀)  [+ −log σ(δ − m) with a prior]  [+ c·(r_w + r_l)²]
 
@@ -10,6 +11,7 @@ is TRL's / transformers'.
 """
 
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -21,6 +23,7 @@ from pcrm import losses
 from pcrm.constraints import METHODS as PRIOR_METHODS
 from pcrm.constraints import add_constraints
 from pcrm.errors import PcrmError
+from pcrm.packing import PackedPairCollator, packed_rewards, packing_exact, read_position
 from pcrm.trainers import common_arguments
 from pcrm.trainers.collators import DeltaCollator
 from pcrm.trainers.progress import set_console
@@ -45,8 +48,16 @@ class PCRMRewardTrainer(RewardTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if model.training else "eval"
         delta = inputs.pop("delta", None)
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
-        chosen, rejected = torch.chunk(outputs.logits.squeeze(-1), chunks=2)
+        if delta is None and self.method in PRIOR_METHODS:
+            raise PcrmError(f"--method {self.method} needs each pair's δ* (a `delta` column, pcrm.add_constraints); "
+                            "the batch has none")
+        if "reward_index" in inputs:  # a packed batch (pcrm.packing): no compute on padding, same rewards
+            rewards = packed_rewards(model, inputs)
+            outputs = {"logits": rewards[:, None]}
+        else:
+            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+            rewards = outputs.logits.squeeze(-1)
+        chosen, rejected = torch.chunk(rewards, chunks=2)
         margin = chosen - rejected
         rank = losses.lower_margin_loss(chosen, rejected, self.lower_margin)
         constraint = losses.constraint_term(margin, delta) if delta is not None else torch.zeros_like(rank)
@@ -96,10 +107,13 @@ class JsonlLogger(TrainerCallback):
 
 def prepare_dataset(config, tokenizer, split: str, data: str, max_pairs: int | None = None):
     """Load pairs, add constraints (when the method has a prior), tokenize; return (dataset, truncated count)."""
+    from datasets import Dataset
+
     from pcrm.data import load_preferences
     from pcrm.tokenization import tokenize_pairs
 
-    dataset = load_preferences(data, split=split, config_name=getattr(config, "data_config", None), columns=getattr(config, "columns", None))
+    columns = None if isinstance(data, Dataset) else getattr(config, "columns", None)  # a Dataset: already mapped
+    dataset = load_preferences(data, split=split, config_name=getattr(config, "data_config", None), columns=columns)
     if max_pairs is not None and max_pairs < len(dataset):
         dataset = dataset.shuffle(seed=config.seed).select(range(max_pairs))
     prior = config.prior_config()
@@ -118,21 +132,31 @@ def _reward_config(**kwargs) -> RewardConfig:
         raise PcrmError(f"invalid training option: {str(err).splitlines()[0]}") from None
 
 
-def build_trainer(config, callbacks: list | None = None, output: Path | None = None):
+def build_trainer(config, callbacks: list | None = None, output: Path | None = None, train_data=None):
     """Everything `train` needs: the trainer (model, data, args) and facts about the data.
 
-    `output`: where checkpoints and the log go (default `config.output`; `pcrm.outputs.OutputFolder` may choose a sibling)."""
+    `output`: where checkpoints and the log go (default `config.output`; `pcrm.outputs.OutputFolder` may choose a sibling);
+    `train_data`: the training rows when not all of `config.data` (a Dataset: train-rm holds some out)."""
     from transformers import set_seed
 
     from pcrm.data import fingerprint
     from pcrm.models import load_reward_model, load_tokenizer
+    from pcrm.tokenization import splits_special_tokens
 
     output = Path(config.output if output is None else output)
     tokenizer = load_tokenizer(config.model)
-    train_dataset, truncated = prepare_dataset(config, tokenizer, config.split, config.data, config.max_pairs)
+    data = config.data if train_data is None else train_data
+    train_dataset, truncated = prepare_dataset(config, tokenizer, config.split, data, config.max_pairs)
     set_seed(config.seed)  # the score head is initialised at random: same seed, same model
     model = load_reward_model(config.model)
     model.config.pad_token_id = tokenizer.pad_token_id
+    # packed batches where the probe finds the packed forward equal to the padded one (pcrm.packing)
+    packed = config.padding_free and packing_exact(model, tokenizer.pad_token_id)
+    if config.padding_free and not packed:
+        logging.getLogger("pcrm").warning("padding-free batches are not exact for %s: batches are padded "
+                                          "(--no-padding-free silences this)", type(model).__name__)
+    collator = (PackedPairCollator(tokenizer.pad_token_id, read_position(model)) if packed
+                else DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id))
     peft_config = None
     if config.lora_r:
         from peft import LoraConfig
@@ -158,7 +182,7 @@ def build_trainer(config, callbacks: list | None = None, output: Path | None = N
         args=args,
         train_dataset=train_dataset,
         processing_class=tokenizer,
-        data_collator=DeltaCollator(DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id)),
+        data_collator=DeltaCollator(collator),
         peft_config=peft_config,
         callbacks=[JsonlLogger(output / "train_log.jsonl"), *(callbacks or [])],
         method=config.method,
@@ -166,5 +190,7 @@ def build_trainer(config, callbacks: list | None = None, output: Path | None = N
         center_coefficient=config.center_coefficient,
     )
     set_console(trainer, config.progress, RM_PROGRESS_KEYS)
-    facts = {"train_pairs": len(train_dataset), "truncated_pairs": truncated, "data_fingerprint": fingerprint(train_dataset)}
+    facts = {"train_pairs": len(train_dataset), "truncated_pairs": truncated, "data_fingerprint": fingerprint(train_dataset),
+             "padding_free": packed,
+             "split_special_tokens": splits_special_tokens(tokenizer, train_dataset["chosen"][:1])}
     return trainer, tokenizer, facts

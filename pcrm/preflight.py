@@ -1,0 +1,203 @@
+"""Checks that only read, run before a command writes its first file: options, models, tokenizers, devices.
+
+Every check raises `PcrmError` (one line naming the option or file) and changes nothing, so a command that runs
+them first either fails at once or starts its work with inputs known to be usable.
+"""
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+
+from pcrm.errors import PcrmError
+
+# -- options ----------------------------------------------------------------------------------------
+
+
+def option_name(name: str, prefix: str = "--") -> str:
+    return prefix + name.replace("_", "-")
+
+
+def check_numbers(config, option_prefix: str = "--") -> None:
+    """Every float option (nested dataclasses included) finite; every `seed` >= 0."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            check_numbers(value, option_prefix)
+            continue
+        values = value if isinstance(value, (list, tuple)) else [value]
+        option = option_name(f.name, option_prefix)
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise PcrmError(f"{option} must be a finite number, got {v}")
+        if f.name == "seed" and isinstance(value, int) and value < 0:
+            raise PcrmError(f"{option} must be >= 0, got {value}")
+
+
+def check_at_least(config, minimum: float, *names: str) -> None:
+    """Each option `names` of `config` (None: unset, allowed) >= `minimum`."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and not value >= minimum:
+            raise PcrmError(f"{option_name(name)} must be >= {minimum:g}, got {value}")
+
+
+def check_positive(config, *names: str) -> None:
+    """Each option `names` of `config` (None: unset, allowed) a number > 0."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and not value > 0:
+            raise PcrmError(f"{option_name(name)} must be > 0, got {value}")
+
+
+def check_scheduler(name: str) -> None:
+    from transformers import SchedulerType
+
+    names = [s.value for s in SchedulerType]
+    if name not in names:
+        raise PcrmError(f"--scheduler must be one of {', '.join(names)}, got {name!r}")
+
+
+def check_device(device: str, option: str = "--device") -> None:
+    """`auto`, or a torch device that exists on this machine (`cuda` without a GPU is refused here, not mid-run)."""
+    import torch
+
+    if device == "auto":
+        return
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise PcrmError(f"{option} {device!r}: not a device (auto, cpu, cuda, cuda:N, mps)") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}.get(parsed.type)
+    if not available:
+        raise PcrmError(f"{option} {device}: no such device on this machine (use auto or cpu)")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise PcrmError(f"{option} {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
+# -- models -------------------------------------------------------------------------------------------
+
+
+def model_config(name: str):
+    """The transformers config of a model name, directory or Hub id (one line if unreadable)."""
+    from transformers import AutoConfig
+
+    from pcrm.models import hub_kwargs, resolve_model
+
+    path = resolve_model(name)
+    try:
+        return AutoConfig.from_pretrained(path, **hub_kwargs(path))  # Hub unreachable: the cache, at once
+    except (OSError, ValueError, KeyError) as err:
+        raise PcrmError(f"{name}: cannot read the model config ({str(err).splitlines()[0]})") from None
+
+
+def model_length_limit(name: str) -> int | None:
+    """The longest input a model accepts (position embeddings, else a sensible tokenizer limit); None if unknown."""
+    from pcrm.models import resolve_model
+
+    limits = []
+    config = model_config(name)
+    for key in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            limits.append(value)
+            break
+    tokenizer_config = Path(resolve_model(name)) / "tokenizer_config.json"
+    if tokenizer_config.is_file():
+        try:
+            value = json.loads(tokenizer_config.read_text(encoding="utf-8")).get("model_max_length")
+        except (OSError, ValueError, AttributeError):
+            value = None
+        if isinstance(value, int) and 0 < value < 1_000_000:
+            limits.append(value)
+    return min(limits) if limits else None
+
+
+def check_max_length(name: str, max_length: int | None, option: str = "--max-length") -> None:
+    limit = model_length_limit(name) if max_length is not None else None
+    if limit is not None and max_length > limit:
+        raise PcrmError(f"{option} {max_length} is above the limit of {name} ({limit} tokens)")
+
+
+def check_backbone(name: str) -> None:
+    """A train-rm backbone: a sequence classifier must have exactly one label (a 2-label model is a classifier, not an RM)."""
+    config = model_config(name)
+    architectures = config.architectures or []
+    if any(a.endswith("ForSequenceClassification") for a in architectures) and config.num_labels != 1:
+        raise PcrmError(f"{name}: a sequence classifier with {config.num_labels} labels, not a reward model "
+                        "(need 1 label, or a base model without a classification head)")
+
+
+CAUSAL_HEADS = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+
+
+def check_causal_lm(name: str, option: str = "--policy") -> None:
+    """A policy: a causal language model (a reward model or an encoder would be given a random LM head)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    config = model_config(name)
+    architectures = config.architectures or []
+    if architectures:
+        causal = any(a.endswith(CAUSAL_HEADS) for a in architectures)
+    else:  # a config without architectures: what AutoModelForCausalLM would build for its type
+        causal = config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    if not causal:
+        found = ", ".join(architectures) or config.model_type
+        raise PcrmError(f"{option} {name}: not a causal language model ({found}); a policy needs a *ForCausalLM model")
+
+
+def check_tokenizer(name: str) -> None:
+    """The model's tokenizer loads and can pad (a pad, eos or sep token): batches need one."""
+    from pcrm.models import load_tokenizer
+
+    tokenizer = load_tokenizer(name)
+    if tokenizer.pad_token is None or tokenizer.pad_token_id is None:
+        raise PcrmError(f"{name}: its tokenizer has no pad, eos or sep token to pad batches with "
+                        "(set pad_token in tokenizer_config.json)")
+
+
+def check_model_files(name: str) -> None:
+    """Weight files of a local model directory readable (a truncated safetensors file fails here, not mid-run)."""
+    from pcrm.models import resolve_model
+
+    path = Path(resolve_model(name))
+    if not path.is_dir():
+        return
+    for file in sorted(path.glob("*.safetensors")):
+        try:
+            with open(file, "rb") as f:
+                header = f.read(8)
+                size = int.from_bytes(header, "little") if len(header) == 8 else -1
+                meta = json.loads(f.read(size)) if 0 < size < 100_000_000 else None
+            end = max((v["data_offsets"][1] for k, v in (meta or {}).items() if k != "__metadata__"), default=0)
+            if meta is None or file.stat().st_size < 8 + size + end:
+                raise ValueError
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise PcrmError(f"{file}: truncated or not a safetensors file") from None
+
+
+def check_model(name: str, kind: str, max_length: int | None = None, option: str = "--model",
+                length_option: str = "--max-length") -> None:
+    """All the checks of a model given as `option`: its kind (`reward` or `causal`), length limit, weights, tokenizer."""
+    from pcrm.models import check_reward_model
+
+    if kind == "reward":
+        check_reward_model(name)
+    else:
+        check_causal_lm(name, option)
+    check_max_length(name, max_length, length_option)
+    check_model_files(name)
+    check_tokenizer(name)
+
+
+def check_report_dir(path: str, option: str = "--report") -> None:
+    """A `pcrm evaluate` folder that a report section can be added to (read and written before the run, not after)."""
+    folder = Path(path)
+    if not (folder / "metrics.json").is_file():
+        raise PcrmError(f"{option} {path}: not a pcrm evaluate folder (no metrics.json)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PcrmError(f"{option} {path}: not writable")
+    sections = folder / "sections"
+    if sections.exists() and not (sections.is_dir() and os.access(sections, os.W_OK | os.X_OK)):
+        raise PcrmError(f"{option} {path}: {sections} is not a writable directory")
