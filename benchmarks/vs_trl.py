@@ -8,9 +8,11 @@ same report targets, no checkpoints. TRL drops pairs longer than `max_length`, s
 pairs that fit (counted with pcrm's tokenization, plus the end-of-sequence token TRL appends)
 are used, and both trainers get the same ones. What differs is what each trainer does with them:
 pcrm tokenizes once (left truncation), adds δ* (the `--method` prior) and by default batches
-by length (`sampler="group_by_length"`, less padding); TRL tokenizes its own way and samples at
-random. Real (attention-mask) and padded tokens per second are reported for both; the
-`pcrm-random` variant (pcrm with TRL's random sampler) separates the sampler's share, and
+by length (`sampler="group_by_length"`, less padding) and packs each batch without padding where
+exact (`--padding-free`, `pcrm.packing`); TRL tokenizes its own way and samples at random. Real
+(attention-mask) and computed (padded) tokens per second are reported for all; the `pcrm-padded`
+variant (`--no-padding-free`) separates packing's share, the
+`pcrm-random` variant (pcrm with TRL's random sampler) the sampler's, and
 `padding_share_within_pairs` is the padding that no sampler can remove (chosen and rejected
 share a batch, so each pair's shorter response is padded to its longer one). transformers'
 length grouping sorts within mega-batches of min(N / (4 · batch), 50) batches, so it needs a
@@ -60,8 +62,8 @@ def padding_share(lengths: list[tuple[int, int]], batch_size: int, grouped: bool
     return 1 - sum(sum(pair) for pair in lengths) / padded
 
 
-def trl_trainer(args, rows, pcrm_args, gradient_checkpointing: bool = False):
-    """TRL's `RewardTrainer` as shipped, configured like pcrm's where the setting is not the point."""
+def trl_trainer(args, rows, pcrm_args, gradient_checkpointing: bool = False, peft_config=None):
+    """TRL's `RewardTrainer` as shipped, configured like pcrm's where the setting is not the point (`peft_config`: LoRA)."""
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
     from trl.trainer.reward_trainer import DataCollatorForPreference
@@ -80,7 +82,7 @@ def trl_trainer(args, rows, pcrm_args, gradient_checkpointing: bool = False):
     )
     collator = DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id)  # TRL's default collator
     trainer = RewardTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows),
-                            processing_class=tokenizer, data_collator=collator)
+                            processing_class=tokenizer, data_collator=collator, peft_config=peft_config)
     return benchlib.instrument(trainer)
 
 
@@ -100,11 +102,13 @@ def main(argv=None) -> dict:
     rows, all_lengths = fitting_pairs(args, load_tokenizer(args.model))
     data = benchlib.tempdir("data") / "pairs.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    samplers = {"pcrm": "group_by_length", **({"pcrm-random": "random"} if args.random_variant else {})}
+    variants = {"pcrm": ("group_by_length", True), "pcrm-padded": ("group_by_length", False),
+                **({"pcrm-random": ("random", True)} if args.random_variant else {})}
     trainers = {}
-    for name, sampler in samplers.items():
+    for name, (sampler, padding_free) in variants.items():
         config = benchlib.bench_config(model=args.model, data=str(data), method=args.method, encoder=args.encoder,
-                                       batch_size=args.batch_size, max_length=args.max_length, sampler=sampler)
+                                       batch_size=args.batch_size, max_length=args.max_length, sampler=sampler,
+                                       padding_free=padding_free)
         trainers[name], _, facts = benchlib.build_pcrm_trainer(config)
     trainers["trl"] = trl_trainer(args, rows, trainers["pcrm"].args)
     benchlib.share_model(trainers.values())  # one model object; trl-stock-gc gets its own (checkpointing sticks)
@@ -126,6 +130,7 @@ def main(argv=None) -> dict:
                       "real_tok_per_s": real / epoch[name], "padded_tok_per_s": padded / epoch[name],
                       "padding_share": 1 - real / padded, "speedup_vs_trl": epoch["trl"] / epoch[name]})
     figures["speedup_pcrm_vs_trl"] = benchlib.target(epoch["trl"] / epoch["pcrm"], 1.0, ">=")
+    figures["speedup_pcrm_padding_free_vs_padded"] = epoch["pcrm-padded"] / epoch["pcrm"]
     if "pcrm-random" in epoch:
         figures["speedup_pcrm_random_sampler_vs_trl"] = epoch["trl"] / epoch["pcrm-random"]
     if "trl-stock-gc" in epoch:

@@ -53,6 +53,7 @@ def calibrate_betas(config) -> dict | None:
     from pcrm.data import load_preferences
     from pcrm.scoring import score_pairs
     from pcrm.trainers.reward import build_trainer
+    from pcrm.trainers.schedule import FirstStepWarmup
 
     if config.method not in BETA_METHODS:
         return None
@@ -68,6 +69,7 @@ def calibrate_betas(config) -> dict | None:
             output=tmp, save_steps=10**9, resume=False, overwrite=True, warmup_ratio=0.0, scheduler="constant",
         )
         trainer, tokenizer, _ = build_trainer(warmup, output=Path(tmp))
+        trainer.remove_callback(FirstStepWarmup)  # no warm-up here, and a short warm-up run is no news to announce
         trainer.train()
         model = trainer.model
         if config.lora_r:

@@ -9,9 +9,11 @@ from a YAML mapping and command-line options override it. Repeatable options acc
 
 import argparse
 import dataclasses
+import errno
 import importlib
 import os
 import sys
+import types
 import typing
 
 from transformers import HfArgumentParser
@@ -42,10 +44,31 @@ class _Repeatable(argparse.Action):
         setattr(namespace, self.dest, items + list(values))
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default said once: not appended where the help already speaks of its default, nor for a
+    required option, an empty list or None (nothing given), nor for an `--no-X` switch (`_say_what_off_means`)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" in text.lower() or action.required or action.default is None or action.default == []
+                or isinstance(action, argparse._StoreFalseAction)):
+            return text
+        return super()._get_help_string(action)
+
+
+def _say_what_off_means(action) -> None:
+    """HfArgumentParser gives `--no-X` (of a boolean option on by default) the help of `--X` with "(default: False)",
+    which reads as the opposite of what it does; say that it turns X off."""
+    if isinstance(action, argparse._StoreFalseAction) and action.option_strings[0].startswith("--no_"):
+        positive = action.option_strings[-1].removeprefix("--no-")
+        action.help = f"turn --{positive} off (--{positive}: {action.help}; on by default)"
+
+
 class ConfigParser(HfArgumentParser):
     """`HfArgumentParser` over a command's `Config`, with nested option dataclasses flattened, YAML files and one-line errors."""
 
     def __init__(self, config_class, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
         self.config_class = config_class
         hints = typing.get_type_hints(config_class)
         self.nested = {f.name: hints[f.name] for f in dataclasses.fields(config_class) if dataclasses.is_dataclass(hints[f.name])}
@@ -54,12 +77,16 @@ class ConfigParser(HfArgumentParser):
             [(f.name, hints[f.name], _copy_field(f)) for f in dataclasses.fields(config_class) if f.name not in self.nested],
         )
         super().__init__([top, *self.nested.values()], **kwargs)
+        self.hints = {f.name: hints[f.name] for f in dataclasses.fields(config_class) if f.name not in self.nested}
+        for kind in self.nested.values():
+            self.hints.update(typing.get_type_hints(kind))
         for field in dataclasses.fields(config_class):
             if field.name in self.nested and field.default_factory is not dataclasses.MISSING:
                 self.set_defaults(**dataclasses.asdict(field.default_factory()))  # a command may change the nested defaults
         for action in self._actions:
             if action.nargs == "+":
                 action.__class__ = _Repeatable
+            _say_what_off_means(action)
         self.add_argument("--config", metavar="FILE.yaml", help="read option values from a YAML mapping; options given here override it")
 
     def error(self, message):
@@ -72,6 +99,7 @@ class ConfigParser(HfArgumentParser):
             self.set_defaults(**self._read_yaml(config_file))
         namespace = self.parse_args(argv)
         values = {k: v for k, v in vars(namespace).items() if k not in ("_repeated", "config")}
+        _check_links(values)
         nested = {}
         for name, kind in self.nested.items():
             names = [f.name for f in dataclasses.fields(kind)]
@@ -86,6 +114,8 @@ class ConfigParser(HfArgumentParser):
                 values = yaml.safe_load(f)
         except OSError as err:
             raise PcrmError(f"--config {path}: {err.strerror}") from None
+        except UnicodeDecodeError as err:
+            raise PcrmError(f"--config {path}: not UTF-8 text (invalid byte 0x{err.object[err.start]:02x})") from None
         except yaml.YAMLError as err:
             raise PcrmError(f"--config {path}: invalid YAML ({str(err).splitlines()[0]})") from None
         if not isinstance(values, dict):
@@ -95,7 +125,45 @@ class ConfigParser(HfArgumentParser):
         unknown = sorted(set(values) - known)
         if unknown:
             raise PcrmError(f"--config {path}: unknown option(s) {', '.join(unknown)}")
-        return values
+        return {key: _typed(value, self.hints[key], f"--config {path}: {key}") if key in self.hints else value
+                for key, value in values.items()}
+
+
+def _typed(value, hint, where: str):
+    """A YAML value as the option's type (int, float, str, bool, list of them, or None where optional); else one line.
+
+    YAML's own types are taken strictly: `true` is no learning rate, 12.7 no token count, a string no list."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None and len(args) < len(typing.get_args(hint)):
+            return None
+        hint = args[0] if len(args) == 1 else hint
+    if typing.get_origin(hint) is list:
+        if not isinstance(value, list):
+            raise PcrmError(f"{where} must be a list (- item per line, or [a, b]), got {value!r}")
+        (item,) = typing.get_args(hint) or (str,)
+        return [_typed(v, item, where) for v in value]
+    names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+    ok = {bool: lambda v: isinstance(v, bool), int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          str: lambda v: isinstance(v, (str, int, float)) and not isinstance(v, bool)}
+    if hint in ok:
+        if not ok[hint](value):
+            raise PcrmError(f"{where} must be {names[hint]}, got {'null' if value is None else repr(value)}")
+        return hint(value)
+    return value
+
+
+def _check_links(values: dict) -> None:
+    """A path option naming a symbolic link that leads nowhere (broken, or a loop) is said so, not "no such file"."""
+    for value in values.values():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and item and os.path.islink(item) and not os.path.exists(item):
+                try:
+                    os.stat(item)
+                except OSError as err:
+                    what = "a symbolic link loop" if err.errno == errno.ELOOP else "a broken symbolic link"
+                    raise PcrmError(f"{item}: {what}") from None
 
 
 def _copy_field(field: dataclasses.Field) -> dataclasses.Field:
@@ -191,8 +259,12 @@ def user_error(err: BaseException) -> str | None:
     """The one-line message of an error the user caused (bad input, file system), or None for a bug."""
     import errno as errno_codes
 
+    from pcrm.outputs import is_enospc
+
     if isinstance(err, PcrmError):
         return str(err)
+    if is_enospc(err) and not isinstance(err, OSError):  # torch's and safetensors' write errors are RuntimeErrors
+        return "no space left on device while writing (free some space, then run again or --resume)"
     if isinstance(err, UnicodeDecodeError):
         return f"input is not UTF-8 text (invalid byte 0x{err.object[err.start]:02x})"
     if isinstance(err, OSError) and err.errno is not None:

@@ -92,7 +92,7 @@ class ConstraintConfig(PriorOptions):
     seed: int = field(default=0, metadata={"help": "seed of --method random"})
 
     def __post_init__(self):
-        from pcrm.outputs import check_numbers
+        from pcrm.preflight import check_numbers
 
         check_numbers(self)
         if self.method not in METHODS:
@@ -103,8 +103,8 @@ class ConstraintConfig(PriorOptions):
         self.beta1 = default_beta1 if self.beta1 is None else self.beta1
         self.beta3 = default_beta3 if self.beta3 is None else self.beta3
         _check_betas(self.beta1, self.beta2, self.beta3)
-        if self.method == "random" and not self.random_low < self.random_high:
-            raise PcrmError(f"--random-low must be < --random-high, got {self.random_low} and {self.random_high}")
+        if self.method == "random" and not 0 < self.random_low < self.random_high:  # δ* > 0 for every pair
+            raise PcrmError(f"--random-low must be > 0 and < --random-high, got {self.random_low} and {self.random_high}")
         if self.method == "fixed" and not (math.isfinite(self.fixed_delta) and self.fixed_delta > 0):
             raise PcrmError(f"--fixed-delta must be a finite number > 0, got {self.fixed_delta}")
         if self.encoder_batch_size < 1:

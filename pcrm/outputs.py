@@ -37,8 +37,8 @@ import signal
 from pathlib import Path
 
 from pcrm.errors import PcrmError
-from pcrm.preflight import (check_backbone, check_max_length, check_model_files, check_numbers,  # noqa: F401 (moved there)
-                            check_scheduler, model_length_limit)
+from pcrm.preflight import (  # noqa: F401 (these checks moved there; importable from here too)
+    check_backbone, check_max_length, check_model_files, check_numbers, check_scheduler, model_length_limit)
 
 MARKER = "INCOMPLETE"
 FINAL = "pcrm_config.json"
@@ -226,12 +226,13 @@ class OutputFolder:
     """
 
     def __init__(self, path: str | Path, command: str, settings: dict | None = None, overwrite: bool = False,
-                 resume: bool = False, checkpoint_dir: str | None = "checkpoints", resumable=None, rerun: str = "refuse"):
+                 resume: bool = False, checkpoint_dir: str | None = "checkpoints", resumable=None,
+                 rerun: str = "refuse"):
         self.path = Path(path)
         self.command, self.settings = command, settings
         self.overwrite, self.resume = overwrite, resume
         self.checkpoint_dir = checkpoint_dir
-        self.resumable = resumable  # optional callable(work: Path) -> bool for runs whose checkpoints are not transformers'
+        self.resumable = resumable  # optional callable(work: Path) -> bool: runs whose checkpoints are not transformers'
         self.rerun = rerun  # "continue": an existing output of this command is continued in place (cached stages)
         parent = self.path.parent
         self.new = parent / f".{self.path.name}.pcrm-new"
@@ -239,7 +240,7 @@ class OutputFolder:
         self.lock_path = _lock_path(self.path)
         self.work: Path | None = None
         self.checkpoint: Path | None = None
-        self.resume_from: Path | None = None  # --resume: the folder whose checkpoints are resumed (`work` or its original)
+        self.resume_from: Path | None = None  # --resume: the folder whose checkpoints are resumed
         self.skipped: list[Path] = []
         self._copy = False  # --resume of a finished output: work on a copy
         self._lock = None
@@ -270,7 +271,8 @@ class OutputFolder:
         else:
             self._check_owner(self.path, "--overwrite" if self.overwrite else None)
             if not (self.overwrite or self.rerun == "continue"):
-                raise PcrmError(f"--output {self.path} exists and is not empty (pass --overwrite to replace it, or --resume)")
+                raise PcrmError(f"--output {self.path} exists and is not empty "
+                                "(pass --overwrite to replace it, or --resume)")
             self.work = self.new if self.overwrite else self.path
         return self.work
 
@@ -441,7 +443,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 # What torch's and safetensors' errors say when the disk is full (they are RuntimeErrors, not OSError ENOSPC).
-_ENOSPC_TEXT = ("No space left on device", "os error 28", "code: 28", "StorageFull", "file write failed", "unexpected pos")
+_ENOSPC_TEXT = ("No space left on device", "os error 28", "code: 28", "StorageFull", "file write failed",
+                "unexpected pos")
 
 
 def is_enospc(err: BaseException | None) -> bool:

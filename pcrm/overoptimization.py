@@ -279,18 +279,25 @@ def _write_pairs(path: Path, prompts, chosen, rejected) -> None:
     atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
-def check_study(config, out: Path) -> None:
-    """Record the settings the cached outputs depend on; refuse to resume a study made with other ones."""
+def check_study(config, out: Path, write: bool = True) -> None:
+    """Record the settings the cached outputs depend on (unless not `write`); refuse to resume a study made with
+    other ones, or whose study.json is unreadable."""
     path = out / "study.json"
     current = {key: getattr(config, key) for key in FINGERPRINT}
     if path.exists():
-        saved = json.loads(path.read_text())
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise PcrmError(f"{path}: unreadable ({type(err).__name__}); use a new --output, or remove the study") from None
+        if not isinstance(saved, dict):
+            raise PcrmError(f"{path}: not a study.json of pcrm overoptimization; use a new --output")
         changed = [key for key in FINGERPRINT if key in saved and saved[key] != current[key]]
         if changed:
             what = ", ".join(f"--{k.replace('_', '-')} {saved[k]!r} (now {current[k]!r})" for k in changed)
             raise PcrmError(f"--output {out} holds a study made with {what}: use a new --output, or the same options")
         return
-    write_json(path, current)
+    if write:
+        write_json(path, current)
 
 
 def stage_labels(config, out: Path) -> dict:

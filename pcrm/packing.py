@@ -124,7 +124,8 @@ def packed_rewards(model, batch: dict) -> torch.Tensor:
         segment = (position_ids == 0).cumsum(-1)  # every sequence (and a row's tail) starts at position 0
         mask = (segment[:, :, None] == segment[:, None, :])[:, None]
         if inner.config._attn_implementation == "eager":  # eager adds the mask to the scores
-            mask = torch.zeros(mask.shape, dtype=inner.dtype, device=mask.device).masked_fill(~mask, torch.finfo(inner.dtype).min)
+            blocked = torch.finfo(inner.dtype).min
+            mask = torch.zeros(mask.shape, dtype=inner.dtype, device=mask.device).masked_fill(~mask, blocked)
         extra = {"attention_mask": mask, "token_type_ids": torch.zeros_like(position_ids)}
         pooler = getattr(inner, inner.base_model_prefix).pooler
         hook = pooler.register_forward_pre_hook(lambda module, args: (args[0][rows, columns][:, None],))
@@ -182,7 +183,8 @@ def packing_exact(model, pad_token_id: int) -> bool:
 
 
 @torch.no_grad()
-def packed_scores(model, ids: list[list[int]], pad_token_id: int, batch_size: int = 32, row_tokens: int | None = None) -> np.ndarray:
+def packed_scores(model, ids: list[list[int]], pad_token_id: int, batch_size: int = 32,
+                  row_tokens: int | None = None) -> np.ndarray:
     """Rewards of token-id sequences (in the input order), `batch_size` sequences per packed forward, longest
     first: `pcrm.scoring.score_texts` with packing. The caller checks `packing_exact` first."""
     device = next(model.parameters()).device

@@ -69,8 +69,8 @@ def check_device(device: str, option: str = "--device") -> None:
         parsed = torch.device(device)
     except (RuntimeError, ValueError):
         raise PcrmError(f"{option} {device!r}: not a device (auto, cpu, cuda, cuda:N, mps)") from None
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}.get(parsed.type)
-    if not available:
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(parsed.type):
         raise PcrmError(f"{option} {device}: no such device on this machine (use auto or cpu)")
     if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
         raise PcrmError(f"{option} {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
@@ -121,7 +121,7 @@ def check_max_length(name: str, max_length: int | None, option: str = "--max-len
 
 
 def check_backbone(name: str) -> None:
-    """A train-rm backbone: a sequence classifier must have exactly one label (a 2-label model is a classifier, not an RM)."""
+    """A train-rm backbone: a sequence classifier must have exactly one label (with 2 it is a classifier, not an RM)."""
     config = model_config(name)
     architectures = config.architectures or []
     if any(a.endswith("ForSequenceClassification") for a in architectures) and config.num_labels != 1:
@@ -179,25 +179,27 @@ def check_model_files(name: str) -> None:
 
 def check_model(name: str, kind: str, max_length: int | None = None, option: str = "--model",
                 length_option: str = "--max-length") -> None:
-    """All the checks of a model given as `option`: its kind (`reward` or `causal`), length limit, weights, tokenizer."""
+    """Every check of a model given as `option`: its kind (`reward` or `causal`), length limit, weights, tokenizer."""
     from pcrm.models import check_reward_model
 
+    check_model_files(name)
     if kind == "reward":
         check_reward_model(name)
     else:
         check_causal_lm(name, option)
     check_max_length(name, max_length, length_option)
-    check_model_files(name)
     check_tokenizer(name)
 
 
 def check_report_dir(path: str, option: str = "--report") -> None:
-    """A `pcrm evaluate` folder that a report section can be added to (read and written before the run, not after)."""
+    """A folder a report section can be added to, checked before the run (not after it): a `pcrm evaluate` folder, or
+    an empty or absent one (then created) under a writable parent."""
     folder = Path(path)
-    if not (folder / "metrics.json").is_file():
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))
+    if existing == folder and folder.is_dir() and any(folder.iterdir()) and not (folder / "metrics.json").is_file():
         raise PcrmError(f"{option} {path}: not a pcrm evaluate folder (no metrics.json)")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise PcrmError(f"{option} {path}: not writable")
-    sections = folder / "sections"
-    if sections.exists() and not (sections.is_dir() and os.access(sections, os.W_OK | os.X_OK)):
-        raise PcrmError(f"{option} {path}: {sections} is not a writable directory")
+    if not existing.is_dir():
+        raise PcrmError(f"{option} {path}: {existing} is not a directory")
+    for writable in (existing, folder / "sections"):
+        if writable.exists() and not (writable.is_dir() and os.access(writable, os.W_OK | os.X_OK)):
+            raise PcrmError(f"{option} {path}: {writable} is not a writable directory")

@@ -19,6 +19,7 @@ from pcrm.errors import PcrmError
 from pcrm.evaluation.metrics import format_estimate
 from pcrm.evaluation.reward_models import SCHEMA_VERSION
 from pcrm.io import atomic_write_bytes, atomic_write_text, slug, write_json
+from pcrm.report_answer import answer_section
 
 SECTIONS_DIR = "sections"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -72,59 +73,15 @@ def write_report(input: str | Path, output: str | Path | None = None, title: str
     output = Path(output) if output else metrics_file.parent
     runs = [(result, _load_arrays(metrics_file.parent / result["arrays"])) for result in summary["results"]]
     extra = [_localised(s, metrics_file.parent, output) for s in extra_sections(metrics_file.parent)]  # checked first
-    sections = [answer_section(summary), metric_section(summary), *figure_sections(runs, summary["config"]["priors"], output)]
+    answer = answer_section(summary, {(r["model"], r["data"]): a for r, a in runs}, summary["config"]["bootstrap"],
+                            summary["config"]["seed"])
+    sections = [answer, metric_section(summary), *figure_sections(runs, summary["config"]["priors"], output)]
     sections += training_sections(summary["results"], output) + extra
     atomic_write_text(output / "report.html", render_html(title, sections, output))
     atomic_write_text(output / "report.md", render_markdown(title, sections))
     images = [str(output / name) for s in sections for name in s.images]
     print(f"wrote {output / 'report.html'}, {output / 'report.md'} and {len(images)} PNG files")
     return {"html": str(output / "report.html"), "markdown": str(output / "report.md"), "images": images}
-
-
-# (name, how to read it from metrics, True when higher is better); |x| for the length bias.
-HEADLINE_METRICS = (
-    ("accuracy", lambda m: m["accuracy"], True),
-    ("Kendall τ (labelled pairs)", lambda m: m["rank_correlation"]["kendall_tau_pairs"], True),
-    ("Spearman ρ per prompt", lambda m: m["rank_correlation"]["spearman_per_prompt"], True),
-    ("ECE (calibration)", lambda m: m["calibration"]["ece"], False),
-    ("|Spearman ρ(score, length)| (length bias)", lambda m: _absolute(m["length_bias"]["score_length_spearman"]), False),
-)
-
-
-def answer_section(summary: dict) -> Section:
-    """The answer first: per dataset and headline metric, the best model, its estimate [95% CI], and whether
-    its CI separates it from the runner-up."""
-    rows = []
-    for data in dict.fromkeys(r["data"] for r in summary["results"]):
-        results = [r for r in summary["results"] if r["data"] == data]
-        for name, get, higher in HEADLINE_METRICS:
-            ranked = [(get(r["metrics"]), r["model"]) for r in results]
-            ranked = sorted([(e, m) for e, m in ranked if e and e["value"] is not None], key=lambda x: x[0]["value"], reverse=higher)
-            if not ranked:
-                continue
-            (best, model), runner_up = ranked[0], ranked[1] if len(ranked) > 1 else None
-            if runner_up is None:
-                verdict = "only model"
-            elif best["ci"] is None or runner_up[0]["ci"] is None:
-                verdict = f"ahead of {runner_up[1]} (no CI)"
-            else:
-                apart = best["ci"][0] > runner_up[0]["ci"][1] if higher else best["ci"][1] < runner_up[0]["ci"][0]
-                verdict = f"{'separated from' if apart else 'CIs overlap with'} {runner_up[1]} ({format_estimate(runner_up[0])})"
-            rows.append({"data": data, "metric": name, "best": model, "estimate [95% CI]": format_estimate(best), "vs runner-up": verdict})
-    text = ("Which model is best on each headline metric (higher is better for accuracy and rank correlations, lower for "
-            "ECE and the length bias); a difference counts only where the CIs do not overlap. Details follow.")
-    return Section("Answer: best model per metric", text, rows)
-
-
-def _absolute(estimate: dict | None) -> dict | None:
-    """An estimate of |x|: the value and CI of x folded at 0."""
-    if not estimate or estimate["value"] is None:
-        return estimate
-    ci = estimate["ci"]
-    if ci is not None:
-        low, high = sorted(abs(v) for v in ci)
-        ci = [0.0 if ci[0] <= 0 <= ci[1] else low, high]
-    return {**estimate, "value": abs(estimate["value"]), "ci": ci}
 
 
 def metric_section(summary: dict) -> Section:
@@ -379,7 +336,7 @@ def render_markdown(title: str, sections: list[Section]) -> str:
 CSS = """
 body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.25em; border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 1.6em; }
-table { border-collapse: collapse; font-size: .85em; margin: .8em 0; }
+table { border-collapse: collapse; font-size: .85em; margin: .8em 0; display: block; max-width: 100%; overflow-x: auto; }
 th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: left; white-space: nowrap; }
 th { background: #f3f3f3; } tr:nth-child(even) td { background: #fafafa; }
 figure { margin: 1em 0; } img { max-width: 100%; } figcaption { font-size: .8em; color: #777; }

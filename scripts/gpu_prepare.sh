@@ -9,6 +9,7 @@
 #   * the bundled tokenizers (MiniLM's files, SmolLM2's extracted from its GGUF), not their weights.
 # Then it prints the size that travels (the working tree + this folder; the device tool's limit is 64 MiB).
 # Usage: scripts/gpu_prepare.sh            (here, with network; then carry scripts/gpu_wheels to the GPU machine)
+#        PCRM_GPU_WHEELS=DIR PCRM_GPU_PYTHON_VERSION=3.11 scripts/gpu_prepare.sh   (another folder / target Python)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${PCRM_GPU_WHEELS:-scripts/gpu_wheels}
@@ -16,6 +17,7 @@ PY=${PYTHON:-.venv/bin/python}
 DEEPSPEED_VERSION=0.19.8   # not in constraints.txt (an optional extra); the newest release when this was written
 HJSON_VERSION=3.1.0
 LIMIT_MIB=64
+TARGET_PYTHON=${PCRM_GPU_PYTHON_VERSION:-3.12}   # the GPU machine's python3 (3.12.3 when last read)
 mkdir -p "$OUT"
 
 pin() {  # the version constraints.txt pins NAME to
@@ -25,8 +27,8 @@ pin() {  # the version constraints.txt pins NAME to
   echo "$v"
 }
 
-download() {  # NAME==VERSION...: wheels for CPython 3.12 on x86-64 Linux, no dependencies resolved
-  "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+download() {  # NAME==VERSION...: wheels for that CPython on x86-64 Linux, no dependencies resolved
+  "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version "$TARGET_PYTHON" --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d "$OUT" "$@"
 }

@@ -127,7 +127,8 @@ def test_bon_end_to_end_reuses_samples(tiny, tmp_path, capsys):
     assert len(list((report / "sections").glob("*.json"))) == 2  # the best-of-N table and the reward-scale table
     result = json.loads((out / "bon.json").read_text())
     (rm,) = result["reward_models"].values()
-    assert set(rm["scale"]) == {"mean", "std", "min", "max", "spearman_length", "spearman_judge"}
+    assert set(rm["scale"]) == {"mean", "std", "min", "max", "spearman_length", "spearman_judge", "length_capped",
+                                "spearman_length_uncapped"}
     assert [row["n"] for row in rm["rows"]] == [1, 2, 4]
     assert rm["rows"][0]["win_rate"]["rate"] == 0.5 and rm["rows"][1]["kl"] == pytest.approx(kl_best_of_n(2))
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]

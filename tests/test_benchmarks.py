@@ -46,7 +46,7 @@ def test_vs_trl_uses_the_same_pairs(bench, tiny_rm_dir, pairs_file, tmp_path):
     saved = run(bench("vs_trl"), tiny_rm_dir, pairs_file, tmp_path, "--method", "length", "--max-length", "128",
                 "--trl-stock-variant")
     rows = {row["trainer"]: row for row in saved["table"]}
-    assert set(rows) == {"pcrm", "pcrm-random", "trl", "trl-stock-gc"}
+    assert set(rows) == {"pcrm", "pcrm-padded", "pcrm-random", "trl", "trl-stock-gc"}
     assert {row["pairs"] for row in rows.values()} == {8}  # the 8 pairs of pairs_file, none dropped
     assert "speedup_pcrm_vs_trl" in saved["figures"]
 

@@ -115,10 +115,10 @@ def test_constraints_command_suggests_betas(pairs_file, tiny_rm_dir, tmp_path, c
     from pcrm.cli import main
 
     args = ["constraints", "--data", str(pairs_file), "--method", "length", "--unit", "chars",
-            "--suggest-from", str(tiny_rm_dir), "--output", str(tmp_path)]
+            "--suggest-from", str(tiny_rm_dir), "--output", str(tmp_path / "c")]
     assert main(args) == 0
     assert "suggested: --method length --beta1" in capsys.readouterr().out
-    suggestion = json.loads((tmp_path / "summary.json").read_text())["suggestion"]
+    suggestion = json.loads((tmp_path / "c" / "summary.json").read_text())["suggestion"]
     assert suggestion["beta1"] > 0 and set(suggestion["margin_quantiles"]) == {"0.05", "0.25", "0.5", "0.75", "0.95"}
     assert main(args[:4] + ["fixed"] + args[5:]) == 2
     assert "--suggest-from needs --method length or cosine" in capsys.readouterr().err

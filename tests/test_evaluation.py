@@ -268,8 +268,9 @@ def test_evaluate_end_to_end_and_cache(model_dir, files, tmp_path, monkeypatch, 
         raise AssertionError("model loaded although the scores are cached")
 
     monkeypatch.setattr("pcrm.models.load_reward_model", no_model)
-    assert main(argv) == 0
-    assert json.loads((output / "metrics.json").read_text()) == summary
+    assert main([*argv, "--overwrite"]) == 0  # an existing output is replaced only when asked to
+    again = json.loads((output / "metrics.json").read_text())
+    assert {**again, "config": {**again["config"], "overwrite": False}} == summary
 
 
 def test_betas_come_from_pcrm_config(model_dir, files, tmp_path):

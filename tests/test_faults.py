@@ -267,7 +267,7 @@ def test_concurrent_run_into_the_same_output_is_refused_naming_the_holder(good_o
     _, pairs, _ = good_output
     output = tmp_path / "busy"
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pcrm.outputs import OutputFolder\n"
-                               f"held = OutputFolder({str(output)!r}).open(); print('held', flush=True); time.sleep(60)"],
+                               f"held = OutputFolder({str(output)!r}, 'train-rm').open(); print('held', flush=True); time.sleep(60)"],
                               cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -278,7 +278,7 @@ def test_concurrent_run_into_the_same_output_is_refused_naming_the_holder(good_o
     finally:
         holder.kill()
         holder.wait()
-    folder = OutputFolder(output, overwrite=True)  # the lock dies with its holder
+    folder = OutputFolder(output, "train-rm", overwrite=True)  # the lock dies with its holder
     assert folder.plan() == tmp_path / ".busy.pcrm-new"
 
 
@@ -312,7 +312,7 @@ def _interrupt_then_resume(good_output, tiny_rm_dir, tmp_path, capsys, sig):
         train(config, callbacks=[Interrupt(sig, 3)])
     assert (output / MARKER).exists() and not (output / "pcrm_config.json").exists()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
-    assert OutputFolder(output, overwrite=True).plan() == tmp_path / ".run.pcrm-new"
+    assert OutputFolder(output, "train-rm", overwrite=True).plan() == tmp_path / ".run.pcrm-new"
     config.resume = True
     capsys.readouterr()
     result = train(config)
@@ -392,7 +392,7 @@ def test_corrupt_and_unusable_caches_are_recomputed_with_a_warning(good_output, 
     reference, pairs, _ = good_output
     monkeypatch.setenv("PCRM_CACHE", str(tmp_path / "cache"))
     argv = ["evaluate", "--model", str(reference), "--data", str(pairs), "--split", "train", "--bootstrap", "0", "--priors", "length",
-            "--output", str(tmp_path / "eval")]
+            "--output", str(tmp_path / "eval"), "--overwrite"]
     assert main(argv) == 0
     first = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     (cached,) = (tmp_path / "cache" / "scores").glob("*.npz")
@@ -415,7 +415,7 @@ def test_corrupt_embedding_and_sample_caches(pairs_file, tmp_path, capsys, monke
     from pcrm.alignment.bon import _read_passes
 
     monkeypatch.setenv("PCRM_CACHE", str(tmp_path / "cache"))
-    argv = ["constraints", "--method", "cosine", "--data", str(pairs_file), "--output", str(tmp_path / "c")]
+    argv = ["constraints", "--method", "cosine", "--data", str(pairs_file), "--output", str(tmp_path / "c"), "--overwrite"]
     assert main(argv) == 0
     (cached,) = (tmp_path / "cache" / "embeddings").glob("*.npz")
     np.savez(cached, chosen=np.zeros((2, 3)), rejected=np.zeros((2, 3)))  # wrong number of rows

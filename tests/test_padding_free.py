@@ -21,13 +21,20 @@ TOL = 1e-5
 def _tiny(kind: str, vocab_size: int = 384, attn: str = "sdpa"):
     """A randomly initialised 2-layer RM, no dropout; weights drawn wide (std 0.2) so that rewards are O(1) and a
     leak between packed sequences moves them far beyond the tolerance (checked in the first test)."""
-    from transformers import BertConfig, BertForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        LlamaConfig,
+        LlamaForSequenceClassification,
+    )
 
     torch.manual_seed(0)
-    common = dict(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                  max_position_embeddings=512, num_labels=1, pad_token_id=0, initializer_range=0.2, attn_implementation=attn)
+    common = {"vocab_size": vocab_size, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "intermediate_size": 64, "max_position_embeddings": 512, "num_labels": 1, "pad_token_id": 0,
+              "initializer_range": 0.2, "attn_implementation": attn}
     if kind == "bert":
-        return BertForSequenceClassification(BertConfig(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **common))
+        config = BertConfig(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **common)
+        return BertForSequenceClassification(config)
     return LlamaForSequenceClassification(LlamaConfig(num_key_value_heads=2, **common))
 
 
@@ -63,7 +70,8 @@ def test_packed_rewards_equal_the_padded_forward(kind, attn):
         for row_tokens in (None, 64, 200):  # rows of the longest sequence (default), longer ones, all in one row
             batch = pack(sequences, 0, read_position(model), row_tokens)
             width = batch["input_ids"].shape[1]
-            assert len(batch["input_ids"]) < len(sequences) and (width == 40 if row_tokens is None else width <= row_tokens)
+            assert len(batch["input_ids"]) < len(sequences)
+            assert width == 40 if row_tokens is None else width <= row_tokens
             torch.testing.assert_close(packed_rewards(model, batch), padded, rtol=0, atol=TOL)
         # the tolerance is meaningful: the same rows without the segment boundaries (one sequence per row) differ
         leaky = {**batch, "position_ids": torch.arange(batch["input_ids"].shape[1]).expand_as(batch["input_ids"])}
@@ -76,8 +84,9 @@ def _trainer(rm_dir, pairs_file, output, padding_free: bool, **overrides):
     from pcrm.constraints import PriorOptions
     from pcrm.trainers.reward import build_trainer
 
-    options = dict(model=str(rm_dir), data=str(pairs_file), output=str(output), method="length", max_length=128,
-                   batch_size=8, learning_rate=1e-3, max_steps=2, save_steps=100, progress=False, padding_free=padding_free)
+    options = {"model": str(rm_dir), "data": str(pairs_file), "output": str(output), "method": "length",
+               "max_length": 128, "batch_size": 8, "learning_rate": 1e-3, "max_steps": 2, "save_steps": 100,
+               "progress": False, "padding_free": padding_free}
     options.update(overrides)
     config = Config(**options, prior=PriorOptions(unit="chars"))
     Path(output).mkdir(parents=True, exist_ok=True)
@@ -86,7 +95,7 @@ def _trainer(rm_dir, pairs_file, output, padding_free: bool, **overrides):
 
 @pytest.mark.parametrize("kind", ["llama", "bert"])
 def test_a_training_step_equals_the_padded_step(rm_dirs, pairs_file, tmp_path, kind):
-    """Loss, every logged metric and the gradient of every parameter, from the trainer's own dataloader and compute_loss."""
+    """Loss, every logged metric and every parameter's gradient, from the trainer's own dataloader and compute_loss."""
     results = {}
     for padding_free in (True, False):
         trainer, _, facts = _trainer(rm_dirs[kind], pairs_file, tmp_path / str(padding_free), padding_free)
@@ -94,7 +103,7 @@ def test_a_training_step_equals_the_padded_step(rm_dirs, pairs_file, tmp_path, k
         batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
         assert ("reward_index" in batch) == padding_free and "delta" in batch
         if padding_free:  # fewer tokens computed than the padded batch
-            assert batch["input_ids"].numel() < 16 * batch["input_ids"].shape[1] and "attention_mask" not in batch
+            assert "attention_mask" not in batch and batch["input_ids"].numel() < 16 * batch["input_ids"].shape[1]
         model = trainer.model.train()
         loss = trainer.compute_loss(model, batch)
         loss.backward()
@@ -121,10 +130,10 @@ def test_lora_gradient_checkpointing_and_packing_train(rm_dirs, pairs_file, tmp_
     results = {}
     for padding_free in (True, False):
         output = tmp_path / f"lora-{padding_free}"
-        config = Config(model=str(rm_dirs["llama"]), data=str(pairs_file), eval_data=str(pairs_file), eval_split="train",
-                        output=str(output), method="length", max_length=128, batch_size=4, learning_rate=1e-2, max_steps=3,
-                        save_steps=100, progress=False, lora_r=4, gradient_checkpointing=True, padding_free=padding_free,
-                        prior=PriorOptions(unit="chars"))
+        config = Config(model=str(rm_dirs["llama"]), data=str(pairs_file), eval_data=str(pairs_file),
+                        eval_split="train", output=str(output), method="length", max_length=128, batch_size=4,
+                        learning_rate=1e-2, max_steps=3, save_steps=100, progress=False, lora_r=4,
+                        gradient_checkpointing=True, padding_free=padding_free, prior=PriorOptions(unit="chars"))
         results[padding_free] = train(config), _losses(output)
     (packed, packed_losses), (padded, padded_losses) = results[True], results[False]
     assert packed["padding_free"] and not padded["padding_free"]
@@ -133,7 +142,7 @@ def test_lora_gradient_checkpointing_and_packing_train(rm_dirs, pairs_file, tmp_
     assert packed["heldout"]["margin_mean"] == pytest.approx(padded["heldout"]["margin_mean"], abs=TOL)
 
 
-def test_a_model_whose_packing_leaks_stays_padded(monkeypatch, caplog):
+def test_a_model_whose_packing_leaks_stays_padded(monkeypatch):
     """Without transformers' packed-sequence mask the probe sees the leak; unsupported architectures are refused."""
     import transformers.masking_utils as masking
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
@@ -141,8 +150,8 @@ def test_a_model_whose_packing_leaks_stays_padded(monkeypatch, caplog):
     model = _tiny("llama")
     monkeypatch.setattr(masking, "find_packed_sequence_indices", lambda position_ids: None)
     assert not packing_exact(model, 0)
-    assert not packing_exact(DistilBertForSequenceClassification(DistilBertConfig(vocab_size=384, dim=32, n_layers=1, n_heads=2,
-                                                                                   hidden_dim=64, num_labels=1)), 0)
+    config = DistilBertConfig(vocab_size=384, dim=32, n_layers=1, n_heads=2, hidden_dim=64, num_labels=1)
+    assert not packing_exact(DistilBertForSequenceClassification(config), 0)
 
 
 def test_packed_scores_equal_score_texts(rm_dirs):
@@ -150,13 +159,14 @@ def test_packed_scores_equal_score_texts(rm_dirs):
     from pcrm.scoring import score_texts
     from pcrm.tokenization import tokenize
 
-    texts = ["short", "a somewhat longer text for the batch " * 3, "mid length one", "x", "another one, of medium size"] * 3
+    texts = ["short", "a somewhat longer text " * 5, "mid length one", "x", "another one, of medium size"] * 3
     for kind, rm_dir in rm_dirs.items():
         model, tokenizer = load_reward_model(rm_dir).eval(), load_tokenizer(rm_dir)
         ids, _ = tokenize(tokenizer, texts, 128)
         expected = score_texts(model, tokenizer, texts, max_length=128, batch_size=4, progress=False)
         assert packing_exact(model, tokenizer.pad_token_id)
-        assert packed_scores(model, ids, tokenizer.pad_token_id, batch_size=4) == pytest.approx(expected, abs=TOL), kind
+        packed = packed_scores(model, ids, tokenizer.pad_token_id, batch_size=4)
+        assert packed == pytest.approx(expected, abs=TOL), kind
 
 
 def _free_port() -> int:
@@ -171,20 +181,51 @@ def test_two_packed_processes_match_one_padded_with_the_same_global_batch(rm_dir
     from safetensors.torch import load_file
 
     common = ["train-rm", "--model", str(rm_dirs["llama"]), "--data", str(pairs_file), "--eval-data", str(pairs_file),
-              "--eval-split", "train", "--method", "length", "--unit", "chars", "--max-steps", "3", "--max-length", "128",
-              "--learning-rate", "1e-3", "--sampler", "sequential", "--no-progress"]
+              "--eval-split", "train", "--method", "length", "--unit", "chars", "--max-steps", "3",
+              "--max-length", "128", "--learning-rate", "1e-3", "--sampler", "sequential", "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no", "--num_processes", "2", "--main_process_port", str(_free_port())]
-    two = subprocess.run(launch + ["-m", "pcrm.cli", *common, "--padding-free", "--batch-size", "2", "--output", str(tmp_path / "two")],
-                         cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
-    assert two.returncode == 0, two.stderr[-3000:]
-    one = subprocess.run([sys.executable, "-m", "pcrm.cli", *common, "--no-padding-free", "--batch-size", "4", "--output",
-                          str(tmp_path / "one")], cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
-    assert one.returncode == 0, one.stderr[-3000:]
+              "--mixed_precision", "no", "--dynamo_backend", "no", "--num_processes", "2",
+              "--main_process_port", str(_free_port())]
+    runs = {"two": launch + ["-m", "pcrm.cli", *common, "--padding-free", "--batch-size", "2"],
+            "one": [sys.executable, "-m", "pcrm.cli", *common, "--no-padding-free", "--batch-size", "4"]}
+    for name, command in runs.items():
+        done = subprocess.run([*command, "--output", str(tmp_path / name)], cwd=REPO, capture_output=True, text=True,
+                              env=env, timeout=300, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((tmp_path / "two" / "pcrm_config.json").read_text())["padding_free"] is True
-    expected, actual = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
+    expected, actual = (load_file(tmp_path / name / "model.safetensors") for name in ("one", "two"))
     initial = load_file(rm_dirs["llama"] / "model.safetensors")
     for name in expected:
         torch.testing.assert_close(actual[name], expected[name], rtol=1e-4, atol=1e-5, msg=name)
     assert any(not torch.allclose(expected[name], initial[name]) for name in expected)
+
+
+def test_benchmark_smoke_run(rm_dirs, pairs_file, tmp_path):
+    """benchmarks/padding_free.py end to end on the tiny models (no timing asserted): every variant, the same pairs."""
+    import importlib
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    threads = torch.get_num_threads()
+    cases = [f"{rm_dirs['llama']}@128+lora", f"{rm_dirs['bert']}@128"]
+    try:
+        module = importlib.import_module("padding_free")
+        output = tmp_path / "padding_free.json"
+        module.main(["--quick", "--data", str(pairs_file), "--output", str(output), "--row-tokens", "128",
+                     "--cases", *cases])
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+        torch.set_num_threads(threads)
+    saved = json.loads(output.read_text())
+    variants = {(row["case"], row["variant"]) for row in saved["table"]}
+    names = ("pcrm-packed", "pcrm-padded", "pcrm-packed-row128", "trl", "bare")
+    assert variants == {(case, name) for case in cases for name in names}
+    for row in saved["table"]:
+        assert row["real_tok_per_s"] > 0 and (row["variant"] != "bare" or row["padding_share"] == 0)
+    rows = {(row["case"], row["variant"]): row for row in saved["table"]}
+    for case in cases:  # the same batches, fewer tokens computed
+        packed, padded = rows[case, "pcrm-packed"], rows[case, "pcrm-padded"]
+        assert packed["real_tokens"] == padded["real_tokens"] and packed["computed_tokens"] < padded["computed_tokens"]
+    figures = saved["figures"][cases[0]]
+    assert {"packed_vs_trl", "packed_vs_bare", "packed_vs_padded"} <= set(figures)
+    assert "target" in figures["packed_vs_trl"]

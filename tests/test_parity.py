@@ -23,6 +23,24 @@ from tests.rm_fixtures import write_jsonl
 MAX_LENGTH = 48  # the training --max-length: most test texts are longer
 TOL = 1e-4
 ZWSP = "\u200b"
+MEASURED: dict = {}  # (model, client) -> max |score − oracle|; PCRM_PARITY_TABLE=FILE writes it (README table)
+
+
+def _check(name, client, scores, expected, equal=True):
+    """Record max |scores − expected| for the README table; assert it is ≤ TOL (or > TOL where documented)."""
+    diff = float(np.abs(np.asarray(scores, dtype=float) - np.asarray(expected, dtype=float)).max())
+    MEASURED[f"{name}|{client}"] = diff
+    assert (diff <= TOL) if equal else (diff > TOL), f"{client}: max |diff| {diff:.3g}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _write_table():
+    yield
+    import os
+
+    if os.environ.get("PCRM_PARITY_TABLE"):
+        with open(os.environ["PCRM_PARITY_TABLE"], "w", encoding="utf-8") as f:
+            json.dump(MEASURED, f, indent=1)
 
 
 def _backbone(kind: str, tokenizer, path):
@@ -46,9 +64,27 @@ RESPONSES = [c for _, c, _ in PAIRS]
 LONG = "Human: " + "a very long question about many things and more " * 60 + "\n\nAssistant:"  # > 512 tokens
 
 
+def _bundled_texts():
+    """Bundled held-out HH-RLHF texts from the shortest to the longest (18 to over 700 MiniLM tokens)."""
+    from pcrm.data import load_preferences
+    from pcrm.models import load_tokenizer
+
+    test = load_preferences("hh-rlhf-harmless", split="test")
+    texts = [(p, r) for p, c, x in zip(test["prompt"], test["chosen"], test["rejected"]) for r in (c, x)]
+    counts = np.array([len(ids) for ids in load_tokenizer("minilm")([p + r for p, r in texts])["input_ids"]])
+    order = np.argsort(counts, kind="stable")
+    picked = order[np.linspace(0, len(order) - 1, 12).round().astype(int)]
+    assert counts[picked].min() <= 20 and counts[picked].max() > 700
+    return [texts[i][0] for i in picked], [texts[i][1] for i in picked]
+
+
 def _texts(kind):
     """(prompts, responses): short texts, texts longer than MAX_LENGTH, one longer than BERT's 512 positions,
-    and texts carrying the backbone's special-token strings."""
+    and texts carrying the backbone's special-token strings; for the real MiniLM, bundled held-out texts too."""
+    if kind == "minilm":
+        prompts, responses = _bundled_texts()
+        more = _texts("bert")
+        return prompts + more[0][-3:], responses + more[1][-3:]
     special = SPECIAL[kind]
     prompts = PROMPTS + [LONG, f"Q: what does {special} mean?\nA:", "Q: " + "why " * 30 + "?\nA:"]
     responses = RESPONSES + [" the end.", f" It is written {special} in the data.", " Because."]
@@ -67,8 +103,9 @@ def trained(tmp_path_factory, smollm2_tokenizer_dir):
     data = write_jsonl(root / "pairs.jsonl", [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in PAIRS] + special)
     tokenizers = {"bert": load_tokenizer("minilm"), "llama": AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)}
     folders = {}
-    for name, kind, extra in (("bert", "bert", []), ("llama", "llama", []), ("llama-lora", "llama", ["--lora-r", "4"])):
-        backbone = _backbone(kind, tokenizers[kind], root / f"backbone-{name}")
+    runs = (("bert", "bert", []), ("llama", "llama", []), ("llama-lora", "llama", ["--lora-r", "4"]), ("minilm", "minilm", []))
+    for name, kind, extra in runs:
+        backbone = "minilm" if kind == "minilm" else _backbone(kind, tokenizers[kind], root / f"backbone-{name}")
         out = root / name
         argv = ["train-rm", "--model", str(backbone), "--data", str(data), "--eval-data", str(data), "--method", "bt",
                 "--max-steps", "2", "--batch-size", "4", "--max-length", str(MAX_LENGTH), "--learning-rate", "1e-3",
@@ -78,13 +115,18 @@ def trained(tmp_path_factory, smollm2_tokenizer_dir):
     return folders
 
 
-@pytest.fixture(scope="module", params=["bert", "llama", "llama-lora"])
+@pytest.fixture(scope="module", params=["bert", "llama", "llama-lora", "minilm"])
 def folder(request, trained):
     return request.param, trained[request.param]
 
 
 def _kind(name):
-    return name.split("-")[0]
+    """The oracle's special-token layout: BERT's for the MiniLM backbones, none for SmolLM2's tokenizer."""
+    return "bert" if name in ("bert", "minilm") else "llama"
+
+
+def _texts_of(name):
+    return _texts("minilm" if name == "minilm" else _kind(name))
 
 
 @torch.no_grad()
@@ -129,7 +171,7 @@ def test_the_folder_records_how_it_is_read(folder):
 
 def test_texts_cover_short_long_and_special(folder):
     name, path = folder
-    prompts, responses = _texts(_kind(name))
+    prompts, responses = _texts_of(name)
     counts = [_token_count(path, p + r) for p, r in zip(prompts, responses)]
     assert min(counts) < MAX_LENGTH < max(counts) and max(counts) > 512
     # the oracle would fail if data special tokens became real ones: splitting them changes the score
@@ -142,7 +184,7 @@ def test_texts_cover_short_long_and_special(folder):
 
 def test_pcrm_evaluate_scores_with_the_recorded_length(folder, tmp_path):
     name, path = folder
-    prompts, responses = _texts(_kind(name))
+    prompts, responses = _texts_of(name)
     data = write_jsonl(tmp_path / "eval.jsonl", [{"prompt": p, "chosen": r, "rejected": " x"} for p, r in zip(prompts, responses)])
     assert main(["evaluate", "--model", str(path), "--data", str(data), "--bootstrap", "0", "--priors", "length",
                  "--no-progress", "--output", str(tmp_path / "eval")]) == 0  # no --max-length: the recorded one
@@ -151,7 +193,7 @@ def test_pcrm_evaluate_scores_with_the_recorded_length(folder, tmp_path):
     assert result["max_length"] == MAX_LENGTH
     scores = np.load(tmp_path / "eval" / result["arrays"])["score"][0::2]  # responses are [chosen, rejected] per row
     expected = oracle(path, _kind(name), [p + r for p, r in zip(prompts, responses)])
-    np.testing.assert_allclose(scores, expected, atol=TOL)
+    _check(name, "pcrm evaluate (recorded length)", scores, expected)
 
 
 def test_reward_function_of_align_scores_as_evaluate(folder):
@@ -159,32 +201,38 @@ def test_reward_function_of_align_scores_as_evaluate(folder):
     from pcrm.scoring import RewardScorer
 
     name, path = folder
-    prompts, responses = _texts(_kind(name))
+    prompts, responses = _texts_of(name)
     reward = load_reward_function(path, device="cpu")
     assert reward.max_length == MAX_LENGTH  # the recorded length, not 512
     assert RewardScorer.load(path, device="cpu").max_length == MAX_LENGTH  # what `pcrm align` loads
     scores = reward(prompts=prompts, completions=responses, completion_ids=None, trainer_state=None)
     assert isinstance(scores, list) and all(isinstance(s, float) for s in scores)
-    np.testing.assert_allclose(scores, oracle(path, _kind(name), [p + r for p, r in zip(prompts, responses)]), atol=TOL)
+    _check(name, "load_reward_function (pcrm align)", scores, oracle(path, _kind(name), [p + r for p, r in zip(prompts, responses)]))
 
 
 def test_pipeline(folder):
     from transformers import pipeline
 
     name, path = folder
-    prompts, responses = _texts(_kind(name))
+    prompts, responses = _texts_of(name)
     texts = [p + r for p, r in zip(prompts, responses)]
     expected = oracle(path, _kind(name), texts)
     classifier = pipeline("text-classification", model=str(path), device="cpu")
-    for out in (classifier(texts, truncation=True), classifier(texts, truncation=True, batch_size=4)):
-        np.testing.assert_allclose([o["score"] for o in out], expected, atol=TOL)  # raw score, cut as pcrm cuts
+    # the raw score, cut as pcrm cuts
+    _check(name, "pipeline truncation=True", [o["score"] for o in classifier(texts, truncation=True)], expected)
+    _check(name, "pipeline truncation=True, batch_size=4",
+           [o["score"] for o in classifier(texts, truncation=True, batch_size=4)], expected)
     # default arguments: texts within the training length score the same; longer ones are read whole (documented)
     short = [i for i, t in enumerate(texts) if _token_count(path, t) <= MAX_LENGTH]
-    default = classifier([texts[i] for i in short])
-    np.testing.assert_allclose([o["score"] for o in default], expected[short], atol=TOL)
+    _check(name, "pipeline default, texts within --max-length", [o["score"] for o in classifier([texts[i] for i in short])],
+           expected[short])
+    longest = max(range(len(texts)), key=lambda i: _token_count(path, texts[i]))
     if _kind(name) == "bert":  # past the 512 positions the default pipeline fails (documented: pass truncation=True)
         with pytest.raises(Exception):
-            classifier([texts[len(PROMPTS)]])
+            classifier([texts[longest]])
+    else:  # read whole: another score than pcrm's (documented)
+        _check(name, "pipeline default, text over --max-length", [classifier([texts[longest]])[0]["score"]],
+               expected[[longest]], equal=False)
 
 
 def _grpo(reward_funcs, policy_dir, tmp_path):
@@ -212,26 +260,22 @@ def policy_dir(tmp_path_factory, smollm2_tokenizer_dir):
 
 
 def test_trl_grpo_trainer(folder, policy_dir, tmp_path):
+    """TRL's GRPOTrainer given pcrm's reward function and, as a second reward, the folder path (TRL's own loader:
+    no special tokens added, no truncation; documented). SmolLM2's tokenizer adds no special tokens, so texts within
+    the training length score the same through the path; BERT's lack [CLS]/[SEP] and differ."""
     from pcrm import load_reward_function
 
     name, path = folder
-    prompts, responses = _texts(_kind(name))
+    prompts, responses = _texts_of(name)
     expected = oracle(path, _kind(name), [p + r for p, r in zip(prompts, responses)])
-    inputs = [{"prompt": p} for p in prompts]
-    ids = [[0]] * len(prompts)
-    trainer = _grpo([load_reward_function(path, device="cpu")], policy_dir, tmp_path)
-    rewards = trainer._calculate_rewards(inputs, prompts, responses, ids)[:, 0].cpu().numpy()
-    np.testing.assert_allclose(rewards, expected, atol=TOL)
-    # TRL's own loader of the path: no special tokens added, no truncation (documented). SmolLM2's tokenizer adds no
-    # special tokens, so texts within the training length score the same; BERT's lack [CLS]/[SEP] and differ.
-    trainer = _grpo([str(path)], policy_dir, tmp_path)
     short = [i for i, (p, r) in enumerate(zip(prompts, responses)) if _token_count(path, p + r) <= MAX_LENGTH]
-    rewards = trainer._calculate_rewards([inputs[i] for i in short], [prompts[i] for i in short],
-                                         [responses[i] for i in short], [ids[i] for i in short])[:, 0].cpu().numpy()
-    if _kind(name) == "llama":
-        np.testing.assert_allclose(rewards, expected[short], atol=TOL)
-    else:
-        assert np.abs(rewards - expected[short]).max() > TOL
+    prompts, responses, expected = [prompts[i] for i in short], [responses[i] for i in short], expected[short]
+    trainer = _grpo([load_reward_function(path, device="cpu"), str(path)], policy_dir, tmp_path)
+    rewards = trainer._calculate_rewards([{"prompt": p} for p in prompts], prompts, responses, [[0]] * len(prompts))
+    rewards = rewards.cpu().numpy()
+    _check(name, "TRL GRPOTrainer, reward_funcs=load_reward_function(folder)", rewards[:, 0], expected)
+    _check(name, "TRL GRPOTrainer, reward_funcs=folder path (texts within --max-length)", rewards[:, 1], expected,
+           equal=_kind(name) == "llama")
 
 
 @torch.no_grad()
@@ -241,7 +285,7 @@ def test_rewardbench_style_left_padded_batch(folder):
     from pcrm.rewards import PaddingInvariant
 
     name, path = folder
-    prompts, responses = _texts(_kind(name))
+    prompts, responses = _texts_of(name)
     texts = [p + r for p, r in zip(prompts, responses)]
     expected = oracle(path, _kind(name), texts)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -250,11 +294,10 @@ def test_rewardbench_style_left_padded_batch(folder):
     batch = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")  # truncation: the saved length/side
     plain = model(**batch).logits[:, 0].numpy()
     fixed = PaddingInvariant(model)(**batch).logits[:, 0].numpy()  # right-aligns the batch first
-    np.testing.assert_allclose(fixed, expected, atol=TOL)
-    if _kind(name) == "llama":  # a decoder reads the last non-pad token; rotary positions are relative
-        np.testing.assert_allclose(plain, expected, atol=TOL)
-    else:  # BERT pools its first position, a pad under left padding (documented; the fix is PaddingInvariant)
-        assert np.abs(plain - expected).max() > TOL
+    _check(name, "left-padded batch through PaddingInvariant", fixed, expected)
+    # a decoder reads the last non-pad token (rotary positions are relative); BERT pools its first position, a pad
+    # under left padding (documented; the fix is PaddingInvariant)
+    _check(name, "left-padded batch, plain forward (RewardBench style)", plain, expected, equal=_kind(name) == "llama")
 
 
 def test_conversational_training_keeps_template_tokens_real(tmp_path, smollm2_tokenizer_dir):

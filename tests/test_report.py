@@ -8,6 +8,7 @@ import re
 import pytest
 
 from pcrm.cli import main
+from pcrm.errors import PcrmError
 from pcrm.report import Section, add_section, read_train_log, render_html, render_markdown
 from tests.rm_fixtures import PAIRS, RANKED, tiny_reward_model, write_jsonl
 
@@ -59,7 +60,7 @@ def test_report_has_every_section_and_valid_images(evaluation, tmp_path, capsys)
     assert "similarity-pairs.png" in linked and "training.png" in linked and "DPO_win_rates-0.png" in linked
 
     for label in ("bt · pairs", "pcrm · ranked", "accuracy", "Spearman ρ per prompt", "margin > δ* (cosine)", "pcrm_config.json", "ECE"):
-        assert html.escape(label) in page and label in markdown
+        assert html.escape(label) in page and html.escape(label, quote=False) in markdown  # Markdown escaped as the HTML
     assert "pcrm \\| dpo" in markdown and "pcrm | dpo" in page
     assert "wrote" in capsys.readouterr().out
 
@@ -81,7 +82,7 @@ def test_render_escapes_and_aligns_columns(tmp_path):
     page = render_html("T", sections, tmp_path)
     assert "<h2>A &amp; B</h2>" in page and "<p>x &lt; y</p>" in page and "<td>0.1235</td>" in page
     assert "<tr><td>z</td><td></td></tr>" in page
-    assert render_markdown("T", sections) == "# T\n\n## A & B\n\nx < y\n\n| k | n |\n|---|---|\n| v\\|w | 0.1235 |\n| z |  |\n\n![a.png](a.png)\n"
+    assert render_markdown("T", sections) == "# T\n\n## A &amp; B\n\nx &lt; y\n\n| k | n |\n|---|---|\n| v\\|w | 0.1235 |\n| z |  |\n\n![a.png](a.png)\n"
 
 
 def _error_line(capsys, argv) -> str:
@@ -103,7 +104,11 @@ def test_missing_arrays_and_bad_section(evaluation, tmp_path, capsys):
     line = _error_line(capsys, ["report", "--input", str(copy)])
     assert "scores/bt--pairs.npz" in line and "not found" in line
 
-    add_section(copy, "Broken", images=[tmp_path / "missing.png"])
+    with pytest.raises(PcrmError, match="missing.png.*Broken"):  # an image is checked (and copied) when its section is added
+        add_section(copy, "Broken", images=[tmp_path / "missing.png"])
+    (copy / "sections").mkdir()
+    section = {"title": "Broken", "text": "", "rows": [], "images": ["sections/missing.png"]}
+    (copy / "sections" / "Broken.json").write_text(json.dumps(section))
     (copy / "scores").symlink_to(evaluation / "scores")
     line = _error_line(capsys, ["report", "--input", str(copy), "--output", str(tmp_path / "out")])
-    assert str(tmp_path / "missing.png") in line and "Broken" in line
+    assert str(copy / "sections" / "missing.png") in line and "Broken" in line

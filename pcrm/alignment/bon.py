@@ -46,14 +46,23 @@ def bon_rows(proxy: np.ndarray, judge: np.ndarray | None, lengths: np.ndarray, n
     return rows
 
 
-def scale_stats(scores: np.ndarray, judge: np.ndarray | None, lengths: np.ndarray) -> dict:
-    """Scale of a reward model's scores on all samples, and their Spearman ρ with the judge's scores and with length."""
-    from pcrm.evaluation.metrics import spearman
+def scale_stats(scores: np.ndarray, judge: np.ndarray | None, lengths: np.ndarray, cap: int | None = None) -> dict:
+    """Scale of a reward model's scores on all samples, and their Spearman ρ with the judge's scores and with length.
 
+    Equal lengths share their average rank (ties). Responses cut at `cap` tokens (`--max-new-tokens`) all tie at the
+    cap, so ρ then mostly says whether a response ended early: `length_capped` is their share, and
+    `spearman_length_uncapped` the ρ over the others (None with fewer than 3 or constant lengths)."""
+    from pcrm.evaluation.metrics import finite_or_none, spearman
+
+    scores, lengths = scores.ravel(), lengths.ravel()
     stats = {"mean": float(scores.mean()), "std": float(scores.std()), "min": float(scores.min()), "max": float(scores.max()),
-             "spearman_length": float(spearman(scores.ravel(), lengths.ravel()))}
+             "spearman_length": finite_or_none(spearman(scores, lengths))}
+    if cap is not None:
+        free = lengths < cap
+        stats["length_capped"] = float(1 - free.mean())
+        stats["spearman_length_uncapped"] = finite_or_none(spearman(scores[free], lengths[free])) if free.sum() >= 3 else None
     if judge is not None:
-        stats["spearman_judge"] = float(spearman(scores.ravel(), judge.ravel()))
+        stats["spearman_judge"] = float(spearman(scores, judge.ravel()))
     return stats
 
 
@@ -120,12 +129,12 @@ def run_bon(config, labels: list[str], output: Path) -> dict:
         "config": asdict(config),
         "prompts": len(prompts),
         "samples_per_prompt": shape[1],
-        "reward_models": {label: {"path": name, "scale": scale_stats(proxies[label], judge, lengths),
+        "reward_models": {label: {"path": name, "scale": scale_stats(proxies[label], judge, lengths, config.max_new_tokens),
                                   "rows": bon_rows(proxies[label], judge, lengths, config.n, config.bootstrap, config.seed)}
                           for label, name in zip(labels, config.reward_model)},
     }
     if judge is not None:
-        results["judge"] = {"path": config.judge, "scale": scale_stats(judge, judge, lengths)}
+        results["judge"] = {"path": config.judge, "scale": scale_stats(judge, judge, lengths, config.max_new_tokens)}
     lines = []
     for i, (prompt, responses) in enumerate(zip(prompts, samples["responses"])):
         for j, response in enumerate(responses):
@@ -153,10 +162,21 @@ def table_rows(results: dict) -> list[dict]:
 def scale_rows(results: dict) -> list[dict]:
     """The reward-scale table: one row per reward model (and the judge), on all samples."""
     models = {**results["reward_models"], **({"judge": results["judge"]} if "judge" in results else {})}
-    return [{"reward model": label, "mean ± std": f"{m['scale']['mean']:.3f} ± {m['scale']['std']:.3f}",
-             "min / max": f"{m['scale']['min']:.3f} / {m['scale']['max']:.3f}",
-             "ρ vs judge": f"{m['scale']['spearman_judge']:.3f}" if "spearman_judge" in m["scale"] else "",
-             "ρ vs length": f"{m['scale']['spearman_length']:.3f}"} for label, m in models.items()]
+    def number(value):
+        return "–" if value is None else f"{value:.3f}"
+
+    rows = []
+    for label, m in models.items():
+        scale = m["scale"]
+        row = {"reward model": label, "mean ± std": f"{scale['mean']:.3f} ± {scale['std']:.3f}",
+               "min / max": f"{scale['min']:.3f} / {scale['max']:.3f}",
+               "ρ vs judge": number(scale["spearman_judge"]) if "spearman_judge" in scale else "",
+               "ρ vs length (ties: average ranks)": number(scale["spearman_length"])}
+        if scale.get("length_capped"):  # ties at the cap: ρ then mostly tells early-ending responses apart
+            row |= {"responses at the token cap": f"{scale['length_capped']:.0%}",
+                    "ρ vs length, below the cap": number(scale["spearman_length_uncapped"])}
+        rows.append(row)
+    return rows
 
 
 def plot_bon(results: dict, path: Path) -> Path:

@@ -76,12 +76,26 @@ def pack(queries: list[list[int]], responses: list[list[int]], pad_id: int, devi
 def forward(model, batch: dict, hidden: bool = False):
     """Log-probs of the response tokens under `model` ([rows, response tokens]) and, with `hidden`, the last hidden
     states that predict them (the input of a value head)."""
+    logits, states = _response_logits(model, batch, hidden)
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, batch["input_ids"][:, batch["width"]:, None]).squeeze(-1)
+    return logp, states
+
+
+def _response_logits(model, batch: dict, hidden: bool = False):
+    """(float logits over the vocabulary at the positions that predict the response tokens, their last hidden states)."""
     mask, width = batch["attention_mask"], batch["width"]
     out = model(input_ids=batch["input_ids"], attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
                 output_hidden_states=hidden, use_cache=False)
-    logits = out.logits[:, width - 1 : -1].float()
-    logp = torch.log_softmax(logits, dim=-1).gather(-1, batch["input_ids"][:, width:, None]).squeeze(-1)
-    return logp, (out.hidden_states[-1][:, width - 1 : -1] if hidden else None)
+    return out.logits[:, width - 1 : -1].float(), (out.hidden_states[-1][:, width - 1 : -1] if hidden else None)
+
+
+def exact_kl(policy, reference, batch: dict) -> torch.Tensor:
+    """KL(π ‖ π_ref) of each row's response, exact per token: Σ over its tokens of Σ_v π(v | prefix) · (log π(v | prefix)
+    − log π_ref(v | prefix)), the prefixes being the sampled ones. Every term is a KL between two distributions, so
+    the sum is ≥ 0 (unlike Σ log π/π_ref over the sampled tokens, an unbiased but noisy estimate that can go negative)."""
+    logp, logq = (torch.log_softmax(_response_logits(model, batch)[0], dim=-1) for model in (policy, reference))
+    per_token = (logp.exp() * (logp - logq)).sum(-1).clamp(min=0.0)  # ≥ 0 up to rounding
+    return (per_token * batch["response_mask"]).sum(1)
 
 
 class RewardShaper:
@@ -118,7 +132,8 @@ def reward_stats(raw: np.ndarray) -> dict:
 
 class Probe:
     """Fixed held-out prompts, one seeded sample per prompt at every call (the same random numbers each time):
-    proxy and judge reward, KL to the reference (Σ log π/π_ref over the sampled tokens) and length. The first
+    proxy and judge reward, KL to the reference (`exact_kl`: the exact per-token KL over the vocabulary, summed over
+    the response; never negative) and length. The first
     call's judge scores, kept in `start_file`, are the opponent of the win rate."""
 
     def __init__(self, prompts, tokenizer, reference, proxy, judge, config, start_file: Path):
@@ -134,7 +149,7 @@ class Probe:
             queries, responses, texts = sample(policy, self.tokenizer, self.prompts, config.max_new_tokens, 1.0, config.batch_size)
         batch = pack(queries, responses, self.tokenizer.pad_token_id, policy.device)
         chunks = (select_rows(batch, slice(i, i + config.batch_size)) for i in range(0, len(queries), config.batch_size))
-        kl = torch.cat([((forward(policy, b)[0] - forward(self.reference, b)[0]) * b["response_mask"]).sum(1) for b in chunks])
+        kl = torch.cat([exact_kl(policy, self.reference, b) for b in chunks])
         proxy = self.proxy.scores(self.prompts, texts)
         judge = self.judge.scores(self.prompts, texts) if self.judge else None
         if self.start is None:  # the starting policy; its proxy spread is the unit of proxy gain

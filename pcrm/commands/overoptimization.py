@@ -1,8 +1,7 @@
 """`pcrm overoptimization`: the synthetic gold-reward over-optimisation study (library: `pcrm.overoptimization`)."""
 
 import os
-from dataclasses import dataclass, field, fields
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, fields
 
 from pcrm.errors import PcrmError
 
@@ -82,6 +81,14 @@ class Config:
             raise PcrmError(f"--label-noise must be >= 0, got {self.label_noise}")
         if self.pool_size < 2 or self.prompts < 1:
             raise PcrmError("--pool-size must be >= 2 and --prompts >= 1")
+        from pcrm.preflight import check_at_least, check_numbers, check_positive
+
+        check_numbers(self)
+        check_at_least(self, 1, "batch_size", "sample_batch_size", "score_batch_size", "max_new_tokens", "max_prompt_tokens")
+        check_at_least(self, 2, "max_length")
+        check_positive(self, "learning_rate", "epochs", "temperature")
+        if min(self.seeds) < 0:
+            raise PcrmError(f"--seeds must be >= 0, got {min(self.seeds)}")
         for name in ("max_pairs", "test_pairs"):
             value = getattr(self, name)
             if value is not None and value < 2:
@@ -91,11 +98,24 @@ class Config:
 
 
 def run(config: Config) -> dict:
-    from pcrm.overoptimization import build_tiny_models, run_study
+    """Under `pcrm.outputs.OutputFolder` (lock, marker; a rerun continues this command's own study, its stages keyed
+    on the settings in study.json); every check before the first write."""
+    from pcrm.io import versions
+    from pcrm.outputs import OutputFolder
+    from pcrm.overoptimization import build_tiny_models, check_study, run_study
+    from pcrm.preflight import check_device
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    check_device(config.device)
+    folder = OutputFolder(config.output, "overoptimization", rerun="continue", resumable=lambda work: True)
+    out = folder.plan()
+    tiny = out / "tiny-models"
     if config.quick:
-        tiny = build_tiny_models(Path(config.output) / "tiny-models")
-        config.gold, config.proxy_model, config.policy = tiny["gold"], tiny["proxy"], tiny["policy"]
-    return run_study(config)
-
+        config.gold, config.proxy_model, config.policy = (str(tiny / name) for name in ("gold", "proxy", "policy"))
+    check_study(config, out, write=False)
+    with folder:
+        if config.quick:
+            build_tiny_models(tiny)
+        summary = run_study(config)
+        folder.commit({"kind": "overoptimization", "config": asdict(config), "versions": versions()})
+    return summary

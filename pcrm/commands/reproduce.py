@@ -97,10 +97,19 @@ def summarize_seeds(directories: list[Path]) -> list[dict]:
     return rows
 
 
+# Column labels of the summary keys (tables show these, summary.json keeps the keys).
+LABELS = {"accuracy": "held-out accuracy", "margin_mean": "margin mean", "margin_std": "margin std",
+          "margin_p95": "margin p95", "frac_above_delta_length": "margin > δ* (length)",
+          "frac_above_delta_cosine": "margin > δ* (cosine)", "train_seconds": "training time (s)"}
+
+
 def format_rows(rows: list[dict]) -> list[dict]:
-    """Rows as strings 'mean ± std' for tables."""
+    """Rows as strings for tables, labelled columns: 'mean ± std' over several seeds, the value alone for one."""
+    def cell(stat, seeds):
+        return f"{stat['mean']:.3f} ± {stat['std']:.3f}" if seeds > 1 else f"{stat['mean']:.3f}"
+
     return [{"method": r["method"], "seeds": r["seeds"],
-             **{k: f"{r[k]['mean']:.3f} ± {r[k]['std']:.3f}" for k in (*SUMMARY_KEYS, "train_seconds")}} for r in rows]
+             **{LABELS[k]: cell(r[k], r["seeds"]) for k in (*SUMMARY_KEYS, "train_seconds")}} for r in rows]
 
 
 def format_table(rows: list[dict]) -> str:
@@ -141,8 +150,10 @@ def _reproduce(config: Config, start: float) -> dict:
                                           data_config=config.data_config, columns=config.columns,
                                           output=str(evaluation_dir), max_length=config.max_length, progress=config.progress))
     text = (f"Backbone {config.model}, {config.data}, max length {config.max_length}, lr {config.learning_rate}, "
-            f"{config.epochs} epoch(s), seeds {config.seeds}. Held-out statistics, mean ± std over seeds.")
-    add_section(evaluation_dir, "Reproduction: mean ± std over seeds", rows=format_rows(rows), text=text)
+            f"{config.epochs} epoch(s), seeds {config.seeds}. Held-out statistics, "
+            + ("mean ± std over seeds." if len(config.seeds) > 1 else "one seed: no spread to show."))
+    title = "Reproduction: mean ± std over seeds" if len(config.seeds) > 1 else "Reproduction: one seed"
+    add_section(evaluation_dir, title, rows=format_rows(rows), text=text)
     write_report(evaluation_dir, title="pcrm reproduction")
     summary = {"config": {f.name: getattr(config, f.name) for f in fields(Config)}, "methods": rows,
                "seconds": time.perf_counter() - start, "report": str(evaluation_dir / "report.html")}

@@ -111,6 +111,7 @@ def _train(config: Config, folder) -> dict:
     from pcrm.models import load_causal_lm, load_tokenizer
     from pcrm.trainers.dpo import DPO_PROGRESS_KEYS, PcrmDPOTrainer, lora_config, prepare_pairs, training_arguments
     from pcrm.trainers.progress import set_console
+    from pcrm.trainers.schedule import FirstStepWarmup
 
     output = folder.work
     dataset = load_preferences(config.data, split=config.split, config_name=config.data_config, columns=config.columns)
@@ -123,6 +124,7 @@ def _train(config: Config, folder) -> dict:
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=lora_config(config),
+        callbacks=[FirstStepWarmup()],
     )
     set_console(trainer, config.progress, DPO_PROGRESS_KEYS)
     start = time.perf_counter()

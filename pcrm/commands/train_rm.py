@@ -183,13 +183,53 @@ def train(config: Config, callbacks: list | None = None) -> dict:
     is ended cleanly at the end."""
     from accelerate import PartialState
 
-    state = PartialState(cpu=not torch.cuda.is_available())  # under `accelerate launch`, joins the process group
+    cpu = not torch.cuda.is_available()
+    refuse_fsdp_on_cpu(cpu)
+    state = PartialState(cpu=cpu)  # under `accelerate launch`, joins the process group
     try:
         result = _train(config, callbacks, state)
         state.wait_for_everyone()  # no rank leaves while rank 0 still saves
         return result
     finally:
         end_process_group()
+
+
+def refuse_fsdp_on_cpu(cpu: bool) -> None:
+    """`accelerate launch` with an FSDP config on the CPU would train with plain DDP: accelerate enables FSDP only
+    for GPU runs (and pcrm trains on the CPU when there is no CUDA GPU). Refuse rather than run another engine."""
+    from accelerate.utils import parse_flag_from_env
+
+    if cpu and parse_flag_from_env("ACCELERATE_USE_FSDP"):
+        raise PcrmError("FSDP needs CUDA GPUs (accelerate would silently run DDP on the CPU): on the CPU use "
+                        "--config_file pcrm/configs/zero2.yaml or zero3.yaml (DeepSpeed) or --multi_gpu (DDP over gloo)")
+
+
+def whole_model(trainer):
+    """The trained model with all its weights on the main process (None on the others); every rank must call it.
+
+    Under DeepSpeed ZeRO-3 each rank holds a shard of every parameter and the modules carry DeepSpeed's hooks: the
+    weights are gathered (a collective) into a plain copy, and transformers' ZeRO-3 switch is turned off, so that
+    `from_pretrained` on the main process alone (the held-out evaluation's encoder) is not a collective either."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if not is_deepspeed_zero3_enabled():
+        return trainer.model if trainer.accelerator.is_main_process else None
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    state_dict = trainer.model_wrapped._zero3_consolidated_16bit_state_dict()  # the training dtype (fp32 here), despite the name
+    unset_hf_deepspeed_config()
+    if not trainer.accelerator.is_main_process:
+        return None
+    sharded = trainer.model
+    if hasattr(sharded, "peft_config"):  # LoRA: the same adapters on a fresh backbone
+        from peft import get_peft_model
+
+        backbone = sharded.get_base_model()
+        model = get_peft_model(type(backbone)(backbone.config), sharded.peft_config[sharded.active_adapter])
+    else:
+        model = type(sharded)(sharded.config)
+    model.load_state_dict(state_dict)
+    return model.train(sharded.training)
 
 
 def end_process_group() -> None:
@@ -235,9 +275,9 @@ def _train(config: Config, callbacks, state) -> dict:
         else:
             trainer.train(resume_from_checkpoint=str(folder.checkpoint) if config.resume else None)
         seconds = time.perf_counter() - start
+        model = whole_model(trainer)  # every rank: under ZeRO-3 the weights are gathered from all of them
         if not trainer.accelerator.is_main_process:
             return {}
-        model = trainer.model
         if config.lora_r:
             model = model.merge_and_unload()
         save_reward_model(model, tokenizer, work, config.max_length, facts["split_special_tokens"])

@@ -27,6 +27,7 @@ from pcrm.packing import PackedPairCollator, packed_rewards, packing_exact, read
 from pcrm.trainers import common_arguments
 from pcrm.trainers.collators import DeltaCollator
 from pcrm.trainers.progress import set_console
+from pcrm.trainers.schedule import FirstStepWarmup
 
 RM_METHODS = ("bt", *PRIOR_METHODS, "lower-margin", "center")
 RM_PROGRESS_KEYS = {"loss": "loss", "accuracy": "acc", "margin_mean": "margin", "frac_above_delta": ">δ*"}
@@ -184,7 +185,7 @@ def build_trainer(config, callbacks: list | None = None, output: Path | None = N
         processing_class=tokenizer,
         data_collator=DeltaCollator(collator),
         peft_config=peft_config,
-        callbacks=[JsonlLogger(output / "train_log.jsonl"), *(callbacks or [])],
+        callbacks=[JsonlLogger(output / "train_log.jsonl"), FirstStepWarmup(), *(callbacks or [])],
         method=config.method,
         lower_margin=config.lower_margin,
         center_coefficient=config.center_coefficient,
