@@ -106,6 +106,7 @@ def run_case(args, case: str) -> tuple[list[dict], dict, dict]:
                                             target_modules="all-linear")  # as pcrm's build_trainer
     trainers["trl"] = trl_trainer(args, rows, packed.args, peft_config=peft)
     benchlib.share_model(trainers.values())
+    print(f"  {case}: {len(rows)} pairs; warming up", file=sys.stderr, flush=True)
     benchlib.warm_up(trainers.values())
 
     def packed_then_record():
@@ -115,6 +116,13 @@ def run_case(args, case: str) -> tuple[list[dict], dict, dict]:
     calls = {name: (lambda t=t: trainer_run(t, args.steps)) for name, t in trainers.items()}
     calls["pcrm-packed"] = packed_then_record
     calls["bare"] = lambda: bare_run(packed.model, recorder.batches[: args.steps])
+    def progress(name, call):
+        result = call()
+        print(f"  {case} {name}: {result['real_tokens']} real tokens in {result['seconds']:.1f} s", file=sys.stderr,
+              flush=True)
+        return result
+
+    calls = {name: (lambda name=name, call=call: progress(name, call)) for name, call in calls.items()}
     runs = benchlib.interleave(calls, repeats=args.repeats, warmup=0)  # packed runs first: bare has its batches
 
     rate = {name: benchlib.median([r["real_tokens"] / r["seconds"] for r in rs]) for name, rs in runs.items()}

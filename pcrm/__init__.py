@@ -9,7 +9,10 @@ loaded on first use, so `import pcrm` stays light (the CLI imports it before it 
 
 import importlib
 
+from pcrm.console import quiet_imports
+
 __version__ = "0.2.0"
+quiet_imports()  # before any library import: DeepSpeed's "Setting accelerator to CPU" notice
 
 _EXPORTS = {
     "load_preferences": "pcrm.data",
@@ -23,6 +26,7 @@ _EXPORTS = {
     "lower_margin_loss": "pcrm.losses",
     "centering_penalty": "pcrm.losses",
     "pcrm_dpo_loss": "pcrm.losses",
+    "PCRMRewardConfig": "pcrm.trainers.reward",
     "PCRMRewardTrainer": "pcrm.trainers.reward",
     "PcrmDPOTrainer": "pcrm.trainers.dpo",
     "save_reward_model": "pcrm.models",

@@ -88,6 +88,8 @@ class ConfigParser(HfArgumentParser):
                 action.__class__ = _Repeatable
             _say_what_off_means(action)
         self.add_argument("--config", metavar="FILE.yaml", help="read option values from a YAML mapping; options given here override it")
+        self.add_argument("--verbose", action="store_true",
+                          help="also show the libraries' progress bars, load reports and warnings (hidden by default)")
 
     def error(self, message):
         raise PcrmError(message)
@@ -98,7 +100,7 @@ class ConfigParser(HfArgumentParser):
         if config_file is not None:
             self.set_defaults(**self._read_yaml(config_file))
         namespace = self.parse_args(argv)
-        values = {k: v for k, v in vars(namespace).items() if k not in ("_repeated", "config")}
+        values = {k: v for k, v in vars(namespace).items() if k not in ("_repeated", "config", "verbose")}
         _check_links(values)
         nested = {}
         for name, kind in self.nested.items():
@@ -223,8 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     debug = os.environ.get("PCRM_DEBUG", "") not in ("", "0")
     try:
         name, module, config = parse_command(argv)
-        _quiet_libraries(progress=getattr(config, "progress", True))
+        _quiet_libraries(progress=getattr(config, "progress", True), verbose="--verbose" in argv[1:])
         module.run(config)
+        from pcrm.console import report_repeats
+
+        report_repeats()
     except KeyboardInterrupt:
         _close_progress_bars()
         print(f"pcrm {command}: interrupted", file=sys.stderr)
@@ -292,21 +297,15 @@ NOISY_WARNINGS = (
 )
 
 
-def _quiet_libraries(progress: bool = True) -> None:
-    import logging
+def _quiet_libraries(progress: bool = True, verbose: bool = False) -> None:
+    """`pcrm.console.quiet_libraries`, and the known warnings above ignored."""
     import warnings
 
-    logging.basicConfig(format="pcrm: %(message)s", level=logging.WARNING)
+    from pcrm.console import quiet_libraries
+
     for message in NOISY_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    if not progress:  # --no-progress: no model-loading or dataset bars either
-        import datasets
-
-        hf_logging.disable_progress_bar()
-        datasets.disable_progress_bars()
+    quiet_libraries(progress, verbose)
 
 
 def main_entry() -> None:

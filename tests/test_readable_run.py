@@ -118,3 +118,60 @@ def test_every_boolean_option_says_its_default_and_what_it_does(command):
             help_text = formatter._expand_help(negative)
             assert help_text.startswith(f"turn {name} off (") and help_text.endswith("on by default)")
             assert "default: False" not in help_text and action.help in help_text
+
+
+def test_no_progress_prints_no_progress_bar(tiny_rm_dir, pairs_file, tmp_path, capfd):
+    """Captured at the file descriptors (tqdm writes to stderr): no bar of pcrm's or its libraries'."""
+    from pcrm.cli import main
+
+    capfd.readouterr()
+    commands = [
+        ["constraints", "--data", str(pairs_file), "--method", "length", "--output", str(tmp_path / "c")],
+        ["train-rm", "--model", str(tiny_rm_dir), "--data", str(pairs_file), "--output", str(tmp_path / "rm"),
+         "--max-steps", "12", "--max-length", "32"],
+        ["evaluate", "--model", str(tmp_path / "rm"), "--data", str(pairs_file), "--output", str(tmp_path / "ev"),
+         "--bootstrap", "20"],
+    ]
+    for argv in commands:
+        assert main([*argv, "--no-progress"]) == 0, argv
+        out, err = capfd.readouterr()
+        for bar in ("it/s", "s/it", "%|", "\r"):
+            assert bar not in out + err, (argv[0], bar, err[-500:])
+    assert main(["report", "--input", str(tmp_path / "ev")]) == 0  # no --progress option: nothing to show
+    out, err = capfd.readouterr()
+    assert "%|" not in out + err and "\r" not in out + err
+
+
+def test_the_console_shows_each_warning_once_and_counts_the_rest():
+    import io
+    import logging
+    import warnings
+
+    from pcrm.console import quiet_libraries, report_repeats
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logging.getLogger().addHandler(handler)
+    shown = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = lambda message, *args, **kwargs: shown.append(str(message))
+            import pcrm.console
+
+            pcrm.console._show = warnings.showwarning  # where the shown warnings go (the console in a real run)
+            quiet_libraries()
+            for _ in range(3):
+                logging.getLogger("pcrm").warning("dropped 2 pair(s) with an empty response")
+                warnings.warn("gradient_checkpointing is deprecated", FutureWarning)
+            logging.getLogger("transformers.tokenization_utils_base").warning(
+                "Token indices sequence length is longer than the specified maximum sequence length for this model (929 > 512)")
+            lines = report_repeats(file=io.StringIO())
+    finally:
+        logging.getLogger().removeHandler(handler)
+        pcrm.console._show = warnings.showwarning
+    assert stream.getvalue().count("dropped 2 pair(s)") == 1 and shown == ["gradient_checkpointing is deprecated"]
+    assert sorted(lines) == ["pcrm: 3× in all (FutureWarning): gradient_checkpointing is deprecated",
+                             "pcrm: 3× in all (warning): dropped 2 pair(s) with an empty response"]
+    assert "Token indices" not in stream.getvalue()
+    assert report_repeats(file=io.StringIO()) == []

@@ -68,6 +68,7 @@ class Config:
     report: str | None = field(default=None, metadata={"help": "pcrm evaluate directory whose report gets the table and plots"})
     output: str = field(default="runs/align", metadata={"help": "output directory"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, mps"})
+    progress: bool = field(default=True, metadata={"help": "show progress bars (generation, scoring, training)"})
 
     def __post_init__(self):
         from pcrm.preflight import check_numbers
@@ -100,6 +101,14 @@ class Config:
 
 
 def run(config: Config) -> dict:
+    """`_align` with the libraries' bars off unless `config.progress`."""
+    from pcrm.console import progress_bars
+
+    with progress_bars(config.progress):
+        return _align(config)
+
+
+def _align(config: Config) -> dict:
     from pcrm.io import unique_labels, usable_cache_dir
     from pcrm.preflight import check_device, check_model, check_report_dir
 
@@ -176,6 +185,6 @@ def _output_folder(config: Config, labels: list[str]):
             return all((work / label / "checkpoint" / "state.pt").is_file() for label in labels)
         return all(last_complete_checkpoint(work / label / "checkpoints")[0] is not None for label in labels)
 
-    free = ("output", "overwrite", "resume", "steps", "save_steps", "probe_every", "bootstrap", "report", "device")
+    free = ("output", "overwrite", "resume", "steps", "save_steps", "probe_every", "bootstrap", "report", "device", "progress")
     return OutputFolder(config.output, "align", settings_of(config, free), overwrite=config.overwrite, resume=config.resume,
                         checkpoint_dir=None, resumable=resumable)

@@ -45,6 +45,7 @@ class Config:
     output: str = field(default="runs/policy-eval", metadata={"help": "directory for metrics.json, table.md, responses.jsonl"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, mps"})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing --output of pcrm evaluate-policy (only once this run succeeds)"})
+    progress: bool = field(default=True, metadata={"help": "show progress bars (generation, reference log-probs)"})
 
     def __post_init__(self):
         from pcrm.preflight import check_numbers
@@ -65,6 +66,14 @@ class Config:
 
 
 def run(config: Config) -> dict:
+    """`_evaluate_policies` with the libraries' bars off unless `config.progress`."""
+    from pcrm.console import progress_bars
+
+    with progress_bars(config.progress):
+        return _evaluate_policies(config)
+
+
+def _evaluate_policies(config: Config) -> dict:
     from pcrm.data import load_preferences
     from pcrm.io import versions
     from pcrm.models import load_causal_lm, load_tokenizer

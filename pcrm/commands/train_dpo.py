@@ -101,7 +101,9 @@ def run(config: Config) -> dict:
     folder = OutputFolder(config.output, "train-dpo", settings_of(config, free), overwrite=config.overwrite,
                           resume=config.resume)
     folder.plan()  # all checks before the first write
-    with folder:
+    from pcrm.console import progress_bars
+
+    with folder, progress_bars(config.progress):  # also TRL's "Computing reference log probs"
         return _train(config, folder)
 
 

@@ -29,6 +29,7 @@ class PairScorer:
             bf16=False,
             use_cpu=default_device(getattr(config, "device", "auto")) == "cpu",  # --device
             report_to="none",
+            disable_tqdm=not getattr(config, "progress", True),
         )
         prompts, _ = cut_prompts(list(pairs["prompt"]), tokenizer, config.max_prompt_length)
         pairs = pairs.remove_columns("prompt").add_column("prompt", prompts)

@@ -15,6 +15,11 @@ class PostfixProgress(ProgressCallback):
         super().__init__()
         self.keys = keys  # log key -> short label
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        super().on_train_begin(args, state, control, **kwargs)
+        if self.training_bar is not None:
+            self.training_bar.set_description("training", refresh=False)
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and self.training_bar is not None and logs:
             shown = {label: f"{logs[key]:.3g}" for key, label in self.keys.items() if isinstance(logs.get(key), (int, float))}

@@ -12,6 +12,7 @@ is TRL's / transformers'.
 
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -33,22 +34,80 @@ RM_METHODS = ("bt", *PRIOR_METHODS, "lower-margin", "center")
 RM_PROGRESS_KEYS = {"loss": "loss", "accuracy": "acc", "margin_mean": "margin", "frac_above_delta": ">δ*"}
 
 
-class PCRMRewardTrainer(RewardTrainer):
-    """`RewardTrainer` whose loss is PCRM's (or BT with a scale control); logs both terms."""
+@dataclass
+class PCRMRewardConfig(RewardConfig):
+    """TRL's `RewardConfig` plus the PCRM loss: `method` (bt; a prior — length, cosine, fixed, random — whose
+    dataset carries each pair's δ* in a `delta` column, `pcrm.add_constraints`; or the scale controls lower-margin,
+    center), the lower margin m₀ and the centring coefficient c:
 
-    def __init__(self, *args, method: str = "bt", lower_margin: float = 0.0, center_coefficient: float = 0.0, **kwargs):
-        self.method = method
-        self.lower_margin = lower_margin if method == "lower-margin" else 0.0
-        self.center_coefficient = center_coefficient if method == "center" else 0.0
+        loss = −log σ(m − m₀) [− log σ(δ* − m) with a prior] [+ c·(r_w + r_l)²],  m = r_w − r_l.
+
+    m₀ is `lower_margin`, or TRL's per-pair `margin` column when the dataset has one; with a prior that is the
+    two-sided loss m₀ < m < δ*."""
+
+    method: str = field(default="bt", metadata={"help": f"loss: {', '.join(RM_METHODS)}"})
+    lower_margin: float = field(default=0.0, metadata={"help": "m₀ of −log σ(m − m₀) (0: the plain ranking loss)"})
+    center_coefficient: float = field(default=0.0, metadata={"help": "c of + c·(r_w + r_l)²"})
+
+    def __post_init__(self):
+        if self.method not in RM_METHODS:
+            raise PcrmError(f"method must be one of {', '.join(RM_METHODS)}, got {self.method!r}")
+        if self.center_coefficient < 0:
+            raise PcrmError(f"center_coefficient must be >= 0, got {self.center_coefficient}")
+        if self.bf16 is None and not self.fp16:  # TRL's default is bf16, which a CPU-only machine refuses
+            self.bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        super().__post_init__()
+
+
+class PCRMRewardTrainer(RewardTrainer):
+    """`RewardTrainer` whose loss is PCRM's (or BT with a scale control); logs every term.
+
+    Pass a `PCRMRewardConfig` as `args` (keyword options override it; `pcrm train-rm` uses them). Without a
+    `data_collator` the trainer builds TRL's with pcrm's δ* extension; a dataset of text pairs is tokenized as
+    `pcrm train-rm` does (left truncation to `max_length`, special-token strings in the data kept as text), and
+    `save_model` writes a folder that scores the same in every client (`pcrm.save_reward_model`)."""
+
+    def __init__(self, *args, method: str | None = None, lower_margin: float | None = None,
+                 center_coefficient: float | None = None, **kwargs):
+        config = kwargs.get("args", args[1] if len(args) > 1 else None)
+        self.method = method or getattr(config, "method", "bt")
+        self.lower_margin = getattr(config, "lower_margin", 0.0) if lower_margin is None else lower_margin
+        self.center_coefficient = getattr(config, "center_coefficient", 0.0) if center_coefficient is None else center_coefficient
+        if kwargs.get("data_collator") is None and kwargs.get("processing_class") is not None:
+            pad = kwargs["processing_class"].pad_token_id
+            kwargs["data_collator"] = DeltaCollator(DataCollatorForPreference(pad_token_id=pad))
         super().__init__(*args, **kwargs)
 
     def _set_signature_columns_if_needed(self):
         if self._signature_columns is None:
-            self._signature_columns = ["chosen_ids", "rejected_ids", "delta", self.args.length_column_name]
+            self._signature_columns = ["chosen_ids", "rejected_ids", "delta", "margin", self.args.length_column_name]
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        from pcrm.tokenization import tokenize_pairs
+
+        if "chosen_ids" in dataset.column_names or "chosen" not in dataset.column_names:
+            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        dataset, _ = tokenize_pairs(dataset, processing_class, args.max_length)
+        lengths = [max(len(c), len(r)) for c, r in zip(dataset["chosen_ids"], dataset["rejected_ids"])]
+        return dataset.add_column(args.length_column_name, lengths)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        """TRL's save, then the folder set up to score the same in every client (`pcrm.save_reward_model`)."""
+        from pcrm.models import save_reward_model
+        from pcrm.tokenization import splits_special_tokens
+
+        super().save_model(output_dir, _internal_call)
+        if _internal_call or not self.accelerator.is_main_process or self.processing_class is None:
+            return
+        data = self.train_dataset
+        split = splits_special_tokens(self.processing_class, data["chosen"][:1]) if "chosen" in data.column_names else True
+        save_reward_model(self.accelerator.unwrap_model(self.model), self.processing_class, output_dir or self.args.output_dir,
+                          self.args.max_length, split)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if model.training else "eval"
         delta = inputs.pop("delta", None)
+        lower = inputs.pop("margin", None)  # TRL's per-pair margin column: each pair's m₀
         if delta is None and self.method in PRIOR_METHODS:
             raise PcrmError(f"--method {self.method} needs each pair's δ* (a `delta` column, pcrm.add_constraints); "
                             "the batch has none")
@@ -60,7 +119,7 @@ class PCRMRewardTrainer(RewardTrainer):
             rewards = outputs.logits.squeeze(-1)
         chosen, rejected = torch.chunk(rewards, chunks=2)
         margin = chosen - rejected
-        rank = losses.lower_margin_loss(chosen, rejected, self.lower_margin)
+        rank = losses.lower_margin_loss(chosen, rejected, self.lower_margin if lower is None else lower)
         constraint = losses.constraint_term(margin, delta) if delta is not None else torch.zeros_like(rank)
         center = losses.centering_penalty(chosen, rejected, self.center_coefficient)
         loss = (rank + constraint + center).mean()
@@ -187,8 +246,8 @@ def build_trainer(config, callbacks: list | None = None, output: Path | None = N
         peft_config=peft_config,
         callbacks=[JsonlLogger(output / "train_log.jsonl"), FirstStepWarmup(), *(callbacks or [])],
         method=config.method,
-        lower_margin=config.lower_margin,
-        center_coefficient=config.center_coefficient,
+        lower_margin=config.lower_margin if config.method == "lower-margin" else 0.0,
+        center_coefficient=config.center_coefficient if config.method == "center" else 0.0,
     )
     set_console(trainer, config.progress, RM_PROGRESS_KEYS)
     facts = {"train_pairs": len(train_dataset), "truncated_pairs": truncated, "data_fingerprint": fingerprint(train_dataset),

@@ -1,0 +1,137 @@
+"""What a pcrm command prints: its own lines and bars; the libraries' bars, load reports and chatter only with
+`--verbose`; each warning once, with the count of its repeats at the end.
+
+`quiet_imports` runs when pcrm is imported (DeepSpeed, when installed, announces "Setting accelerator to CPU" from
+its import on every CPU machine); `quiet_libraries` when a command starts; `report_repeats` when it ends.
+"""
+
+import contextlib
+import logging
+import os
+import sys
+import warnings
+from collections import Counter
+
+# Messages that say nothing to a pcrm user, matched by their start (never a whole logger or category).
+IMPORT_NOISE = ("Setting accelerator to CPU",)  # DeepSpeed's accelerator probe, at import
+LIBRARY_NOISE = ("Token indices sequence length is longer than",)  # pcrm truncates itself (left side, counted)
+LIBRARY_NOISE_CONTAINS = (" LOAD REPORT",)  # transformers' load table: e.g. a new score head MISSING, as expected
+
+
+class _Drop(logging.Filter):
+    """Drops records whose message starts with one of `starts` or contains one of `contains`."""
+
+    def __init__(self, starts=(), contains=()):
+        super().__init__()
+        self.starts, self.contains = tuple(starts), tuple(contains)
+
+    def filter(self, record):
+        message = record.getMessage()
+        return not (message.startswith(self.starts) or any(c in message for c in self.contains))
+
+
+class _Once(logging.Filter):
+    """Lets each (logger, level, message) through once and counts the repeats."""
+
+    def __init__(self):
+        super().__init__()
+        self.counts = Counter()
+
+    def filter(self, record):
+        if not hasattr(record, "pcrm_first"):  # counted once, however many handlers see the record
+            key = (record.levelname, record.getMessage())
+            self.counts[key] += 1
+            record.pcrm_first = self.counts[key] == 1
+        return record.pcrm_first
+
+
+_ONCE = _Once()
+_WARNINGS = Counter()
+
+
+def quiet_imports() -> None:
+    """Drop the import-time notices of optional libraries (idempotent); the libraries' own loggers keep working."""
+    logger = logging.getLogger("DeepSpeed")
+    if not any(isinstance(f, _Drop) for f in logger.filters):
+        logger.addFilter(_Drop(IMPORT_NOISE))
+
+
+def quiet_libraries(progress: bool = True, verbose: bool = False) -> None:
+    """The console of a command: pcrm's lines as `pcrm: message`, every warning once; unless `verbose`, transformers
+    only at ERROR level, no model-loading/saving or datasets bars, no load reports. `progress=False`: no bars at all."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    logging.basicConfig(format="pcrm: %(message)s", level=logging.WARNING)
+    for handler in [*logging.getLogger().handlers, *hf_logging._get_library_root_logger().handlers]:
+        if _ONCE not in handler.filters:
+            handler.addFilter(_ONCE)
+            if not verbose:
+                handler.addFilter(_Drop(LIBRARY_NOISE, LIBRARY_NOISE_CONTAINS))
+    warnings.showwarning = _show_once
+    if verbose:
+        hf_logging.set_verbosity_warning()
+        return
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # "Loading weights", "Writing model shards"
+    datasets.disable_progress_bars()  # "Flattening the indices"; pcrm turns its own large-data bars on where it wants them
+    if not progress:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+
+
+_show = warnings.showwarning
+
+
+def _show_once(message, category, filename, lineno, file=None, line=None):
+    """`warnings.showwarning` that shows a (category, message) once, wherever it comes from, and counts the rest."""
+    key = (category.__name__, str(message).splitlines()[0] if str(message) else "")
+    _WARNINGS[key] += 1
+    if _WARNINGS[key] == 1:
+        _show(message, category, filename, lineno, file, line)
+
+
+def report_repeats(file=None) -> list[str]:
+    """One line per warning that came more than once ("pcrm: the warning above came 5 times: …"); the counts reset."""
+    counts = [(f"{level.lower()}", text, n) for (level, text), n in _ONCE.counts.items() if n > 1]
+    counts += [(category, text, n) for (category, text), n in _WARNINGS.items() if n > 1]
+    lines = [f"pcrm: {n}× in all ({kind}): {_short(text)}" for kind, text, n in counts]
+    for line in lines:
+        print(line, file=file or sys.stderr)
+    _ONCE.counts.clear()
+    _WARNINGS.clear()
+    return lines
+
+
+def _short(text: str, width: int = 100) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@contextlib.contextmanager
+def progress_bars(show: bool):
+    """Inside the block, with `show` False: no bars from pcrm's libraries either (transformers, datasets, and TRL's
+    "Computing reference log probs", which only TQDM_DISABLE turns off), so `progress=False` holds from Python too.
+    Everything is restored after the block; with `show` True the block changes nothing."""
+    if show:
+        yield
+        return
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    state = (hf_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled(), os.environ.get("TQDM_DISABLE"))
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if state[0]:
+            hf_logging.enable_progress_bar()
+        if state[1]:
+            datasets.enable_progress_bars()
+        if state[2] is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = state[2]

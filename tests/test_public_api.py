@@ -1,0 +1,100 @@
+"""The library's front door: `from pcrm import …`, a TRL reward-model script turned PCRM, the two-sided loss."""
+
+import json
+import math
+import runpy
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_names_import():
+    from pcrm import (PCRMRewardConfig, PCRMRewardTrainer, add_constraints, load_preferences,  # noqa: F401
+                      load_reward_function)
+    import pcrm
+
+    assert set(pcrm.__all__) <= set(dir(pcrm))
+    for name in pcrm.__all__:
+        assert getattr(pcrm, name) is not None
+
+
+def test_trl_script_trains_and_saves_a_pcrm_folder(tiny_rm_dir, pairs_file, tmp_path):
+    """examples/trl_script.py: TRL's own script with pcrm's config, trainer and constraints."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    out = tmp_path / "trl"
+    script = runpy.run_path(str(REPO / "examples" / "trl_script.py"))
+    trainer = script["main"](["--model_name_or_path", str(tiny_rm_dir), "--dataset_name", str(pairs_file),
+                              "--output_dir", str(out), "--max_steps", "2"])
+    assert trainer.state.global_step == 2
+    logs = [entry for entry in trainer.state.log_history if "loss_constraint" in entry]
+    assert logs and all(math.isfinite(entry["loss_constraint"]) for entry in logs)  # the prior term was trained
+    assert AutoConfig.from_pretrained(out).problem_type == "regression"
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert (tokenizer.truncation_side, tokenizer.model_max_length, tokenizer.split_special_tokens) == ("left", 128, True)
+
+
+def test_prior_method_needs_delta(tiny_rm_dir, pairs_file, tmp_path):
+    from datasets import load_dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from pcrm import PCRMRewardConfig, PCRMRewardTrainer
+    from pcrm.errors import PcrmError
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_rm_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_rm_dir, num_labels=1)
+    args = PCRMRewardConfig(output_dir=str(tmp_path), method="length", max_steps=1, report_to=[], use_cpu=True,
+                            per_device_train_batch_size=4)
+    trainer = PCRMRewardTrainer(model=model, args=args, processing_class=tokenizer,
+                                train_dataset=load_dataset("json", data_files=str(pairs_file), split="train"))
+    with pytest.raises(PcrmError, match="δ"):  # no add_constraints: refuse, do not train plain BT
+        trainer.train()
+    with pytest.raises(PcrmError, match="method"):
+        PCRMRewardConfig(output_dir=str(tmp_path), method="nope")
+
+
+def test_two_sided_loss_matches_the_hand_formula(tiny_rm_dir, tmp_path):
+    """A lower margin (fixed or TRL's per-pair `margin` column) with a prior: −log σ(m − m₀) − log σ(δ* − m)."""
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from pcrm import PCRMRewardConfig, PCRMRewardTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_rm_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_rm_dir, num_labels=1)
+    with torch.no_grad():
+        model.classifier.weight.normal_(0, 2.0)  # margins of order 1: every term matters
+    rows = {"prompt": ["Q1 ", "Q2 ", "Q3 "], "chosen": ["yes indeed", "fine", "ok then"], "rejected": ["no", "bad one", "x"],
+            "delta": [0.3, 0.8, 1.5], "margin": [0.1, -0.2, 0.5]}
+    args = PCRMRewardConfig(output_dir=str(tmp_path), method="length", lower_margin=0.25, report_to=[], use_cpu=True,
+                            per_device_train_batch_size=3)
+    for with_column in (False, True):
+        data = Dataset.from_dict(rows if with_column else {k: v for k, v in rows.items() if k != "margin"})
+        trainer = PCRMRewardTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=data)
+        batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+        deltas = batch["delta"].tolist()  # in the batch's order (the sampler may reorder the rows)
+        lower = batch["margin"].tolist() if with_column else [0.25] * 3
+        loss = trainer.compute_loss(model, dict(batch)).item()
+        with torch.no_grad():
+            rewards = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0].tolist()
+        margins = [rewards[i] - rewards[i + 3] for i in range(3)]
+        log_sigmoid = lambda x: -math.log1p(math.exp(-x))  # noqa: E731
+        expected = sum(-log_sigmoid(m - m0) - log_sigmoid(d - m) for m, m0, d in zip(margins, lower, deltas)) / 3
+        assert loss == pytest.approx(expected, abs=1e-6)
+
+
+def test_readme_python_example_runs(tmp_path, monkeypatch):
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## From Python"):]
+    code = section[section.index("```python") + len("```python"): section.index("```\n", section.index("```python"))]
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["trainer"].state.global_step == 8
+    scores = namespace["reward"](["Q"], [" A"])
+    assert len(scores) == 1 and math.isfinite(scores[0])
+    record = json.loads((tmp_path / "runs" / "api-rm" / "config.json").read_text())
+    assert record["problem_type"] == "regression"
