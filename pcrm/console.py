@@ -63,6 +63,8 @@ def quiet_libraries(progress: bool = True, verbose: bool = False) -> None:
     from transformers.utils import logging as hf_logging
 
     logging.basicConfig(format="pcrm: %(message)s", level=logging.WARNING)
+    _ONCE.counts.clear()  # counts per command
+    _WARNINGS.clear()
     for handler in [*logging.getLogger().handlers, *hf_logging._get_library_root_logger().handlers]:
         if _ONCE not in handler.filters:
             handler.addFilter(_ONCE)
@@ -101,6 +103,8 @@ def report_repeats(file=None) -> list[str]:
         print(line, file=file or sys.stderr)
     _ONCE.counts.clear()
     _WARNINGS.clear()
+    if warnings.showwarning is _show_once:  # the command is over: warnings as Python shows them
+        warnings.showwarning = _show
     return lines
 
 

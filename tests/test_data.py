@@ -98,3 +98,16 @@ def test_bad_files(tmp_path, name, content, message):
 def test_unknown_split():
     with pytest.raises(PcrmError, match="unknown split 'dev'"):
         load_preferences("hh-rlhf-harmless", split="dev")
+
+
+def test_conversational_prompt_with_text_replies_keeps_the_prompt(tmp_path):
+    """Issue 18: a message-list prompt beside string replies was replaced by "" (TRL-style extraction)."""
+    import json
+
+    from pcrm.data import load_preferences
+
+    path = tmp_path / "mixed.jsonl"
+    rows = [{"prompt": [{"role": "user", "content": f"Question {i}?"}], "chosen": " yes", "rejected": " no"} for i in range(3)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    data = load_preferences(str(path))
+    assert data["prompt"] == [row["prompt"] for row in rows] and data["chosen"] == [" yes"] * 3

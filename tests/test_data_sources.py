@@ -267,7 +267,7 @@ def test_cli_data_config_and_columns(tmp_path, capsys):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["pairs"] == 3 and summary["similarity"]["mean"] == 0.25  # 1 word ("no") vs 4 ("a fine answer i")
     capsys.readouterr()
-    assert main([*argv, "--columns", "chosen=best"]) == 2
+    assert main([*argv, "--columns", "chosen=best", "--overwrite"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "column 'best' (for 'chosen') not found" in err
 

@@ -175,3 +175,17 @@ def test_the_console_shows_each_warning_once_and_counts_the_rest():
                              "pcrm: 3× in all (warning): dropped 2 pair(s) with an empty response"]
     assert "Token indices" not in stream.getvalue()
     assert report_repeats(file=io.StringIO()) == []
+
+
+def test_constraints_writes_one_row_per_pair(pairs_file, tmp_path):
+    import csv
+
+    from pcrm.cli import main
+    from tests.rm_fixtures import PAIRS
+
+    assert main(["constraints", "--data", str(pairs_file), "--method", "length", "--output", str(tmp_path / "c"), "--no-progress"]) == 0
+    rows = list(csv.DictReader((tmp_path / "c" / "pairs.csv").open()))
+    assert [int(r["id"]) for r in rows] == list(range(len(PAIRS)))
+    assert set(rows[0]) == {"id", "similarity", "delta", "chosen_chars", "rejected_chars", "chosen_words", "rejected_words"}
+    shorter = [min(int(r["chosen_words"]), int(r["rejected_words"])) / max(int(r["chosen_words"]), int(r["rejected_words"])) for r in rows]
+    assert [float(r["similarity"]) for r in rows] == pytest.approx(shorter, abs=1e-5)  # the length prior counts words

@@ -49,11 +49,12 @@ def run(config: Config) -> dict:
     with folder:
         write_json(folder.work / "summary.json", summary)
         plot_histogram(dataset, folder.work / "histogram.png", config)
+        write_pairs(dataset, folder.work / "pairs.csv")
         output = folder.commit({"kind": "constraints", "config": asdict(config), "versions": versions()})
     print(format_summary(summary))
     if config.suggest_from:
         print(format_suggestion(summary["suggestion"], config))
-    print(f"wrote {output / 'summary.json'} and {output / 'histogram.png'}")
+    print(f"wrote {output / 'summary.json'}, {output / 'pairs.csv'} (one row per pair) and {output / 'histogram.png'}")
     return summary
 
 def format_summary(summary: dict) -> str:
@@ -66,6 +67,26 @@ def format_summary(summary: dict) -> str:
             continue
         lines.append(f"{column:>10} " + " ".join(f"{stats[q]:8.3f}" for q in ("min", "p5", "p25", "p50", "p75", "p95", "max", "mean")))
     return "\n".join(lines)
+
+def write_pairs(dataset, path: Path) -> None:
+    """One row per pair, in data order: id (row), similarity, δ*, and the chosen/rejected lengths in characters and
+    whitespace words (the text the priors compared: the responses, prompt apart)."""
+    import csv
+    import io
+
+    from pcrm.data import as_text
+    from pcrm.io import atomic_write_text
+
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["id", "similarity", "delta", "chosen_chars", "rejected_chars", "chosen_words", "rejected_words"])
+    columns = zip(dataset["similarity"], dataset["delta"], dataset["chosen"], dataset["rejected"])
+    for i, (similarity, delta, chosen, rejected) in enumerate(columns):
+        chosen, rejected = as_text(chosen), as_text(rejected)
+        writer.writerow([i, "" if similarity is None else f"{similarity:.6g}", f"{delta:.6g}", len(chosen), len(rejected),
+                         len(chosen.split()), len(rejected.split())])
+    atomic_write_text(path, text.getvalue())
+
 
 def plot_histogram(dataset, path: Path, config: ConstraintConfig) -> None:
     from pcrm.plots import new_figure, save_figure

@@ -471,7 +471,9 @@ def _extract_prompt_batch(batch):
     implicit = "prompt" not in batch
     given = [None] * len(batch["chosen"]) if implicit else batch["prompt"]
     for p, c, r in zip(given, batch["chosen"], batch["rejected"]):
-        if implicit or _is_conversational(p) != _is_conversational(c):
+        # A text prompt beside conversations: the conversations hold it (TRL's implicit form). A conversational
+        # prompt beside text replies is the prompt itself (rendered to text with them), never dropped.
+        if implicit or (not _is_conversational(p) and _is_conversational(c)):
             p, c, r = extract_prompt(c, r)
         prompts.append(p)
         chosen.append(c)
