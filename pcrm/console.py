@@ -76,7 +76,7 @@ def quiet_libraries(progress: bool = True, verbose: bool = False) -> None:
         return
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()  # "Loading weights", "Writing model shards"
-    datasets.disable_progress_bars()  # "Flattening the indices"; pcrm turns its own large-data bars on where it wants them
+    datasets.disable_progress_bars()  # "Flattening the indices"; pcrm turns its large-data bars on where it wants
     if not progress:
         from huggingface_hub.utils import disable_progress_bars
 

@@ -17,7 +17,8 @@ HEADLINE_METRICS = (
     ("Kendall τ (labelled pairs)", lambda m: m["rank_correlation"]["kendall_tau_pairs"], True, True),
     ("Spearman ρ per prompt", lambda m: m["rank_correlation"]["spearman_per_prompt"], True, False),
     ("ECE (calibration)", lambda m: m["calibration"]["ece"], False, False),
-    ("|Spearman ρ(score, length)| (length bias)", lambda m: absolute(m["length_bias"]["score_length_spearman"]), False, False),
+    ("|Spearman ρ(score, length)| (length bias)", lambda m: absolute(m["length_bias"]["score_length_spearman"]), False,
+     False),
 )
 
 
@@ -31,7 +32,8 @@ def answer_section(summary: dict, arrays: dict | None = None, n_boot: int = 1000
         results = [r for r in summary["results"] if r["data"] == data]
         for name, get, higher, paired in HEADLINE_METRICS:
             ranked = [(get(r["metrics"]), r["model"]) for r in results]
-            ranked = sorted([(e, m) for e, m in ranked if e and e["value"] is not None], key=lambda x: x[0]["value"], reverse=higher)
+            ranked = sorted([(e, m) for e, m in ranked if e and e["value"] is not None], key=lambda x: x[0]["value"],
+                            reverse=higher)
             if not ranked:
                 continue
             (best, model), others = ranked[0], ranked[1:]
@@ -43,9 +45,9 @@ def answer_section(summary: dict, arrays: dict | None = None, n_boot: int = 1000
             supported = all(ok for ok, _ in tests)
             evidence = "; ".join(text for ok, text in tests if ok == supported)
             rows.append(_row(data, name, model if supported else NO_BETTER, model, best, evidence))
-    text = ("Per dataset and headline metric (higher is better for accuracy and rank correlations, lower for ECE and the "
-            "length bias): a model is named only where its 95% CI is separated from every other model's, or a paired "
-            "bootstrap of the per-pair difference excludes 0; otherwise no model is better. Details follow.")
+    text = ("Per dataset and headline metric (higher is better for accuracy and rank correlations, lower for ECE and "
+            "the length bias): a model is named only where its 95% CI is separated from every other model's, or a "
+            "paired bootstrap of the per-pair difference excludes 0; otherwise no model is better. Details follow.")
     return Section("Answer: best model per metric", text, rows)
 
 
@@ -64,15 +66,16 @@ def _compare(best, model, other, rival, higher, arrays, data, n_boot, seed) -> t
     if difference is not None:
         ci = difference["ci"]
         shown = f"paired Δ accuracy {model} − {rival} = {format_estimate(difference)}"
-        return (ci is not None and ci[0] > 0), shown + (" excludes 0" if ci is not None and ci[0] > 0 else " includes 0")
+        better = ci is not None and ci[0] > 0
+        return better, shown + (" excludes 0" if better else " includes 0")
     if best["ci"] is None or other["ci"] is None:
         return False, f"no CI to compare with {rival} ({format_estimate(other)})"
     return False, f"CIs overlap with {rival} ({format_estimate(other)})"
 
 
 def paired_credit_difference(a: dict | None, b: dict | None, n_boot: int = 1000, seed: int = 0) -> dict | None:
-    """Estimate [95% CI] of mean(credit_a − credit_b) over the same labelled pairs (credit 1 / ½ / 0), resampling prompts;
-    None unless both score files hold the same pairs."""
+    """Estimate [95% CI] of mean(credit_a − credit_b) over the same labelled pairs (credit 1 / ½ / 0), resampling
+    prompts; None unless both score files hold the same pairs."""
     if a is None or b is None:
         return None
     same = all(np.array_equal(a[k], b[k]) for k in ("chosen", "rejected")) and len(a["score"]) == len(b["score"])

@@ -28,7 +28,8 @@ cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="CPU behaviour o
 needs_deepspeed = pytest.mark.skipif(
     importlib.util.find_spec("deepspeed") is None,
     reason="deepspeed is not installed: .venv/bin/pip install -c constraints.txt -e '.[deepspeed]' (scripts/setup.sh does)")
-slow = [pytest.mark.slow, pytest.mark.skipif(not SLOW, reason="two DeepSpeed processes, about a minute on 2 CPU cores: CI or PCRM_SLOW=1")]
+slow = [pytest.mark.slow, pytest.mark.skipif(not SLOW, reason="two DeepSpeed processes and a reference run, 25-60 s each on 2 CPU cores: CI or PCRM_SLOW=1")]
+
 
 def _free_port() -> int:
     import socket

@@ -216,11 +216,15 @@ def whole_model(trainer):
         return trainer.model if trainer.accelerator.is_main_process else None
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-    state_dict = trainer.model_wrapped._zero3_consolidated_16bit_state_dict()  # the training dtype (fp32 here), despite the name
+    engine = trainer.model_wrapped  # the DeepSpeed engine once trainer.train() ran
+    gather = getattr(engine, "_zero3_consolidated_16bit_state_dict", None)
+    state_dict = gather() if gather else None  # the training dtype (fp32 here), despite the name
     unset_hf_deepspeed_config()
     if not trainer.accelerator.is_main_process:
         return None
     sharded = trainer.model
+    if state_dict is None:  # never sharded (nothing was trained in this process)
+        return sharded
     if hasattr(sharded, "peft_config"):  # LoRA: the same adapters on a fresh backbone
         from peft import get_peft_model
 
