@@ -148,15 +148,10 @@ def test_two_processes_match_one_with_the_same_global_batch(tiny_rm_dir, pairs_f
     one = subprocess.run([sys.executable, "-m", "pcrm.cli", *common, "--batch-size", "4", "--output", str(tmp_path / "one")],
                          cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
-    expected, actual = weights(tmp_path / "one"), weights(tmp_path / "two")
-    changed = False
-    initial = weights(tiny_rm_dir)
-    for name in expected:
-        if name == "classifier.bias":
-            continue  # cancels in r_w − r_l: its gradient is float noise, which Adam scales up to lr-sized steps
-        torch.testing.assert_close(actual[name], expected[name], rtol=1e-4, atol=1e-5)
-        changed |= not torch.allclose(expected[name], initial[name])
-    assert changed
+    from tests.test_distributed_engines import _compare
+
+    # up to float noise magnified by Adam: the same rule as the DeepSpeed engines (max 4.8e-5 measured, one element)
+    _compare(weights(tmp_path / "two"), weights(tmp_path / "one"), weights(tiny_rm_dir))
 
 
 def test_lora_and_gradient_checkpointing_save_a_merged_standard_model(tiny_rm_dir, pairs_file, tmp_path):
