@@ -12,13 +12,15 @@ longer ones), one model object trained by every variant in turn, the same batch 
 - `pcrm-packed-rowN` (with `--row-tokens N`): packed rows of up to N tokens (more sequences per row).
 
 Real tokens/s = the real (non-padding) tokens of the timed steps over their wall seconds (each run's first step,
-optimizer state, is not timed); the median over `--repeats` interleaved repetitions. The variants' batches differ
-(TRL samples at random), which tokens/s normalises. `--profile` adds the top operators (self CPU time) of one
-packed step of the first case.
+optimizer state, is not timed; every run of a trainer trains the same batches), the median over `--repeats`
+interleaved repetitions; also per CPU second of this process (less sensitive to other processes' load on a
+shared machine). TRL's batches differ from pcrm's (it samples at random), which tokens/s normalises.
+`--profile` adds the top operators (self CPU time) of the packed steps of the first case.
 """
 
 import json
 import sys
+import time
 
 import benchlib
 from vs_trl import fitting_pairs, trl_trainer
@@ -44,7 +46,7 @@ def bare_run(model, batches) -> dict:
 
     device = next(model.parameters()).device
     model.train()
-    seconds, tokens = [], []
+    seconds, cpu_seconds, tokens = [], [], []
     def step(chosen, rejected):
         rewards = torch.stack([model(input_ids=torch.tensor([ids], device=device), use_cache=False).logits[0, 0]
                                for ids in chosen + rejected])
@@ -52,9 +54,12 @@ def bare_run(model, batches) -> dict:
         model.zero_grad(set_to_none=True)
 
     for chosen, rejected in batches:
+        cpu = time.process_time()
         seconds.append(benchlib.timed(lambda c=chosen, r=rejected: step(c, r)))
+        cpu_seconds.append(time.process_time() - cpu)
         tokens.append(sum(len(ids) for ids in chosen + rejected))
-    return {"seconds": sum(seconds[1:]), "real_tokens": sum(tokens[1:]), "padded_tokens": sum(tokens[1:])}
+    return {"seconds": sum(seconds[1:]), "cpu_seconds": sum(cpu_seconds[1:]), "real_tokens": sum(tokens[1:]),
+            "padded_tokens": sum(tokens[1:])}
 
 
 def trainer_run(trainer, steps: int) -> dict:
@@ -66,8 +71,8 @@ def trainer_run(trainer, steps: int) -> dict:
     set_seed(trainer.args.seed)
     run = benchlib.run_training(trainer, steps)
     timed = trainer.data_collator.batches[1 : run["steps"]]
-    return {"seconds": sum(run["step_seconds"]), "real_tokens": sum(b[0] for b in timed),
-            "padded_tokens": sum(b[1] for b in timed)}
+    return {"seconds": sum(run["step_seconds"]), "cpu_seconds": sum(run["step_cpu_seconds"]),
+            "real_tokens": sum(b[0] for b in timed), "padded_tokens": sum(b[1] for b in timed)}
 
 
 def parse_case(case: str) -> tuple[str, int, bool]:
@@ -107,7 +112,8 @@ def run_case(args, case: str) -> tuple[list[dict], dict, dict]:
     trainers["trl"] = trl_trainer(args, rows, packed.args, peft_config=peft)
     benchlib.share_model(trainers.values())
     print(f"  {case}: {len(rows)} pairs; warming up", file=sys.stderr, flush=True)
-    benchlib.warm_up(trainers.values())
+    for trainer in trainers.values():  # one untimed step each (lazy set-up; each run's first step is untimed too)
+        benchlib.run_training(trainer, 1)
 
     def packed_then_record():
         recorder.batches.clear()
@@ -126,15 +132,19 @@ def run_case(args, case: str) -> tuple[list[dict], dict, dict]:
     runs = benchlib.interleave(calls, repeats=args.repeats, warmup=0)  # packed runs first: bare has its batches
 
     rate = {name: benchlib.median([r["real_tokens"] / r["seconds"] for r in rs]) for name, rs in runs.items()}
+    cpu_rate = {name: benchlib.median([r["real_tokens"] / r["cpu_seconds"] for r in rs]) for name, rs in runs.items()}
     table = []
     for name, rs in runs.items():
         real, computed = rs[0]["real_tokens"], rs[0]["padded_tokens"]
         table.append({"case": case, "variant": name, "timed_steps_per_run": args.steps - 1, "runs": len(rs),
                       "real_tokens": real, "computed_tokens": computed, "padding_share": 1 - real / computed,
                       "real_tok_per_s": rate[name], "vs_trl": rate[name] / rate["trl"],
-                      "vs_bare": rate[name] / rate["bare"]})
+                      "vs_bare": rate[name] / rate["bare"], "real_tok_per_cpu_s": cpu_rate[name],
+                      "cpu_vs_trl": cpu_rate[name] / cpu_rate["trl"], "cpu_vs_bare": cpu_rate[name] / cpu_rate["bare"]})
     figures = {"packed_vs_trl": rate["pcrm-packed"] / rate["trl"], "packed_vs_bare": rate["pcrm-packed"] / rate["bare"],
-               "packed_vs_padded": rate["pcrm-packed"] / rate["pcrm-padded"], "pairs": len(rows)}
+               "packed_vs_padded": rate["pcrm-packed"] / rate["pcrm-padded"], "pairs": len(rows),
+               "cpu_time": {f"packed_vs_{name}": cpu_rate["pcrm-packed"] / cpu_rate[name]
+                            for name in ("trl", "bare", "pcrm-padded")}}
     if lora:  # the issue's targets are the decoder's
         figures["packed_vs_trl"] = benchlib.target(figures["packed_vs_trl"], 2.0, ">=")
         figures["packed_vs_bare"] = benchlib.target(figures["packed_vs_bare"], 0.9, ">=")
@@ -161,7 +171,7 @@ def profile(trainer, steps: int) -> list[dict]:
 
 def main(argv=None) -> dict:
     load_before = benchlib.start()
-    p = benchlib.parser("padding_free", __doc__, steps=3, pairs=64, repeats=2, batch_size=4)
+    p = benchlib.parser("padding_free", __doc__, steps=2, pairs=64, repeats=2, batch_size=4)
     p.add_argument("--cases", nargs="+", help=f"MODEL@MAX_LENGTH[+lora] (default: {' '.join(DEFAULT_CASES)}; "
                                               "--quick: --model at --max-length, without and with LoRA)")
     p.add_argument("--lora-r", type=int, default=16, help="LoRA rank of the +lora cases")

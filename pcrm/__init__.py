@@ -29,6 +29,8 @@ _EXPORTS = {
     "PCRMRewardConfig": "pcrm.trainers.reward",
     "PCRMRewardTrainer": "pcrm.trainers.reward",
     "PcrmDPOTrainer": "pcrm.trainers.dpo",
+    "RewardModelConfig": "pcrm.pipelines.reward",
+    "train_reward_model": "pcrm.pipelines.reward",
     "save_reward_model": "pcrm.models",
     "recorded_max_length": "pcrm.models",
     "RewardScorer": "pcrm.scoring",

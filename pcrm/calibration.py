@@ -45,7 +45,7 @@ def planned_steps(config, pairs: int) -> int:
 def calibrate_betas(config) -> dict | None:
     """Fit β1, β3 of `config`'s prior from a short BT warm-up (`config` is not changed).
 
-    `config` is a `pcrm.commands.train_rm.Config`. Returns the measurement (β1, β2, β3, warm-up steps,
+    `config` is a `pcrm.pipelines.reward.RewardModelConfig`. Returns the measurement (β1, β2, β3, warm-up steps,
     pairs, margin quantiles), or None when the method has no β to calibrate (bt, fixed, random,
     lower-margin, center).
     """

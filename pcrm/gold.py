@@ -43,7 +43,7 @@ def train_gold(output: str | Path, recipe: GoldRecipe = GOLD_RECIPE, progress: b
     import torch
     from safetensors.torch import load_file, save_file
 
-    from pcrm.commands.train_rm import Config
+    from pcrm.pipelines.reward import RewardModelConfig as Config
     from pcrm.trainers.reward import build_trainer
 
     output = Path(output)

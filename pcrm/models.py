@@ -195,7 +195,7 @@ def recorded_max_length(path, tokenizer=None) -> int:
         tokenizer = load_tokenizer(path)
     if 0 < tokenizer.model_max_length < 1_000_000:
         return int(tokenizer.model_max_length)
-    from pcrm.outputs import model_length_limit
+    from pcrm.preflight import model_length_limit
 
     limit = model_length_limit(str(path))
     return min(DEFAULT_MAX_LENGTH, limit) if limit else DEFAULT_MAX_LENGTH

@@ -355,8 +355,8 @@ def proxy_dirs(config, out: Path) -> dict[str, Path]:
 
 
 def train_proxy(config, out: Path, method: str, seed: int, directory: Path) -> dict:
-    from pcrm.commands import train_rm
     from pcrm.constraints import PriorOptions
+    from pcrm.pipelines import reward as train_rm
 
     labels = out / "labels"
     rm_config = train_rm.Config(
@@ -366,7 +366,9 @@ def train_proxy(config, out: Path, method: str, seed: int, directory: Path) -> d
         eval_batch_size=config.score_batch_size, save_steps=10**9, overwrite=directory.exists(), progress=config.progress,
         betas=config.betas, prior=PriorOptions(encoder=config.encoder),
     )
-    return train_rm.train(rm_config)
+    result = train_rm.train_reward_model(rm_config)
+    print(train_rm.format_result(result), flush=True)
+    return result
 
 
 def stage_proxies(config, out: Path) -> list[str]:

@@ -98,3 +98,34 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     assert len(scores) == 1 and math.isfinite(scores[0])
     record = json.loads((tmp_path / "runs" / "api-rm" / "config.json").read_text())
     assert record["problem_type"] == "regression"
+
+
+def test_train_reward_model_twice_leaves_the_process_as_it_was(tiny_rm_dir, pairs_file, tmp_path):
+    """No process-wide side effects: a process group the caller set up stays up (and is the same group), and the
+    SIGTERM/SIGINT handlers are the caller's after each call."""
+    import signal
+
+    import torch.distributed as dist
+
+    from pcrm import RewardModelConfig, train_reward_model
+
+    def handler(signum, frame):  # the caller's own
+        pass
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        group = dist.group.WORLD
+        for run in range(2):
+            config = RewardModelConfig(method="length", model=str(tiny_rm_dir), data=str(pairs_file),
+                                       eval_data=str(pairs_file), eval_split="train", output=str(tmp_path / f"rm{run}"),
+                                       max_steps=1, batch_size=4, max_length=64, progress=False)
+            config.prior.unit = "chars"
+            result = train_reward_model(config)
+            assert result["steps"] == 1 and (tmp_path / f"rm{run}" / "pcrm_config.json").is_file()
+            assert dist.is_initialized() and dist.group.WORLD is group and dist.get_world_size() == 1
+            assert signal.getsignal(signal.SIGTERM) is handler
+            assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        dist.destroy_process_group()
+        signal.signal(signal.SIGTERM, previous)

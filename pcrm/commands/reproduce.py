@@ -58,7 +58,7 @@ class Config:
 def train_all(config: Config) -> list[Path]:
     """Train one reward model per (method, seed), reusing (or resuming) one trained with the same settings; one
     trained with other settings (say another --learning-rate) is trained again."""
-    from pcrm.commands import train_rm
+    from pcrm.pipelines import reward as train_rm
     from pcrm.outputs import MARKER, last_complete_checkpoint, read_record, settings_of
 
     trainer_fields = {f.name for f in fields(train_rm.Config)} - {"output"}
@@ -77,7 +77,7 @@ def train_all(config: Config) -> list[Path]:
             rm.overwrite = not rm.resume and directory.exists()
             changed = " (settings changed: trained again)" if record is not None and not same else ""
             print(f"== training {method} (seed {seed}){changed}", flush=True)
-            train_rm.train(rm)
+            print(train_rm.format_result(train_rm.train_reward_model(rm)), flush=True)
     return directories
 
 

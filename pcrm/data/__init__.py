@@ -25,6 +25,7 @@ import math
 import os
 import re
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,26 @@ _VISIBLE = re.compile(
     "\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0]"
 )
 PARALLEL_ROWS = 200_000  # below this, worker processes cost more than they save
+
+
+@dataclass
+class LoadReport:
+    """What `load_preferences(..., report=LoadReport())` read and did (`pcrm.console.print_data_summary` prints it).
+
+    Given a report, the loader records its counts here instead of logging them as warnings (the data summary of
+    a command says them once)."""
+
+    source: str = ""  # the data and split read
+    layout: str = ""  # "pairs", "pairs with scores", "ranked", "RewardBench v1 pairs", ...
+    style: str = ""  # "standard" (text) or "conversational" (lists of messages)
+    prompt: str = ""  # how the prompt was found
+    rows: int = 0  # rows read
+    pairs: int = 0  # rows (pairs, or ranked rows when not expanded) returned
+    dropped: dict = field(default_factory=dict)  # reason -> rows dropped
+    flagged: dict = field(default_factory=dict)  # reason -> rows kept but suspicious, or changed (swapped)
+    warn: bool = field(default=False, repr=False)  # also log the counts as warnings (the caller passed no report)
+
+
 FORMATS_HELP = (
     "need 'chosen' and 'rejected' (optionally 'prompt', 'score_chosen', 'score_rejected') "
     "or 'responses' and 'scores' (optionally 'prompt'); map other names with columns/--columns"
@@ -67,6 +88,7 @@ def load_preferences(
     config_name: str | None = None,
     columns: "str | dict[str, str] | None" = None,
     num_proc: int | None = None,
+    report: LoadReport | None = None,
 ) -> Dataset:
     """Load and validate preference data.
 
@@ -81,16 +103,22 @@ def load_preferences(
     An empty response is an error unless `drop_empty` (default: True for the bundled data,
     whose 3 pairs with an empty human-preferred reply are dropped with a logged warning).
     `num_proc` worker processes validate and transform (default: 2–4 from 200,000 rows).
+    `report`: a `LoadReport` filled with what was read, found and dropped (then not logged as warnings).
     Raises `PcrmError` naming the file, row and field of any problem.
     """
     name = str(source) if not isinstance(source, Dataset) else (source.info.description or "dataset")
     with progress_bars(show=False):
         dataset, where = _load(source, name, split, config_name, columns)
     with progress_bars(show=len(dataset) >= 50_000):
-        return _prepare(dataset, name, where, expand_ranked, drop_empty, columns, num_proc)
+        report = report if report is not None else LoadReport(warn=True)
+        report.source = report.source or (f"{name} [{split}]" if name in BUNDLED else where)
+        dataset = _prepare(dataset, name, where, expand_ranked, drop_empty, columns, num_proc, report)
+        report.pairs = len(dataset)
+        return dataset
 
 
-def _prepare(dataset: Dataset, name: str, where: str, expand_ranked: bool, drop_empty: bool | None, columns, num_proc: int | None) -> Dataset:
+def _prepare(dataset: Dataset, name: str, where: str, expand_ranked: bool, drop_empty: bool | None, columns,
+             num_proc: int | None, report: "LoadReport") -> Dataset:
     if drop_empty is None:
         drop_empty = name in BUNDLED
     if len(dataset) == 0:
@@ -98,28 +126,80 @@ def _prepare(dataset: Dataset, name: str, where: str, expand_ranked: bool, drop_
     if num_proc is None:
         num_proc = min(4, os.cpu_count() or 1) if len(dataset) >= PARALLEL_ROWS else None
     num_proc = num_proc if num_proc and num_proc > 1 else None
+    report.rows = len(dataset)
     dataset = _rename(dataset, columns, where)
     kind = _kind(dataset, where)
+    _describe(dataset, kind, columns, report)
     if drop_empty:
-        dataset = _drop_empty_responses(dataset, where, kind, num_proc)
+        dataset = _drop_empty_responses(dataset, where, kind, num_proc, report)
     if kind == "pairs" and _prompt_is_implicit(dataset):
         dataset = dataset.map(_extract_prompt_batch, batched=True, num_proc=num_proc, desc="Extracting prompts")
-    _validate(dataset, where, kind, num_proc)
+        report.prompt = _extraction(dataset, report.prompt)
+    _validate(dataset, where, kind, num_proc, report)
     if "prompt" not in dataset.column_names:
         dataset = dataset.map(_empty_prompts_batch, batched=True, desc="Adding empty prompts")
     elif _has_nulls(dataset, "prompt"):
         dataset = dataset.map(_fill_prompts_batch, batched=True, num_proc=num_proc, desc="Filling prompts")
     if kind == "pairs" and all(f in dataset.column_names for f in SCORE_FIELDS):
-        dataset = _order_by_scores(dataset, where, num_proc)
+        dataset = _order_by_scores(dataset, where, num_proc, report)
     if kind == "ranked" and expand_ranked:
+        possible = sum(n * (n - 1) // 2 for n in dataset.with_format("arrow")["responses"].value_lengths().to_pylist())
         dataset = dataset.map(
             _expand_ranked_batch, batched=True, with_indices=True, num_proc=num_proc,
             remove_columns=dataset.column_names, desc="Expanding ranked rows",
         )
         if len(dataset) == 0:
             raise PcrmError(f"{where}: ranked data has no pair with different scores")
+        report.layout += ", expanded to ordered pairs"
+        if possible > len(dataset):
+            report.flagged["tied response pairs not expanded"] = possible - len(dataset)
     dataset.info.description = where
     return dataset
+
+
+def _count(report: LoadReport, group: str, reason: str, n: int, message: str) -> None:
+    counts = getattr(report, group)
+    counts[reason] = counts.get(reason, 0) + n
+    if report.warn:
+        logger.warning("%s", message)
+
+
+def _describe(dataset: Dataset, kind: str, columns, report: LoadReport) -> None:
+    """The format the columns show, and an explicit prompt's column (an implicit one: `_extraction`, once extracted)."""
+    names = dataset.column_names
+    if kind == "ranked":
+        report.layout = "ranked (prompt, responses, scores)"
+        feature = dataset.features["responses"]
+        feature = feature[0] if isinstance(feature, list) else getattr(feature, "feature", feature)
+    else:
+        report.layout = "pairs with scores" if all(f in names for f in SCORE_FIELDS) else "pairs"
+        feature = dataset.features["chosen"]
+    report.style = ("conversational (messages, rendered with the chat template)" if _feature_kind(feature) == "messages"
+                    else "standard (text)")
+    column = _parse_columns(columns, "").get("prompt", "prompt")
+    if "prompt" not in names:
+        report.prompt = "no prompt" if kind == "ranked" else ""
+    elif kind == "ranked" or not _prompt_is_implicit(dataset):
+        report.prompt = f"explicit prompt (column {column!r})"
+
+
+def _extraction(dataset: Dataset, explicit: str) -> str:
+    """How the implicit prompts were found (`extract_prompt`): at the last shared HH turn, the shared start, or messages."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    prompts = dataset.with_format("arrow")["prompt"]
+    if not (pa.types.is_string(prompts.type) or pa.types.is_large_string(prompts.type)):
+        return "implicit prompt: the messages chosen and rejected share at the start"
+    hh, empty = (pc.sum(pc.ends_with(prompts, HH_ASSISTANT)).as_py() or 0), (pc.sum(pc.equal(prompts, "")).as_py() or 0)
+    turn = json.dumps(HH_ASSISTANT)
+    if hh == len(prompts):
+        text = f"implicit prompt, extracted at the last shared {turn}"
+    elif hh:
+        text = f"implicit prompt, extracted at the last shared {turn} ({hh} rows) or the longest shared start"
+    else:
+        text = "implicit prompt: the longest start chosen and rejected share"
+    return text + (f" ({empty} with nothing shared: empty prompt)" if empty else "")
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -488,7 +568,7 @@ class _RowError(Exception):
     pass
 
 
-def _validate(dataset: Dataset, where: str, kind: str, num_proc: int | None) -> None:
+def _validate(dataset: Dataset, where: str, kind: str, num_proc: int | None, report: LoadReport) -> None:
     """Check every row on Arrow (batched, in `num_proc` workers); raise on the first bad row, warn with counts."""
     with_scores = kind == "pairs" and all(f in dataset.column_names for f in SCORE_FIELDS)
     fields = ["prompt"] if "prompt" in dataset.column_names else []
@@ -510,10 +590,12 @@ def _validate(dataset: Dataset, where: str, kind: str, num_proc: int | None) -> 
     identical = int(np.sum(kinds == "identical"))
     invisible = int(np.sum(kinds == "invisible"))
     if identical:
-        logger.warning("%s: %d pair(s) whose two responses are identical (no preference signal)", where, identical)
+        _count(report, "flagged", "with identical responses", identical,
+               f"{where}: {identical} pair(s) whose two responses are identical (no preference signal)")
     if invisible:
-        logger.warning("%s: %d pair(s) with a response that is empty apart from invisible characters "
-                       "(zero-width spaces, direction marks, ...)", where, invisible)
+        _count(report, "flagged", "with a response of invisible characters only", invisible,
+               f"{where}: {invisible} pair(s) with a response that is empty apart from invisible characters "
+               "(zero-width spaces, direction marks, ...)")
 
 
 def _inspect_batch(batch, indices, kind):
@@ -574,13 +656,14 @@ def _invisible_only(value: Any) -> bool:
     return _VISIBLE.search(as_text(value)) is None
 
 
-def _drop_empty_responses(dataset: Dataset, where: str, kind: str, num_proc: int | None) -> Dataset:
+def _drop_empty_responses(dataset: Dataset, where: str, kind: str, num_proc: int | None, report: LoadReport) -> Dataset:
     if kind != "pairs":
         return dataset
     kept = dataset.filter(_non_empty_batch, batched=True, input_columns=list(PAIR_FIELDS), num_proc=num_proc,
                           desc="Dropping empty responses")
     if len(kept) < len(dataset):
-        logger.warning("%s: dropped %d pair(s) with an empty response", where, len(dataset) - len(kept))
+        _count(report, "dropped", "with an empty response", len(dataset) - len(kept),
+               f"{where}: dropped {len(dataset) - len(kept)} pair(s) with an empty response")
     if len(kept) == 0:
         raise PcrmError(f"{where}: every pair has an empty response")
     return kept
@@ -621,7 +704,7 @@ def _check_text(value: Any, where: str, allow_empty: bool = False, error: type =
 # --- scores and ranked data --------------------------------------------------------------------
 
 
-def _order_by_scores(dataset: Dataset, where: str, num_proc: int | None) -> Dataset:
+def _order_by_scores(dataset: Dataset, where: str, num_proc: int | None, report: LoadReport) -> Dataset:
     """Swap pairs whose chosen score is lower; skip ties (counted in a warning)."""
     scores = dataset.select_columns(list(SCORE_FIELDS)).with_format("numpy")[:]
     chosen = np.asarray(scores["score_chosen"], dtype=np.float64)
@@ -629,10 +712,11 @@ def _order_by_scores(dataset: Dataset, where: str, num_proc: int | None) -> Data
     ties = chosen == rejected
     swaps = int(np.sum(chosen < rejected))
     if swaps:
-        logger.warning("%s: swapped %d pair(s) whose chosen score is lower than the rejected one", where, swaps)
+        _count(report, "flagged", "swapped (chosen scored lower)", swaps,
+               f"{where}: swapped {swaps} pair(s) whose chosen score is lower than the rejected one")
         dataset = dataset.map(_swap_batch, batched=True, num_proc=num_proc, desc="Ordering by scores")
     if ties.any():
-        logger.warning("%s: skipped %d pair(s) with equal scores", where, int(ties.sum()))
+        _count(report, "dropped", "with equal scores", int(ties.sum()), f"{where}: skipped {int(ties.sum())} pair(s) with equal scores")
         dataset = dataset.select(np.flatnonzero(~ties))
         if len(dataset) == 0:
             raise PcrmError(f"{where}: every pair has equal scores")

@@ -1,0 +1,1 @@
+"""Pipelines: the library calls behind the commands (data -> constraints -> trainer -> saved model -> metrics)."""
