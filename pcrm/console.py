@@ -47,6 +47,7 @@ class _Once(logging.Filter):
 
 _ONCE = _Once()
 _WARNINGS = Counter()
+_DATA_SEEN: dict = {}  # source -> the data-summary lines this command printed of it
 
 
 def quiet_imports() -> None:
@@ -65,6 +66,7 @@ def quiet_libraries(progress: bool = True, verbose: bool = False) -> None:
     logging.basicConfig(format="pcrm: %(message)s", level=logging.WARNING)
     _ONCE.counts.clear()  # counts per command
     _WARNINGS.clear()
+    _DATA_SEEN.clear()
     for handler in [*logging.getLogger().handlers, *hf_logging._get_library_root_logger().handlers]:
         if _ONCE not in handler.filters:
             handler.addFilter(_ONCE)
@@ -139,3 +141,44 @@ def progress_bars(show: bool):
             os.environ.pop("TQDM_DISABLE", None)
         else:
             os.environ["TQDM_DISABLE"] = state[2]
+
+
+def data_summary(report, use: str = "", truncated: int | None = None, max_length: int | None = None,
+                 seen: bool = False) -> list[str]:
+    """The data summary of a command (at most 4 lines) from a `pcrm.data.LoadReport`: the source, format and how the
+    prompt was found; rows read, dropped (by reason) and flagged; what the command uses them for and how many were
+    truncated. `seen`: the source was summarised above, so only the use line."""
+    if seen:
+        lines = [f"data: {report.source} (as above)"]
+    else:
+        found = ", ".join(filter(None, [report.layout, report.style, report.prompt]))
+        counts = f"{report.rows} rows read"
+        if report.dropped:
+            counts += f", {sum(report.dropped.values())} dropped ({_reasons(report.dropped)})"
+        if "pairs" in report.layout or not report.layout:
+            counts += f"; {report.pairs} pairs"
+        lines = [f"data: {report.source}: {found}", f"  {counts}"]
+        if report.flagged:
+            lines.append(f"  kept: {_reasons(report.flagged)}")
+    if use or truncated:
+        cut = f"{truncated} truncated at {max_length} tokens (the prompt's start cut)" if truncated else ""
+        lines.append("  used: " + "; ".join(filter(None, [use, cut])))
+    return lines if use or truncated or not seen else []
+
+
+def _reasons(counts: dict) -> str:
+    return ", ".join(f"{n} {reason}" for reason, n in counts.items())
+
+
+def print_data_summary(report, use: str = "", truncated: int | None = None, max_length: int | None = None,
+                       file=None) -> list[str]:
+    """Print `data_summary` once per source and command: a source summarised before gets only its use line, and not
+    even that when the same line was printed (a multi-step command loading the same data again); return the lines."""
+    seen = _DATA_SEEN.setdefault(report.source, set())
+    lines = data_summary(report, use, truncated, max_length, seen=bool(seen))
+    if seen and lines[-1:] and lines[-1] in seen:
+        lines = []
+    seen.update(lines)
+    for line in lines:
+        print(line, file=file or sys.stdout, flush=True)
+    return lines

@@ -666,7 +666,7 @@ def findings(fit: dict, curves: dict) -> str:
 
 
 def write_report(config, out: Path, labels: dict, pool: dict, curves: dict, fit: dict) -> dict:
-    from pcrm.report import Section, render_html, render_markdown
+    from pcrm.report import Section, render_html, render_markdown, store_sections
 
     plot_curves(curves, fit, out / "overoptimization.png")
     n_seeds = len(config.seeds)
@@ -707,6 +707,7 @@ def write_report(config, out: Path, labels: dict, pool: dict, curves: dict, fit:
         Section("Caveats", caveats),
     ]
     title = "Reward over-optimisation against a gold reward model"
+    store_sections(out, sections)  # `pcrm report --input OUTPUT` renders them again
     atomic_write_text(out / "report.html", render_html(title, sections, out))
     atomic_write_text(out / "report.md", render_markdown(title, sections))
     from dataclasses import asdict

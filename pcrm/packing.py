@@ -14,10 +14,13 @@ forward (to float rounding, tested to 1e-5 in fp32):
   the first token ([CLS]) of a row, is handed the first token of every sequence (a forward pre-hook).
 
 Both run inside the model's own forward call, so DDP, DeepSpeed, PEFT (LoRA) and gradient checkpointing
-see an ordinary forward. Rows are as long as the batch's longest sequence (`row_tokens` allows longer):
-no row is longer than the padded batch's, so attention, which a CPU computes over the whole (masked)
-row, costs per row what a padded row costs, and the rows are fewer. A row's unused tail is padding with
-position ids of its own from 0: a segment of its own that attends only to itself (no fully masked row).
+see an ordinary forward. Row length: attention with a mask is computed densely over the whole row (CPU
+and sdpa alike), so a row of width w costs each of its tokens attention over w positions. Rows as long as
+the batch's longest sequence never cost more per row than a padded row; longer rows waste fewer tokens
+on a batch of similar lengths (what length grouping makes) but pay more attention per token; the
+trainer picks, per batch, among 1–4 × the longest sequence by an estimate measured on CPU (`pack`).
+A row's unused tail is padding with position ids of its own from 0: a segment of its own that attends
+only to itself (no fully masked row).
 Whether packing is exact for a model is checked once by a probe (`packing_exact`: three random sequences
 in one row against the padded forward); architectures whose token mixing ignores position ids (e.g.
 state-space layers) fail it and stay padded.
@@ -31,26 +34,40 @@ import torch
 _EXACT = weakref.WeakKeyDictionary()  # model -> result of the probe
 
 
-def pack(sequences, pad_token_id: int, read: str = "last", row_tokens: int | None = None) -> dict:
+def _first_fit(lengths: list[int], capacity: int) -> tuple[list[list[int]], int]:
+    """Sequence indices per row (first fit, longest first) into rows of `capacity` tokens; the longest row's fill."""
+    rows, fill = [], []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        for r in range(len(rows)):
+            if fill[r] + lengths[i] <= capacity:
+                rows[r].append(i)
+                fill[r] += lengths[i]
+                break
+        else:
+            rows.append([i])
+            fill.append(lengths[i])
+    return rows, max(fill)
+
+
+def pack(sequences, pad_token_id: int, read: str = "last", row_tokens: int | None = None,
+         attention_tokens: int | None = None) -> dict:
     """Pack token-id sequences into rows; return `input_ids`, `position_ids` (rows × width), `reward_index`
     ((row, column) of each sequence's reward token, in the input order) and `lengths`.
 
     `read`: "last" — the sequence's last token that is not `pad_token_id` (its first token if all are: what a
     padded decoder forward reads), "first" — its first token (BERT's [CLS]). Rows hold at most
-    max(`row_tokens`, the longest sequence) tokens."""
+    max(`row_tokens`, the longest sequence) tokens. Without `row_tokens`, with `attention_tokens` (k), the row
+    length is chosen among 1, 1.5, 2, 3 and 4 × the longest sequence for the least estimated cost
+    rows · width · (1 + width / k): longer rows waste fewer tokens (a length-grouped batch of similar lengths
+    fills rows of its longest sequence badly), but a dense masked attention costs each token its row's width
+    (k ≈ 4 × hidden size measured on CPU: the width at which attention costs what the rest of a layer does)."""
     lengths = [len(s) for s in sequences]
-    capacity = max(max(lengths), row_tokens or 0)
-    rows, room = [], []
-    for i in sorted(range(len(sequences)), key=lambda i: -lengths[i]):  # first fit, longest first
-        for r, free in enumerate(room):
-            if lengths[i] <= free:
-                rows[r].append(i)
-                room[r] -= lengths[i]
-                break
-        else:
-            rows.append([i])
-            room.append(capacity - lengths[i])
-    width = capacity - min(room)
+    longest = max(lengths)
+    if row_tokens or not attention_tokens:
+        rows, width = _first_fit(lengths, max(longest, row_tokens or 0))
+    else:
+        packings = [_first_fit(lengths, int(longest * f)) for f in (1, 1.5, 2, 3, 4)]
+        rows, width = min(packings, key=lambda p: len(p[0]) * p[1] * (1 + p[1] / attention_tokens))
     input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
     position_ids = torch.empty((len(rows), width), dtype=torch.long)
     reward_index = torch.empty((len(sequences), 2), dtype=torch.long)
@@ -70,15 +87,22 @@ def pack(sequences, pad_token_id: int, read: str = "last", row_tokens: int | Non
 
 
 class PackedPairCollator:
-    """Collates tokenized pairs (`chosen_ids`, `rejected_ids`) into one packed batch: rewards come back
+    """Collates tokenized pairs (`chosen_ids`, `rejected_ids`) into one packed batch (`pack`): rewards come back
     chosen first, then rejected, as from TRL's padded `DataCollatorForPreference`."""
 
-    def __init__(self, pad_token_id: int, read: str = "last", row_tokens: int | None = None):
-        self.pad_token_id, self.read, self.row_tokens = pad_token_id, read, row_tokens
+    def __init__(self, pad_token_id: int, read: str = "last", row_tokens: int | None = None,
+                 attention_tokens: int | None = None):
+        self.pad_token_id, self.read = pad_token_id, read
+        self.row_tokens, self.attention_tokens = row_tokens, attention_tokens
 
     def __call__(self, examples):
         sequences = [e["chosen_ids"] for e in examples] + [e["rejected_ids"] for e in examples]
-        return pack(sequences, self.pad_token_id, self.read, self.row_tokens)
+        return pack(sequences, self.pad_token_id, self.read, self.row_tokens, self.attention_tokens)
+
+
+def attention_tokens(model) -> int:
+    """k of `pack`'s cost estimate for this model: 4 × its hidden size."""
+    return 4 * _unwrap(model).config.get_text_config().hidden_size
 
 
 def _unwrap(model):

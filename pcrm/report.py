@@ -1,4 +1,7 @@
-"""The report of `pcrm report`: a self-contained HTML report and a Markdown twin of `pcrm evaluate` results.
+"""The report of `pcrm report`: a self-contained HTML report and a Markdown twin of a pcrm output.
+
+Of `pcrm evaluate` results (a reproduce folder: its `evaluation/`), or of any output that stored report sections
+(`store_sections`/`add_section`: align, evaluate-policy, overoptimization).
 
 Sections: the metric table with 95% CIs, margin histograms, margin vs similarity with the
 δ* curve, score vs length, reliability diagram, training curves (from `train_log.jsonl` in
@@ -48,6 +51,15 @@ def add_section(directory: str | Path, title: str, rows=(), images=(), text: str
     return path
 
 
+def store_sections(directory: str | Path, sections: list[Section]) -> None:
+    """Store a command's own report sections in its output (`sections/NN-<title>.json`, in this order), so that
+    `pcrm report --input DIRECTORY` renders them; their images are files inside `directory`, named relative to it."""
+    for i, section in enumerate(sections):
+        for name in section.images:
+            _section_image(Path(directory), name, section.title)  # inside the folder, a PNG
+        write_json(Path(directory) / SECTIONS_DIR / f"{i:02d}-{slug(section.title)}.json", asdict(section))
+
+
 def _png_bytes(path: Path, title: str) -> bytes:
     if not path.is_file():
         raise PcrmError(f"{path}: image of report section {title!r} not found")
@@ -67,16 +79,57 @@ def read_summary(input: str | Path) -> tuple[Path, dict]:
     return metrics_file, summary
 
 
-def write_report(input: str | Path, output: str | Path | None = None, title: str = "Reward model evaluation") -> dict:
-    """report.html and report.md (with PNGs beside them) of a `pcrm evaluate` directory or its metrics.json."""
-    metrics_file, summary = read_summary(input)
-    output = Path(output) if output else metrics_file.parent
-    runs = [(result, _load_arrays(metrics_file.parent / result["arrays"])) for result in summary["results"]]
-    extra = [_localised(s, metrics_file.parent, output) for s in extra_sections(metrics_file.parent)]  # checked first
-    answer = answer_section(summary, {(r["model"], r["data"]): a for r, a in runs}, summary["config"]["bootstrap"],
-                            summary["config"]["seed"])
-    sections = [answer, metric_section(summary), *figure_sections(runs, summary["config"]["priors"], output)]
-    sections += training_sections(summary["results"], output) + extra
+# Default titles by the command that wrote the folder.
+TITLES = {"evaluate": "Reward model evaluation", "reproduce": "pcrm reproduction", "align": "Alignment",
+          "evaluate-policy": "Policy evaluation", "overoptimization": "Reward over-optimisation against a gold reward model"}
+
+
+def report_source(input: str | Path) -> tuple[Path, dict | None]:
+    """(folder, its `pcrm evaluate` summary or None) of what `pcrm report --input` names: a `pcrm evaluate` folder or
+    its metrics.json; a `pcrm reproduce` folder (its evaluation/); or an output with stored sections and no evaluate
+    metrics (align, evaluate-policy, overoptimization: None). Checked; one line if none of these."""
+    source = Path(input)
+    if source.suffix == ".json":
+        return source.parent, read_summary(source)[1]
+    if not (source / "metrics.json").exists() and (source / "evaluation" / "metrics.json").is_file():  # pcrm reproduce
+        source = source / "evaluation"
+    if any((source / SECTIONS_DIR).glob("*.json")) and not _evaluate_metrics(source / "metrics.json"):
+        return source, None
+    return source, read_summary(source)[1]
+
+
+def _evaluate_metrics(path: Path) -> bool:
+    """Whether `path` is (or claims to be, possibly broken) a metrics.json of `pcrm evaluate`."""
+    if not path.is_file():
+        return False
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True  # read_summary says what is wrong
+    return not isinstance(data, dict) or "schema_version" in data or "results" in data
+
+
+def default_title(folder: Path) -> str:
+    from pcrm.outputs import read_record
+
+    record = read_record(folder) or read_record(folder.parent) or {}
+    return TITLES.get(record.get("command"), TITLES["evaluate"])
+
+
+def write_report(input: str | Path, output: str | Path | None = None, title: str | None = None) -> dict:
+    """report.html and report.md (with PNGs beside them) of what `report_source` accepts."""
+    folder, summary = report_source(input)
+    output = Path(output) if output else folder
+    title = title or default_title(folder)
+    extra = [_localised(s, folder, output) for s in extra_sections(folder)]  # checked first
+    if summary is None:
+        sections = extra
+    else:
+        runs = [(result, _load_arrays(folder / result["arrays"])) for result in summary["results"]]
+        answer = answer_section(summary, {(r["model"], r["data"]): a for r, a in runs}, summary["config"]["bootstrap"],
+                                summary["config"]["seed"])
+        sections = [answer, metric_section(summary), *figure_sections(runs, summary["config"]["priors"], output)]
+        sections += training_sections(summary["results"], output) + extra
     atomic_write_text(output / "report.html", render_html(title, sections, output))
     atomic_write_text(output / "report.md", render_markdown(title, sections))
     images = [str(output / name) for s in sections for name in s.images]
@@ -162,7 +215,7 @@ def figure_sections(runs: list, priors: list[str], output: Path) -> list[Section
 
 
 def plot_margins(runs, colors):
-    from pcrm.plots import new_figure
+    from pcrm.plots import integer_ticks, new_figure
 
     fig, (ax,) = new_figure(width=6.5)
     margins = {result["model"]: _margin(arrays) for result, arrays in runs}
@@ -172,6 +225,7 @@ def plot_margins(runs, colors):
         ax.hist(margin, bins=bins, color=colors[model], histtype="step", linewidth=1.5, label=model)
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set(title=f"margins · {runs[0][0]['data']}", xlabel="margin r(chosen) − r(rejected)", ylabel="pairs")
+    integer_ticks(ax, axis="y")
     ax.legend(fontsize=8)
     return fig
 
@@ -227,7 +281,7 @@ def plot_reliability(runs, colors):
 
 def training_sections(results: list[dict], output: Path) -> list[Section]:
     """Loss, accuracy and margin scale over steps, from each model directory's train_log.jsonl (if any)."""
-    from pcrm.plots import new_figure, save_figure
+    from pcrm.plots import integer_ticks, new_figure, save_figure
 
     logs = {}
     for result in results:
@@ -248,6 +302,7 @@ def training_sections(results: list[dict], output: Path) -> list[Section]:
             ax.plot(step, smooth(value), color=color, label=model)
             if key == "margin_mean":
                 ax.fill_between(step, smooth(value - spread), smooth(value + spread), color=color, alpha=0.15)
+    integer_ticks(*axes)
     for ax, title in zip(axes, ("loss", "accuracy", "margin mean ± std")):
         ax.set(title=title, xlabel="step")
         if ax.lines:
@@ -338,6 +393,7 @@ body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; 
 h1 { font-size: 1.6em; } h2 { font-size: 1.25em; border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 1.6em; }
 table { border-collapse: collapse; font-size: .85em; margin: .8em 0; display: block; max-width: 100%; overflow-x: auto; }
 th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: left; white-space: nowrap; }
+th { white-space: normal; min-width: 4em; } td:last-child { white-space: normal; min-width: 16em; }
 th { background: #f3f3f3; } tr:nth-child(even) td { background: #fafafa; }
 figure { margin: 1em 0; } img { max-width: 100%; } figcaption { font-size: .8em; color: #777; }
 """
@@ -354,6 +410,8 @@ def _section_image(folder: Path, name, title: str) -> bytes:
 def _localised(section: Section, folder: Path, output: Path) -> Section:
     """`section` with its images (inside `folder`) copied beside the report (as <title>-<i>.png) and named relative to it."""
     data = [_section_image(folder, image, section.title) for image in section.images]
+    if output.resolve() == folder.resolve() and not any(name.startswith(f"{SECTIONS_DIR}/") for name in section.images):
+        return section  # a command's own figures, already beside the report
     names = [f"{slug(section.title)}-{i}.png" for i in range(len(data))]
     for name, image in zip(names, data):
         if not (output / name).is_file() or (output / name).read_bytes() != image:

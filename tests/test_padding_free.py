@@ -67,11 +67,13 @@ def test_packed_rewards_equal_the_padded_forward(kind, attn):
     with torch.no_grad():
         padded = padded_rewards(model, sequences, 0)
         assert padded.abs().max() > 0.3  # rewards of a useful scale
-        for row_tokens in (None, 64, 200):  # rows of the longest sequence (default), longer ones, all in one row
-            batch = pack(sequences, 0, read_position(model), row_tokens)
-            width = batch["input_ids"].shape[1]
-            assert len(batch["input_ids"]) < len(sequences)
-            assert width == 40 if row_tokens is None else width <= row_tokens
+        # rows of the longest sequence (40, the default), of at most 64 or 200 tokens, and chosen by the cost estimate
+        # (attention dear: rows of the longest; attention free: the fewest tokens, all 152 in one row)
+        widths = {(): 40, ("row_tokens", 64): 64, ("row_tokens", 200): 152, ("attention_tokens", 1): 40,
+                  ("attention_tokens", 10**9): 152}
+        for option, width in widths.items():
+            batch = pack(sequences, 0, read_position(model), **dict([option] if option else []))
+            assert batch["input_ids"].shape[1] in (width, width - 1) and len(batch["input_ids"]) < len(sequences)
             torch.testing.assert_close(packed_rewards(model, batch), padded, rtol=0, atol=TOL)
         # the tolerance is meaningful: the same rows without the segment boundaries (one sequence per row) differ
         leaky = {**batch, "position_ids": torch.arange(batch["input_ids"].shape[1]).expand_as(batch["input_ids"])}
@@ -228,4 +230,4 @@ def test_benchmark_smoke_run(rm_dirs, pairs_file, tmp_path):
         assert packed["real_tokens"] == padded["real_tokens"] and packed["computed_tokens"] < padded["computed_tokens"]
     figures = saved["figures"][cases[0]]
     assert {"packed_vs_trl", "packed_vs_bare", "packed_vs_padded"} <= set(figures)
-    assert "target" in figures["packed_vs_trl"]
+    assert "target" in figures["packed_vs_trl"] and "packed_random" in figures["epoch_padding_share_all_fitting_pairs"]

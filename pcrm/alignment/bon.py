@@ -109,7 +109,7 @@ def run_bon(config, labels: list[str], output: Path) -> dict:
 
     tokenizer = load_tokenizer(config.policy)
     prompts = load_prompts(config.data, config.eval_split, tokenizer, config.max_prompt_length, config.prompts, config.seed,
-                           config.data_config, config.columns)
+                           config.data_config, config.columns, use="best-of-N (held-out)")
     samples = cached_samples(config, prompts, tokenizer)
     flat_prompts = [p for p, row in zip(prompts, samples["responses"]) for _ in row]
     flat_responses = [r for row in samples["responses"] for r in row]

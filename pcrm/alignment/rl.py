@@ -18,9 +18,9 @@ def run_rl(config, labels: list[str], output: Path) -> dict:
 
     tokenizer = load_tokenizer(config.policy)
     prompts = load_prompts(config.data, config.train_split, tokenizer, config.max_prompt_length, None, config.seed,
-                           config.data_config, config.columns)
+                           config.data_config, config.columns, use=f"{config.method.upper()} training")
     probe_prompts = load_prompts(config.data, config.eval_split, tokenizer, config.max_prompt_length, config.prompts, config.seed,
-                                 config.data_config, config.columns)
+                                 config.data_config, config.columns, use="the held-out probe")
     device = default_device(config.device)
     reference = load_causal_lm(config.policy).to(device).eval().requires_grad_(False)
     judge = RewardScorer.load(config.judge, config.max_length, device, config.batch_size) if config.judge else None
@@ -84,7 +84,7 @@ def plot_rl(results: dict, output: Path) -> list[Path]:
     """reward_vs_kl.png (probe proxy gain and judge reward against probe KL), reward_scale.png (raw training
     reward mean ± std and max over steps), length.png (response length over steps)."""
     from pcrm.alignment.rollout import read_log
-    from pcrm.plots import new_figure, save_figure
+    from pcrm.plots import integer_ticks, new_figure, save_figure
 
     logs = {label: read_log(output / label / "log.jsonl") for label in results["reward_models"]}
     has_judge = any("probe_judge" in row for log in logs.values() for row in log)
@@ -111,6 +111,7 @@ def plot_rl(results: dict, output: Path) -> list[Path]:
     axes_scale[0].set(title="raw proxy reward (batch mean ± std)", xlabel="step", ylabel="reward")
     axes_scale[1].set(title="raw proxy reward (batch max)", xlabel="step", ylabel="reward")
     ax_length.set(title="response length", xlabel="step", ylabel="tokens")
+    integer_ticks(*axes_scale, ax_length)
     paths = []
     figures = ((fig_kl, axes_kl, "reward_vs_kl.png"), (fig_scale, axes_scale, "reward_scale.png"), (fig_length, [ax_length], "length.png"))
     for fig, axes, name in figures:

@@ -17,14 +17,21 @@ from pcrm.tokenization import TURN, cut_prompts
 
 
 def load_prompts(source: str, split: str, tokenizer, max_tokens: int, count: int | None = None, seed: int = 0,
-                 config_name: str | None = None, columns: str | None = None) -> list[str]:
-    """Distinct text prompts of a split in a seeded order (the first `count`), cut from the left to `max_tokens` tokens."""
-    from pcrm.data import load_preferences
+                 config_name: str | None = None, columns: str | None = None, use: str | None = None) -> list[str]:
+    """Distinct text prompts of a split in a seeded order (the first `count`), cut from the left to `max_tokens` tokens.
+    `use` (what the prompts are for): print the data summary (`pcrm.console.print_data_summary`)."""
+    from pcrm.console import print_data_summary
+    from pcrm.data import LoadReport, load_preferences
 
-    prompts = load_preferences(source, split, config_name=config_name, columns=columns).shuffle(seed=seed)["prompt"]
+    report = LoadReport() if use else None  # none: the loader logs its warnings
+    prompts = load_preferences(source, split, config_name=config_name, columns=columns, report=report).shuffle(seed=seed)["prompt"]
     if not isinstance(prompts[0], str):
         raise PcrmError(f"{source}: pcrm align needs text prompts (this data is conversational)")
-    return cut_prompts(list(dict.fromkeys(prompts))[:count], tokenizer, max_tokens)[0]
+    prompts, cut = cut_prompts(list(dict.fromkeys(prompts))[:count], tokenizer, max_tokens)
+    if use:
+        cut = f", {cut} cut to their last {max_tokens} tokens" if cut else ""
+        print_data_summary(report, f"{len(prompts)} distinct prompts for {use}{cut}")
+    return prompts
 
 
 def response_length(ids: list[int], tokenizer) -> int:

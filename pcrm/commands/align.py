@@ -7,7 +7,8 @@ samples) once per RM, so RMs compare side by side. RL runs write, per RM, `OUTPU
 `--probe-every` steps the probe: proxy and judge reward, KL and judge win rate against the starting
 policy on `--prompts` fixed held-out prompts) and the aligned policy `OUTPUT/<rm>/policy`; then
 `OUTPUT/summary.json`, `table.md` and plots (reward vs KL, reward scale and length over steps).
-`--report DIR` adds the table and plots as a section of the report of a `pcrm evaluate` directory.
+The tables and plots are stored as report sections of OUTPUT (`pcrm report --input OUTPUT`);
+`--report DIR` adds them to the report of a `pcrm evaluate` directory.
 """
 
 import math
@@ -131,6 +132,10 @@ def _align(config: Config) -> dict:
             load_state(folder.resume_from / label / "checkpoint" / "state.pt")  # tensors only, checked before the run
     with folder:
         results, sections = _run(config, labels, folder.work, start)
+        from pcrm.report import Section, store_sections
+
+        store_sections(folder.work, [Section(title, text, rows, [Path(p).relative_to(folder.work).as_posix() for p in images])
+                                     for title, rows, images, text in sections])  # `pcrm report --input OUTPUT`
         folder.commit({"kind": "align", "method": config.method, "config": asdict(config), "versions": versions()})
     output = folder.path
     if config.report:

@@ -27,7 +27,8 @@ class Config(ConstraintConfig):
     overwrite: bool = field(default=False, metadata={"help": "replace an existing --output of pcrm constraints (only once this run succeeds)"})
 
 def run(config: Config) -> dict:
-    from pcrm.data import load_preferences
+    from pcrm.console import print_data_summary
+    from pcrm.data import LoadReport, load_preferences
     from pcrm.io import versions
     from pcrm.models import load_tokenizer
     from pcrm.outputs import OutputFolder
@@ -40,7 +41,10 @@ def run(config: Config) -> dict:
         check_model(config.suggest_from, "reward", config.max_length, "--suggest-from")
     folder = OutputFolder(config.output, "constraints", overwrite=config.overwrite)
     folder.plan()  # every check before the first write
-    dataset = load_preferences(config.data, split=config.split, config_name=config.data_config, columns=config.columns)
+    report = LoadReport()
+    dataset = load_preferences(config.data, split=config.split, config_name=config.data_config, columns=config.columns,
+                               report=report)
+    print_data_summary(report, f"{len(dataset)} pairs: similarity and δ* ({config.method}) of each")
     tokenizer = load_tokenizer(config.model) if config.method == "length" and config.unit == "tokens" else None
     dataset, timing = timed_constraints(dataset, config, tokenizer, show_progress=config.progress)
     summary = {"config": asdict(config), **summarize(dataset), **timing}
@@ -89,9 +93,10 @@ def write_pairs(dataset, path: Path) -> None:
 
 
 def plot_histogram(dataset, path: Path, config: ConstraintConfig) -> None:
-    from pcrm.plots import new_figure, save_figure
+    from pcrm.plots import integer_ticks, new_figure, save_figure
 
     fig, (ax_s, ax_d) = new_figure(ncols=2)
+    integer_ticks(ax_s, ax_d, axis="y")
     similarity = np.asarray(dataset["similarity"], dtype=float)
     similarity = similarity[np.isfinite(similarity)]
     if len(similarity):

@@ -5,7 +5,9 @@ computed by the training code path (TRL's tokenisation, `PcrmDPOTrainer.sequence
 (m > 0), margin scale, log-prob drift. On held-out prompts: one response per policy (greedy, or
 seeded sampling), its length, and, with `--judge` (a reward-model directory), the judge's score and
 the win rate against the starting policy and against `--baseline` (e.g. plain DPO) with percentile
-bootstrap CIs over prompts. Policies are assumed to share the starting policy's tokenizer.
+bootstrap CIs over prompts. Policies are assumed to share the starting policy's tokenizer. The table is also stored
+as a report section of the output (`pcrm report --input OUTPUT`) and, with `--report DIR`, added to the report of a
+`pcrm evaluate` directory.
 """
 
 
@@ -15,8 +17,8 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from pcrm.errors import PcrmError, require
-from pcrm.evaluation.policies import (PairScorer, format_table, generate, judge_responses, length_stats, prompt_texts, training_info,
-                                      write_responses)
+from pcrm.evaluation.policies import (PairScorer, format_table, generate, judge_responses, length_stats, prompt_texts,
+                                      table_rows, training_info, write_responses)
 from pcrm.io import atomic_write_text, write_json
 
 
@@ -45,6 +47,7 @@ class Config:
     output: str = field(default="runs/policy-eval", metadata={"help": "directory for metrics.json, table.md, responses.jsonl"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, mps"})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing --output of pcrm evaluate-policy (only once this run succeeds)"})
+    report: str | None = field(default=None, metadata={"help": "pcrm evaluate directory whose report gets the policy table"})
     progress: bool = field(default=True, metadata={"help": "show progress bars (generation, reference log-probs)"})
 
     def __post_init__(self):
@@ -74,11 +77,13 @@ def run(config: Config) -> dict:
 
 
 def _evaluate_policies(config: Config) -> dict:
-    from pcrm.data import load_preferences
+    from pcrm.console import print_data_summary
+    from pcrm.data import LoadReport, load_preferences
     from pcrm.io import versions
     from pcrm.models import load_causal_lm, load_tokenizer
     from pcrm.outputs import OutputFolder
-    from pcrm.preflight import check_device, check_model
+    from pcrm.preflight import check_device, check_model, check_report_dir
+    from pcrm.report import Section, add_section, store_sections
 
     start = time.perf_counter()
     check_device(config.device)
@@ -87,14 +92,19 @@ def _evaluate_policies(config: Config) -> dict:
             check_model(name, "causal", config.max_length, option)
     if config.judge:
         check_model(config.judge, "reward", None, "--judge")
+    if config.report:
+        check_report_dir(config.report)
     folder = OutputFolder(config.output, "evaluate-policy", overwrite=config.overwrite)
     folder.plan()  # every check before generating
-    held_out = load_preferences(config.data, split=config.split, config_name=config.data_config, columns=config.columns).shuffle(seed=config.seed)
+    report = LoadReport()
+    held_out = load_preferences(config.data, split=config.split, config_name=config.data_config, columns=config.columns,
+                                report=report).shuffle(seed=config.seed)
     pairs = held_out.select(range(min(config.pairs, len(held_out))))
     unique = {}
     for prompt in held_out["prompt"]:
         unique.setdefault(json.dumps(prompt, sort_keys=True), prompt)
     prompts = list(unique.values())[: config.prompts]
+    print_data_summary(report, f"held-out: {len(pairs)} pairs for the implicit rewards, {len(prompts)} prompts for responses")
     tokenizer = load_tokenizer(config.reference)
     reference = load_causal_lm(config.reference)
     scorer = PairScorer(reference, tokenizer, pairs, config)
@@ -125,11 +135,22 @@ def _evaluate_policies(config: Config) -> dict:
         "policies": [{k: v for k, v in row.items() if k != "responses"} for row in rows.values()],
     }
     table = format_table(metrics)
+    judged = f"; judge {config.judge}, win rates with 95% bootstrap CIs over prompts" if config.judge else ""
+    section = Section(f"Policy evaluation ({len(rows) - 1} policies against {config.reference})",
+                      f"Implicit rewards on {len(pairs)} held-out pairs of {config.data}; one "
+                      f"{'greedy' if config.temperature == 0 else 'sampled'} response per policy on {len(prompts)} held-out "
+                      f"prompts{judged}.", table_rows(metrics))
     with folder:
         write_json(folder.work / "metrics.json", metrics)
         write_responses(folder.work / "responses.jsonl", rows, prompts)
         atomic_write_text(folder.work / "table.md", table + "\n")
+        store_sections(folder.work, [section])
         output = folder.commit({"kind": "evaluate-policy", "config": asdict(config), "versions": versions()})
     print(table)
+    if config.report:
+        from pcrm.outputs import holding
+
+        with holding(config.report):
+            print(f"added section {add_section(config.report, section.title, section.rows, text=section.text)}")
     print(f"wrote {output / 'metrics.json'}, {output / 'table.md'} and {output / 'responses.jsonl'}")
     return metrics

@@ -10,8 +10,9 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 
+from pcrm.console import print_data_summary
 from pcrm.constraints import METHODS, PriorOptions
-from pcrm.data import load_preferences
+from pcrm.data import LoadReport, load_preferences
 from pcrm.errors import PcrmError, require
 from pcrm.io import versions, write_json
 from pcrm.losses import PAIR_LOSSES
@@ -116,9 +117,14 @@ def _train(config: Config, folder) -> dict:
     from pcrm.trainers.schedule import FirstStepWarmup
 
     output = folder.work
-    dataset = load_preferences(config.data, split=config.split, config_name=config.data_config, columns=config.columns)
+    report = LoadReport()
+    dataset = load_preferences(config.data, split=config.split, config_name=config.data_config, columns=config.columns,
+                               report=report)
     tokenizer = load_tokenizer(config.policy)
     dataset, data_info = prepare_pairs(dataset, config, tokenizer)
+    cut = f", {data_info['prompts_cut']} prompt(s) cut to {config.max_prompt_length} tokens" if data_info["prompts_cut"] else ""
+    subset = f" (a seeded subset of {data_info['available']})" if data_info["pairs"] < data_info["available"] else ""
+    print_data_summary(report, f"{data_info['pairs']} pairs for training{subset}{cut}")
     set_seed(config.seed)  # LoRA's initialisation and dropout: same seed, same policy
     trainer = PcrmDPOTrainer(
         model=load_causal_lm(config.policy),

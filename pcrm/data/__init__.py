@@ -134,7 +134,7 @@ def _prepare(dataset: Dataset, name: str, where: str, expand_ranked: bool, drop_
         dataset = _drop_empty_responses(dataset, where, kind, num_proc, report)
     if kind == "pairs" and _prompt_is_implicit(dataset):
         dataset = dataset.map(_extract_prompt_batch, batched=True, num_proc=num_proc, desc="Extracting prompts")
-        report.prompt = _extraction(dataset, report.prompt)
+        report.prompt = report.prompt or _extraction(dataset)
     _validate(dataset, where, kind, num_proc, report)
     if "prompt" not in dataset.column_names:
         dataset = dataset.map(_empty_prompts_batch, batched=True, desc="Adding empty prompts")
@@ -143,7 +143,10 @@ def _prepare(dataset: Dataset, name: str, where: str, expand_ranked: bool, drop_
     if kind == "pairs" and all(f in dataset.column_names for f in SCORE_FIELDS):
         dataset = _order_by_scores(dataset, where, num_proc, report)
     if kind == "ranked" and expand_ranked:
-        possible = sum(n * (n - 1) // 2 for n in dataset.with_format("arrow")["responses"].value_lengths().to_pylist())
+        import pyarrow.compute as pc
+
+        lengths = pc.list_value_length(dataset.with_format("arrow")["responses"]).fill_null(0).to_pylist()
+        possible = sum(n * (n - 1) // 2 for n in lengths)
         dataset = dataset.map(
             _expand_ranked_batch, batched=True, with_indices=True, num_proc=num_proc,
             remove_columns=dataset.column_names, desc="Expanding ranked rows",
@@ -181,9 +184,11 @@ def _describe(dataset: Dataset, kind: str, columns, report: LoadReport) -> None:
         report.prompt = "no prompt" if kind == "ranked" else ""
     elif kind == "ranked" or not _prompt_is_implicit(dataset):
         report.prompt = f"explicit prompt (column {column!r})"
+    elif _feature_kind(dataset.features["prompt"]) == "messages" and _feature_kind(feature) == "text":
+        report.prompt = f"explicit prompt (column {column!r}, messages rendered with the chat template)"
 
 
-def _extraction(dataset: Dataset, explicit: str) -> str:
+def _extraction(dataset: Dataset) -> str:
     """How the implicit prompts were found (`extract_prompt`): at the last shared HH turn, the shared start, or messages."""
     import pyarrow as pa
     import pyarrow.compute as pc

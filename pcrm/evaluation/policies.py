@@ -119,6 +119,27 @@ def format_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def table_rows(metrics: dict) -> list[dict]:
+    """`format_table` as report rows (one dict per policy, labelled columns; a column nobody has is left out)."""
+    rows = []
+    for row in metrics["policies"]:
+        implicit = row.get("implicit")
+        cells = {
+            "policy": Path(row["policy"]).name,
+            "training time (s)": f"{row['train_seconds']:.0f}" if row.get("train_seconds") is not None else "",
+            "implicit-reward accuracy": f"{implicit['accuracy']:.3f}" if implicit else "",
+            "implicit margin mean ± std": f"{implicit['margin_mean']:.3f} ± {implicit['margin_std']:.3f}" if implicit else "",
+            "implicit margin p95": f"{implicit['margin_p95']:.3f}" if implicit else "",
+            "judge win rate vs start [95% CI]": _format_rate(row.get("win_rate_vs_reference")),
+            "judge win rate vs baseline [95% CI]": _format_rate(row.get("win_rate_vs_baseline")),
+            "judge score mean": f"{row['judge_mean']:.3f}" if "judge_mean" in row else "",
+            "response length (tokens)": f"{row['length']['mean_tokens']:.1f}",
+        }
+        rows.append(cells)
+    used = [key for key in rows[0] if any(r[key] for r in rows)] if rows else []
+    return [{key: r[key] for key in used} for r in rows]
+
+
 def _format_rate(rate: dict | None) -> str:
     return f"{rate['rate']:.2f} [{rate['ci_low']:.2f}, {rate['ci_high']:.2f}]" if rate else ""
 

@@ -37,6 +37,7 @@ class EvalData:
     chosen: np.ndarray
     rejected: np.ndarray
     rewardbench: dict | None = None  # subset (and v2 ids) per row of RewardBench-format data (`rewardbench.load_rows`)
+    report: object = None  # the `pcrm.data.LoadReport` of the loading
 
     @functools.cached_property
     def fingerprint(self) -> str:
@@ -61,9 +62,11 @@ class EvalData:
 def load_data(source: str, split: str, config_name: str | None = None, columns: str | None = None) -> EvalData:
     """Load pairwise or ranked preference data (errors name the file, row and field); RewardBench's two
     formats are recognised (`pcrm.evaluation.rewardbench`)."""
+    from pcrm.data import LoadReport
     from pcrm.evaluation.rewardbench import load_rows
 
-    rows, benchmark = load_rows(source, split, config_name, columns)
+    report = LoadReport()
+    rows, benchmark = load_rows(source, split, config_name, columns, report)
     if "responses" in rows.column_names:
         group = np.repeat(np.arange(len(rows)), [len(r) for r in rows["responses"]])
         responses = [r for row in rows["responses"] for r in row]
@@ -80,7 +83,7 @@ def load_data(source: str, split: str, config_name: str | None = None, columns: 
         rejected = chosen + 1
         kind = "pairs"
     prompts = rows["prompt"]
-    return EvalData(source, kind, [prompts[g] for g in group], responses, human, group, chosen, rejected, benchmark)
+    return EvalData(source, kind, [prompts[g] for g in group], responses, human, group, chosen, rejected, benchmark, report)
 
 
 def cached_scores(path: str, data: EvalData, scorer, config) -> np.ndarray:
@@ -157,7 +160,12 @@ def evaluate(config, output: str | Path | None = None) -> dict:
     from pcrm.scoring import LazyRewardScorer
 
     paths = [check_reward_model(m) for m in config.model]  # fail on a bad model before any scoring
+    from pcrm.console import print_data_summary
+
     datasets = [load_data(d, config.split, config.data_config, config.columns) for d in config.data]
+    for data in datasets:
+        scored = f"{len(data.chosen)} {'labelled ' if data.kind == 'ranked' else ''}pairs ({len(data.responses)} responses)"
+        print_data_summary(data.report, f"{scored} scored by {len(config.model)} reward model(s)")
     output = Path(config.output if output is None else output)
     data_labels = unique_labels([_data_name(d, config.split) for d in config.data])
     device = default_device(config.device)

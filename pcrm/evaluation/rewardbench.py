@@ -98,10 +98,11 @@ NO_SUBSET = "all"  # the one subset of v2-format data without a `subset` column
 # --- reading ----------------------------------------------------------------------------------
 
 
-def load_rows(source, split: str, config_name: str | None = None, columns=None):
+def load_rows(source, split: str, config_name: str | None = None, columns=None, report=None):
     """`(rows, layout)`: the validated rows `pcrm evaluate` scores, and the RewardBench layout of
     them (None for other data). v2 rows come back as ranked rows (`responses` = chosen + rejected,
-    `scores` 1 for chosen, 0 for rejected); everything else as `load_preferences` returns it."""
+    `scores` 1 for chosen, 0 for rejected); everything else as `load_preferences` returns it. `report`: a
+    `pcrm.data.LoadReport` to fill (RewardBench data says so in its layout)."""
     from pcrm.data import BUNDLED, _load, _rename, load_preferences, progress_bars
 
     name = str(source)
@@ -112,11 +113,15 @@ def load_rows(source, split: str, config_name: str | None = None, columns=None):
     if version == 2 and len(raw):
         raw = _v2_as_ranked(raw, where)
     raw.info.description = where
-    rows = load_preferences(raw, split=split, expand_ranked=False, drop_empty=name in BUNDLED)
+    if report is not None and name in BUNDLED:
+        report.source = report.source or f"{name} [{split}]"
+    rows = load_preferences(raw, split=split, expand_ranked=False, drop_empty=name in BUNDLED, report=report)
     if version is None and "subset" in rows.column_names and "chosen" in rows.column_names:
         version = 1
     if version is None:
         return rows, None
+    if report is not None:
+        report.layout = f"RewardBench v{version} " + ("rows (chosen and rejected lists)" if version == 2 else report.layout)
     subsets = [str(s) for s in rows["subset"]] if "subset" in rows.column_names else [NO_SUBSET] * len(rows)
     layout = {"version": version, "subset": subsets}
     if version == 2:

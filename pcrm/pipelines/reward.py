@@ -145,10 +145,14 @@ def heldout_split(config: RewardModelConfig) -> dict:
     held-out Dataset or None, "record": what pcrm_config.json and the console say}."""
     import numpy as np
 
-    from pcrm.data import load_preferences
+    from pcrm.console import print_data_summary
+    from pcrm.data import LoadReport, load_preferences
+
+    report = LoadReport()
 
     def load(source, split, **kwargs):
-        return load_preferences(source, split=split, config_name=config.data_config, columns=config.columns, **kwargs)
+        return load_preferences(source, split=split, config_name=config.data_config, columns=config.columns,
+                                report=report, **kwargs)
 
     if config.eval_data or not _one_split(config.data) or "[" in config.eval_split:
         source = config.eval_data or config.data
@@ -156,6 +160,7 @@ def heldout_split(config: RewardModelConfig) -> dict:
             raise PcrmError(f"--eval-split {config.eval_split} is the training split of {config.data}: held-out pairs must "
                             "be others (another --eval-split, or --eval-data)")
         pairs = load(source, config.eval_split)
+        print_data_summary(report, f"{len(pairs)} pairs held out for evaluation")
         return {"train": None, "pairs": pairs, "record": {"source": source, "split": config.eval_split, "pairs": len(pairs)}}
     if config.eval_split != "test":
         raise PcrmError(f"--eval-split {config.eval_split}: {config.data} has no splits (one file); pass --eval-data, "
@@ -167,7 +172,8 @@ def heldout_split(config: RewardModelConfig) -> dict:
         print(f"held-out: none ({why}; pass --eval-data for held-out metrics)", flush=True)
         return {"train": None, "pairs": None, "record": None}
     order = np.random.default_rng(config.seed).permutation(len(rows))
-    train, pairs = rows.select(sorted(order[held:])), load_preferences(rows.select(sorted(order[:held])))
+    train, pairs = rows.select(sorted(order[held:])), load_preferences(rows.select(sorted(order[:held])), report=LoadReport())
+    print_data_summary(report, f"{held} rows held out for evaluation (seeded {config.eval_fraction:.0%})")
     record = {"source": config.data, "split": config.split, "fraction": config.eval_fraction, "seed": config.seed,
               "rows": held, "pairs": len(pairs)}
     print(f"held-out: {held} of the {len(rows)} rows of {config.data} (--eval-fraction {config.eval_fraction}, seed "

@@ -24,7 +24,7 @@ from pcrm import losses
 from pcrm.constraints import METHODS as PRIOR_METHODS
 from pcrm.constraints import add_constraints
 from pcrm.errors import PcrmError
-from pcrm.packing import PackedPairCollator, packed_rewards, packing_exact, read_position
+from pcrm.packing import PackedPairCollator, attention_tokens, packed_rewards, packing_exact, read_position
 from pcrm.trainers import common_arguments
 from pcrm.trainers.collators import DeltaCollator
 from pcrm.trainers.progress import set_console
@@ -169,17 +169,21 @@ def prepare_dataset(config, tokenizer, split: str, data: str, max_pairs: int | N
     """Load pairs, add constraints (when the method has a prior), tokenize; return (dataset, truncated count)."""
     from datasets import Dataset
 
-    from pcrm.data import load_preferences
+    from pcrm.console import print_data_summary
+    from pcrm.data import LoadReport, load_preferences
     from pcrm.tokenization import tokenize_pairs
 
     columns = None if isinstance(data, Dataset) else getattr(config, "columns", None)  # a Dataset: already mapped
-    dataset = load_preferences(data, split=split, config_name=getattr(config, "data_config", None), columns=columns)
+    report = LoadReport()
+    dataset = load_preferences(data, split=split, config_name=getattr(config, "data_config", None), columns=columns,
+                               report=report)
     if max_pairs is not None and max_pairs < len(dataset):
         dataset = dataset.shuffle(seed=config.seed).select(range(max_pairs))
     prior = config.prior_config()
     if prior is not None:
         dataset = add_constraints(dataset, prior, tokenizer, show_progress=config.progress)
     dataset, truncated = tokenize_pairs(dataset, tokenizer, config.max_length)
+    print_data_summary(report, f"{len(dataset)} pairs for training", truncated, config.max_length)
     lengths = [max(len(c), len(r)) for c, r in zip(dataset["chosen_ids"], dataset["rejected_ids"])]
     return dataset.add_column("length", lengths), truncated
 
@@ -215,8 +219,11 @@ def build_trainer(config, callbacks: list | None = None, output: Path | None = N
     if config.padding_free and not packed:
         logging.getLogger("pcrm").warning("padding-free batches are not exact for %s: batches are padded "
                                           "(--no-padding-free silences this)", type(model).__name__)
-    collator = (PackedPairCollator(tokenizer.pad_token_id, read_position(model)) if packed
-                else DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id))
+    if packed:
+        read, k = read_position(model), attention_tokens(model)
+        collator = PackedPairCollator(tokenizer.pad_token_id, read, attention_tokens=k)
+    else:
+        collator = DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id)
     peft_config = None
     if config.lora_r:
         from peft import LoraConfig
