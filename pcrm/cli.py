@@ -245,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"pcrm {command}: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        from pcrm.console import release_console
+
+        release_console()
     return 0
 
 

@@ -47,6 +47,7 @@ class _Once(logging.Filter):
 
 _ONCE = _Once()
 _WARNINGS = Counter()
+_FILTERED: list = []  # (handler, filters) that quiet_libraries added: release_console takes them off again
 _DATA_SEEN: dict = {}  # source -> the data-summary lines this command printed of it
 
 
@@ -69,9 +70,10 @@ def quiet_libraries(progress: bool = True, verbose: bool = False) -> None:
     _DATA_SEEN.clear()
     for handler in [*logging.getLogger().handlers, *hf_logging._get_library_root_logger().handlers]:
         if _ONCE not in handler.filters:
-            handler.addFilter(_ONCE)
-            if not verbose:
-                handler.addFilter(_Drop(LIBRARY_NOISE, LIBRARY_NOISE_CONTAINS))
+            added = [_ONCE] + ([] if verbose else [_Drop(LIBRARY_NOISE, LIBRARY_NOISE_CONTAINS)])
+            for f in added:
+                handler.addFilter(f)
+            _FILTERED.append((handler, added))
     warnings.showwarning = _show_once
     if verbose:
         hf_logging.set_verbosity_warning()
@@ -108,6 +110,18 @@ def report_repeats(file=None) -> list[str]:
     if warnings.showwarning is _show_once:  # the command is over: warnings as Python shows them
         warnings.showwarning = _show
     return lines
+
+
+def release_console() -> None:
+    """Undo `quiet_libraries`' filters and warning hook when a command ends: the process's logging is the caller's."""
+    while _FILTERED:
+        handler, added = _FILTERED.pop()
+        for f in added:
+            handler.removeFilter(f)
+    _ONCE.counts.clear()
+    _WARNINGS.clear()
+    if warnings.showwarning is _show_once:
+        warnings.showwarning = _show
 
 
 def _short(text: str, width: int = 100) -> str:

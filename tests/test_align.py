@@ -148,7 +148,7 @@ def test_ppo_step_logs_and_resumes(tiny, tmp_path):
     args = _args(tiny, "--method", "ppo", "--steps", "2", "--probe-every", "1", "--save-steps", "1", "--reward-norm",
                  "--minibatch-size", "1", "--learning-rate", "1e-3", "--output", str(out))
     assert main(args) == 0
-    (run_dir,) = [d for d in out.iterdir() if d.is_dir()]
+    (run_dir,) = [d for d in out.iterdir() if (d / "log.jsonl").is_file()]
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     assert [row["step"] for row in log] == [0, 1, 2]
     for key in ("reward_mean", "reward_std", "reward_max", "kl", "length", "explained_variance", "policy_loss", "value_loss",
@@ -169,7 +169,7 @@ def test_ppo_step_logs_and_resumes(tiny, tmp_path):
 def test_trl_methods_end_to_end(tiny, tmp_path, method):
     out = tmp_path / method
     assert main(_args(tiny, "--method", method, "--steps", "1", "--generations", "2", "--reward-clip", "1", "--output", str(out))) == 0
-    (run_dir,) = [d for d in out.iterdir() if d.is_dir()]
+    (run_dir,) = [d for d in out.iterdir() if (d / "log.jsonl").is_file()]
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     assert [row["step"] for row in log] == [0, 1]
     assert {"reward_mean", "reward_max", "kl", "length", "probe_judge"} <= set(log[1])

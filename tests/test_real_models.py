@@ -172,7 +172,7 @@ def test_heldout_fraction_above_delta_uses_the_runs_betas(tiny_rm_dir, pairs_fil
     beta1, beta2, beta3 = 0.01, 0.001, -0.011
     output = tmp_path / "betas"
     train(Config(model=str(tiny_rm_dir), data=str(pairs_file), eval_data=str(pairs_file), eval_split="train",
-                 output=str(output), method="length", max_length=64, batch_size=4, learning_rate=1e-2, max_steps=4,
+                 output=str(output), method="length", max_length=64, batch_size=4, learning_rate=5e-2, max_steps=4,
                  save_steps=2, progress=False, prior=PriorOptions(unit="chars", beta1=beta1, beta3=beta3)))
     heldout = json.loads((output / "pcrm_config.json").read_text())["heldout"]
 
