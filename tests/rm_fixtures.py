@@ -40,3 +40,14 @@ def tiny_reward_model(path: Path, seed: int = 0) -> Path:
     BertForSequenceClassification(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def slow(reason: str):
+    """Marks a test that runs only in CI (`CI=true`, as `.ci/run` there) or with `PCRM_SLOW=1`: the default suite
+    stays under 5 minutes on 2 CPU cores."""
+    import os
+
+    import pytest
+
+    on = bool(os.environ.get("CI") or os.environ.get("PCRM_SLOW"))
+    return lambda test: pytest.mark.slow(pytest.mark.skipif(not on, reason=f"{reason}: CI or PCRM_SLOW=1")(test))

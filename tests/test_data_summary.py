@@ -9,7 +9,7 @@ import torch
 from pcrm.cli import main
 from pcrm.console import data_summary
 from pcrm.data import LoadReport, load_preferences
-from tests.rm_fixtures import tiny_reward_model, write_jsonl
+from tests.rm_fixtures import tiny_reward_model, write_jsonl, slow
 
 HH = [{"chosen": f"\n\nHuman: hi {i}\n\nAssistant: hello\n\nHuman: and then?\n\nAssistant: yes, {i} times",
        "rejected": f"\n\nHuman: hi {i}\n\nAssistant: hello\n\nHuman: and then?\n\nAssistant: no"} for i in range(4)]
@@ -128,6 +128,7 @@ def test_report_of_an_evaluate_policy_folder_and_its_report_option(policies, tmp
     assert section["title"] == title and section["rows"][1]["policy"] == "policy1"
 
 
+@slow("a tiny reproduce, about 60 s")
 def test_a_multi_step_command_says_each_dropped_count_once(tiny_rm_dir, tmp_path, capsys):
     """reproduce loads the bundled test split per training and again to evaluate: one summary, no repeated warning."""
     argv = ["reproduce", "--model", str(tiny_rm_dir), "--methods", "bt", "--seeds", "0", "--seeds", "1", "--max-pairs", "8",

@@ -119,5 +119,8 @@ def test_cli_filters_only_known_warnings():
         warnings.warn("'pin_memory' argument is set as true but no accelerator is found, then device pinned memory won't be used.")
         warnings.warn("some other user warning")
         warnings.warn("a deprecation", DeprecationWarning)
+    from pcrm.console import release_console
+
+    release_console()
     assert [str(w.message) for w in caught] == ["some other user warning", "a deprecation"]
     assert NOISY_WARNINGS

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.rm_fixtures import slow
 import torch
 
 from pcrm.packing import pack, packed_rewards, packed_scores, packing_exact, padded_rewards, read_position
@@ -179,6 +181,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@slow("two processes under accelerate, about 25 s")
 def test_two_packed_processes_match_one_padded_with_the_same_global_batch(rm_dirs, pairs_file, tmp_path):
     from safetensors.torch import load_file
 

@@ -171,11 +171,13 @@ def test_the_console_shows_each_warning_once_and_counts_the_rest():
     finally:
         logging.getLogger().removeHandler(handler)
         pcrm.console._show = warnings.showwarning
+        pcrm.console.release_console()
     assert stream.getvalue().count("dropped 2 pair(s)") == 1 and shown == ["gradient_checkpointing is deprecated"]
     assert sorted(lines) == ["pcrm: 3× in all (FutureWarning): gradient_checkpointing is deprecated",
                              "pcrm: 3× in all (warning): dropped 2 pair(s) with an empty response"]
     assert "Token indices" not in stream.getvalue()
     assert report_repeats(file=io.StringIO()) == []
+    assert not pcrm.console._FILTERED  # released: the caller's logging as it was
 
 
 def test_constraints_writes_one_row_per_pair(pairs_file, tmp_path):
