@@ -217,6 +217,6 @@ def packed_scores(model, ids: list[list[int]], pad_token_id: int, batch_size: in
     read = read_position(model)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        batch = _to(pack([ids[i] for i in rows], pad_token_id, read, row_tokens), device)
+        batch = _to(pack([ids[i] for i in rows], pad_token_id, read, row_tokens, attention_tokens(model)), device)
         scores[rows] = packed_rewards(model, batch).float().cpu().numpy()
     return scores

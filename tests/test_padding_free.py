@@ -10,11 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from tests.rm_fixtures import slow
 import torch
 
 from pcrm.packing import pack, packed_rewards, packed_scores, packing_exact, padded_rewards, read_position
+from tests.rm_fixtures import slow
 
 REPO = Path(__file__).resolve().parents[1]
 TOL = 1e-5

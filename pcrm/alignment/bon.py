@@ -10,7 +10,6 @@ CI, length, and the analytic KL(best-of-N ‖ policy) = log N − (N−1)/N.
 """
 
 import json
-import math
 from dataclasses import asdict
 from pathlib import Path
 

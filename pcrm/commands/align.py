@@ -16,9 +16,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 
-from pcrm.errors import PcrmError, require
+from pcrm.errors import require
 from pcrm.io import atomic_write_text, versions, write_json
 
 METHODS = ("bon", "ppo", "rloo", "grpo")

@@ -16,7 +16,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 
-from pcrm.errors import PcrmError, require
+from pcrm.errors import require
 from pcrm.evaluation.policies import (PairScorer, format_table, generate, judge_responses, length_stats, prompt_texts,
                                       table_rows, training_info, write_responses)
 from pcrm.io import atomic_write_text, write_json
