@@ -22,6 +22,12 @@ def score_texts(model, tokenizer, texts: list[str], max_length: int | None = 512
     was_training = model.training
     model.eval()
     pad_id = tokenizer.pad_token_id
+    from pcrm.packing import packed_scores, packing_exact
+
+    if packing_exact(model, pad_id):  # the packed forward equals the padded one here: no compute on padding
+        scores = packed_scores(model, ids, pad_id, batch_size)
+        model.train(was_training)
+        return scores
     for start in tqdm(range(0, len(order), batch_size), desc="scoring", disable=not progress, leave=False):
         rows = order[start : start + batch_size]
         width = max(len(ids[i]) for i in rows)
