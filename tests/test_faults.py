@@ -2,6 +2,7 @@
 no previous output lost, no half-written output without its INCOMPLETE marker, kill -9 / Ctrl-C / SIGTERM / ENOSPC,
 concurrent runs, corrupt or unusable caches, and reproducible training."""
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -263,21 +264,28 @@ def test_a_failing_overwrite_never_costs_the_previous_output(good_output, tiny_r
     assert not new.exists() or (new / MARKER).exists()  # what is kept for --resume is marked
 
 
-def test_concurrent_run_into_the_same_output_is_refused_naming_the_holder(good_output, tiny_rm_dir, tmp_path, capsys):
-    _, pairs, _ = good_output
-    output = tmp_path / "busy"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pcrm.outputs import OutputFolder\n"
-                               f"held = OutputFolder({str(output)!r}, 'train-rm').open(); print('held', flush=True); time.sleep(60)"],
+@contextlib.contextmanager
+def held_by_another_process(output, command: str):
+    """Another process holding `output` as `command`'s folder (its lock and marker) while the block runs."""
+    holder = subprocess.Popen([sys.executable, "-c", "import time\nfrom pcrm.outputs import OutputFolder\n"
+                               f"held = OutputFolder({str(output)!r}, {command!r}).open(); print('held', flush=True); time.sleep(60)"],
                               cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_concurrent_run_into_the_same_output_is_refused_naming_the_holder(good_output, tiny_rm_dir, tmp_path, capsys):
+    _, pairs, _ = good_output
+    output = tmp_path / "busy"
+    with held_by_another_process(output, "train-rm") as holder:
         argv = ["train-rm", "--model", str(tiny_rm_dir), "--data", str(pairs), "--output", str(output), "--no-progress"]
         line = one_line_error(capsys, argv, "in use by another pcrm run")
         assert f"pid {holder.pid}" in line
         assert sorted(os.listdir(output)) == [MARKER]  # the holder's folder, untouched
-    finally:
-        holder.kill()
-        holder.wait()
     folder = OutputFolder(output, "train-rm", overwrite=True)  # the lock dies with its holder
     assert folder.plan() == tmp_path / ".busy.pcrm-new"
 

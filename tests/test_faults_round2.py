@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -311,19 +310,14 @@ def test_evaluate_holds_its_folder_like_training(good_output, evaluation, tmp_pa
 
 
 def test_concurrent_evaluations_are_refused(good_output, tmp_path, capsys):
+    from tests.test_faults import held_by_another_process
+
     reference, pairs, _ = good_output
     output = tmp_path / "busy"
-    holder = subprocess.Popen([sys.executable, "-c", "import time\nfrom pcrm.outputs import OutputFolder\n"
-                               f"held = OutputFolder({str(output)!r}, 'evaluate').open(); print('held', flush=True); time.sleep(60)"],
-                              cwd=REPO, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with held_by_another_process(output, "evaluate") as holder:
         argv = ["evaluate", "--model", str(reference), "--data", str(pairs), "--split", "train", "--bootstrap", "0",
                 "--output", str(output), "--overwrite"]
         assert f"pid {holder.pid}" in one_line_error(capsys, argv, "in use by another pcrm run")
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_align_report_destination_is_checked_before_the_run(evaluation, tiny_rm_dir, models, pairs_file, tmp_path, capsys, monkeypatch):
