@@ -118,6 +118,8 @@ def test_deepspeed_on_two_cpu_processes_matches_one_process(engine, tiny_rm_dir,
     _compare(load_file(output / "model.safetensors"), one_process, load_file(tiny_rm_dir / "model.safetensors"))
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not SLOW, reason="a real accelerate launch, about 10 s (the in-process refusal test runs by default): CI or PCRM_SLOW=1")
 @cpu_only
 def test_fsdp_config_refuses_on_cpu_with_one_line(tiny_rm_dir, pairs, tmp_path):
     output = tmp_path / "fsdp"

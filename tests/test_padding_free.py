@@ -205,6 +205,7 @@ def test_two_packed_processes_match_one_padded_with_the_same_global_batch(rm_dir
     assert any(not torch.allclose(expected[name], initial[name]) for name in expected)
 
 
+@slow("the padding-free benchmark end to end on tiny models, about 12 s")
 def test_benchmark_smoke_run(rm_dirs, pairs_file, tmp_path):
     """benchmarks/padding_free.py end to end on the tiny models (no timing asserted): every variant, the same pairs."""
     import importlib

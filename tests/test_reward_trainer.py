@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.rm_fixtures import slow
 import torch
 from safetensors.torch import load_file
 
@@ -133,6 +135,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@slow("two processes under accelerate (DDP over gloo), about 25 s")
 def test_two_processes_match_one_with_the_same_global_batch(tiny_rm_dir, pairs_file, tmp_path):
     common = ["train-rm", "--model", str(tiny_rm_dir), "--data", str(pairs_file), "--eval-data", str(pairs_file),
               "--eval-split", "train", "--method", "length", "--unit", "chars", "--max-steps", "3",
