@@ -83,14 +83,9 @@ class RewardScorer:
 
         `max_length`: tokens read, default the length recorded with the model (`pcrm.models.recorded_max_length`);
         `dtype`: default bfloat16 on a CUDA device with bf16, else float32."""
-        from pcrm.models import (check_reward_model, default_device, load_reward_model, load_tokenizer,
-                                 recorded_max_length, scoring_dtype)
-
-        path = check_reward_model(str(name))
-        device = default_device(device)
-        model = load_reward_model(path, dtype=dtype or scoring_dtype(device)).to(device).eval()
-        tokenizer = load_tokenizer(path)
-        return cls(model, tokenizer, max_length or recorded_max_length(path, tokenizer), batch_size, path)
+        scorer = LazyRewardScorer(name, max_length, device, batch_size, dtype)
+        scorer.model  # noqa: B018 (the weights now, not on first use)
+        return scorer
 
     def responses(self, prompts, responses, progress: bool = False) -> np.ndarray:
         return score_responses(self.model, self.tokenizer, prompts, responses, self.max_length, self.batch_size, progress)

@@ -51,3 +51,12 @@ def slow(reason: str):
 
     on = bool(os.environ.get("CI") or os.environ.get("PCRM_SLOW"))
     return lambda test: pytest.mark.slow(pytest.mark.skipif(not on, reason=f"{reason}: CI or PCRM_SLOW=1")(test))
+
+
+def free_port() -> int:
+    """A port nobody listens on now, for `accelerate launch` (a fixed one collides when test runs share the machine)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.rm_fixtures import free_port
 import torch
 from safetensors.torch import load_file
 
@@ -31,12 +33,6 @@ needs_deepspeed = pytest.mark.skipif(
 slow = [pytest.mark.slow, pytest.mark.skipif(not SLOW, reason="two DeepSpeed processes and a reference run, 25-60 s each on 2 CPU cores: CI or PCRM_SLOW=1")]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _launch(args: list[str], timeout: int = 420) -> subprocess.CompletedProcess:
@@ -44,7 +40,7 @@ def _launch(args: list[str], timeout: int = 420) -> subprocess.CompletedProcess:
     the launcher and its workers are all killed, and the test fails instead of hanging."""
     # DS_ACCELERATOR: DeepSpeed would pick the CPU by itself here; said explicitly so a stray GPU build cannot change it.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--main_process_port", str(_free_port()), *args]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--main_process_port", str(free_port()), *args]
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:

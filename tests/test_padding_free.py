@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from pcrm.packing import pack, packed_rewards, packed_scores, packing_exact, padded_rewards, read_position
-from tests.rm_fixtures import slow
+from tests.rm_fixtures import slow, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 TOL = 1e-5
@@ -172,12 +172,6 @@ def test_packed_scores_equal_score_texts(rm_dirs):
         assert packed == pytest.approx(expected, abs=TOL), kind
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @slow("two processes under accelerate, about 25 s")
@@ -190,7 +184,7 @@ def test_two_packed_processes_match_one_padded_with_the_same_global_batch(rm_dir
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
               "--mixed_precision", "no", "--dynamo_backend", "no", "--num_processes", "2",
-              "--main_process_port", str(_free_port())]
+              "--main_process_port", str(free_port())]
     runs = {"two": launch + ["-m", "pcrm.cli", *common, "--padding-free", "--batch-size", "2"],
             "one": [sys.executable, "-m", "pcrm.cli", *common, "--no-padding-free", "--batch-size", "4"]}
     for name, command in runs.items():

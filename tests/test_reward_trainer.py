@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.rm_fixtures import slow
+from tests.rm_fixtures import slow, free_port
 import torch
 from safetensors.torch import load_file
 
@@ -126,13 +126,6 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_rm_dir, pairs_fi
         torch.testing.assert_close(actual[name], expected[name], rtol=1e-4, atol=1e-5)
 
 
-def _free_port() -> int:
-    """A port nobody listens on now (a fixed one collides when several test runs share the machine)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @slow("two processes under accelerate (DDP over gloo), about 25 s")
@@ -144,7 +137,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tiny_rm_dir, pairs_f
     # `--multi_gpu` selects accelerate's torchrun launcher; pcrm runs DDP over gloo when there is no GPU.
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
               "--mixed_precision", "no", "--dynamo_backend", "no"]
-    two = subprocess.run(launch + ["--num_processes", "2", "--main_process_port", str(_free_port()), "-m", "pcrm.cli", *common,
+    two = subprocess.run(launch + ["--num_processes", "2", "--main_process_port", str(free_port()), "-m", "pcrm.cli", *common,
                                    "--batch-size", "2", "--output", str(tmp_path / "two")],
                          cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
