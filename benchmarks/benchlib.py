@@ -37,8 +37,9 @@ RESULTS_DIR = BENCH_DIR / "results"
 _ABSENT = object()
 
 
-def parser(name: str, doc: str, *, steps=_ABSENT, pairs=_ABSENT, repeats: int = 5,
-           batch_size: int = 8, max_length: int = 128) -> argparse.ArgumentParser:
+def parser(
+    name: str, doc: str, *, steps=_ABSENT, pairs=_ABSENT, repeats: int = 5, batch_size: int = 8, max_length: int = 128
+) -> argparse.ArgumentParser:
     """Options every script shares; `--quick` shrinks the run to a smoke test (see `parse`)."""
     p = argparse.ArgumentParser(prog=f"benchmarks/{name}.py", description=doc.strip().splitlines()[0])
     p.add_argument("--model", default="minilm", help="reward-model backbone (bundled name or directory)")
@@ -48,11 +49,19 @@ def parser(name: str, doc: str, *, steps=_ABSENT, pairs=_ABSENT, repeats: int = 
     p.add_argument("--max-length", type=int, default=max_length, help="tokens per sequence")
     p.add_argument("--repeats", type=int, default=repeats, help="interleaved repetitions per variant")
     if steps is not _ABSENT:
-        p.add_argument("--steps", type=int, default=steps, help="training steps per repetition (the first is not timed)")
+        p.add_argument(
+            "--steps", type=int, default=steps, help="training steps per repetition (the first is not timed)"
+        )
     if pairs is not _ABSENT:
-        p.add_argument("--pairs", type=int, default=pairs, help="comparison pairs (a seeded random subset; default: %(default)s)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op threads (default 1: on a shared, oversubscribed machine more threads mostly wait for each other)")
+        p.add_argument(
+            "--pairs", type=int, default=pairs, help="comparison pairs (a seeded random subset; default: %(default)s)"
+        )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (default 1: on a shared, oversubscribed machine more threads mostly wait for each other)",
+    )
     p.add_argument("--quick", action="store_true", help="smoke run (< 1 minute), results under results/quick/")
     p.add_argument("--output", help=f"JSON file to write (default: benchmarks/results/{name}.json)")
     p.set_defaults(bench_name=name)
@@ -77,6 +86,7 @@ def output_path(args) -> Path:
 
 
 # ---------------------------------------------------------------- timing
+
 
 def interleave(variants: dict, repeats: int, warmup: int = 1) -> dict[str, list]:
     """Call every variant once per round, in turn (A, B, C, A, B, C, ...); return name -> list of results.
@@ -120,6 +130,7 @@ def loglog_slope(x, y) -> float:
 
 
 # ---------------------------------------------------------------- training runs
+
 
 def step_timer():
     """A callback that marks the start of every optimizer step and the end of the epoch.
@@ -204,7 +215,9 @@ def time_trainers(trainers: dict, steps: int, repeats: int) -> tuple[dict, dict,
     Returns per-trainer runs (one per repetition), step wall seconds, step CPU seconds and the first run's batch shapes."""
     share_model(trainers.values())
     warm_up(trainers.values())
-    runs = interleave({name: (lambda t=t: run_training(t, steps)) for name, t in trainers.items()}, repeats=repeats, warmup=0)
+    runs = interleave(
+        {name: (lambda t=t: run_training(t, steps)) for name, t in trainers.items()}, repeats=repeats, warmup=0
+    )
     wall = {name: [s for run in rs for s in run["step_seconds"]] for name, rs in runs.items()}
     cpu = {name: [s for run in rs for s in run["step_cpu_seconds"]] for name, rs in runs.items()}
     return runs, wall, cpu, {name: rs[0]["shapes"] for name, rs in runs.items()}
@@ -269,6 +282,7 @@ def build_pcrm_trainer(config):
 
 
 # ---------------------------------------------------------------- reporting
+
 
 def machine() -> dict:
     """Where and under what load the figures were measured."""
@@ -337,23 +351,29 @@ def report(args, rows: list[dict], figures: dict, raw: dict | None = None, load_
     result = {
         "benchmark": args.bench_name,
         "command": " ".join([".venv/bin/python", f"benchmarks/{args.bench_name}.py", *sys.argv[1:]])
-        if Path(sys.argv[0]).stem == args.bench_name else None,
+        if Path(sys.argv[0]).stem == args.bench_name
+        else None,
         "settings": {k: v for k, v in vars(args).items() if k not in ("output", "bench_name")},
         "figures": figures,
         "table": rows,
         "machine": machine(),
         "load_average_before": load_before,
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "notes": notes or "ratios measured side by side in one process, repetitions interleaved, medians; "
-                          "shared machine under load from other processes (see machine.load_average)",
+        "notes": notes
+        or "ratios measured side by side in one process, repetitions interleaved, medians; "
+        "shared machine under load from other processes (see machine.load_average)",
         "raw": raw or {},
     }
     print(table(rows))
     for name, figure in figures.items():
         if isinstance(figure, dict) and "target" in figure:
-            print(f"{name}: {format_value(figure['value'])} (target {figure['target']}: {'met' if figure['met'] else 'MISSED'})")
+            print(
+                f"{name}: {format_value(figure['value'])} (target {figure['target']}: {'met' if figure['met'] else 'MISSED'})"
+            )
     m = result["machine"]
-    print(f"machine: {m['cpu_count']} CPUs ({m['cpu']}), torch threads {m['torch_threads']}, load average {m['load_average']}")
+    print(
+        f"machine: {m['cpu_count']} CPUs ({m['cpu']}), torch threads {m['torch_threads']}, load average {m['load_average']}"
+    )
     path = output_path(args)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, default=_json_default) + "\n", encoding="utf-8")

@@ -18,7 +18,9 @@ def main(argv=None) -> dict:
     load_before = benchlib.start()
     p = benchlib.parser("constraints", __doc__, pairs=300, repeats=3)  # --pairs 0: the whole split
     p.add_argument("--encoder", default="minilm", help="sentence encoder of the cosine prior")
-    p.add_argument("--encoder-batch-size", type=int, default=64, help="encoder batch size (ConstraintConfig.batch_size)")
+    p.add_argument(
+        "--encoder-batch-size", type=int, default=64, help="encoder batch size (ConstraintConfig.batch_size)"
+    )
     args = benchlib.parse(p, argv, pairs=64, repeats=1)
 
     from pcrm.constraints import ConstraintConfig, add_constraints
@@ -43,21 +45,36 @@ def main(argv=None) -> dict:
         add_constraints(dataset, cosine, show_progress=False)
 
     def raw_encode():
-        encoder.encode(texts, batch_size=args.encoder_batch_size, convert_to_numpy=True, normalize_embeddings=True,
-                       show_progress_bar=False)
+        encoder.encode(
+            texts,
+            batch_size=args.encoder_batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
 
     previous_cache = os.environ.get("PCRM_CACHE")
     try:
-        samples = benchlib.interleave({
-            "add_constraints (cosine, fresh cache)": lambda: benchlib.timed(fresh_add_constraints),
-            "raw encoder.encode": lambda: benchlib.timed(raw_encode),
-        }, repeats=args.repeats, warmup=0)
+        samples = benchlib.interleave(
+            {
+                "add_constraints (cosine, fresh cache)": lambda: benchlib.timed(fresh_add_constraints),
+                "raw encoder.encode": lambda: benchlib.timed(raw_encode),
+            },
+            repeats=args.repeats,
+            warmup=0,
+        )
         # cache filled by the last fresh run: the second run of the same data reads it
-        samples["add_constraints (cosine, cached)"] = [benchlib.timed(lambda: add_constraints(dataset, cosine, show_progress=False))
-                                                       for _ in range(max(3, args.repeats))]
-        samples["add_constraints (length, tokens)"] = [benchlib.timed(lambda: add_constraints(dataset, length, tokenizer, show_progress=False))
-                                                       for _ in range(max(3, args.repeats))]
-        samples["load_encoder"] = [benchlib.timed(lambda: load_encoder(args.encoder)) for _ in range(max(3, args.repeats))]
+        samples["add_constraints (cosine, cached)"] = [
+            benchlib.timed(lambda: add_constraints(dataset, cosine, show_progress=False))
+            for _ in range(max(3, args.repeats))
+        ]
+        samples["add_constraints (length, tokens)"] = [
+            benchlib.timed(lambda: add_constraints(dataset, length, tokenizer, show_progress=False))
+            for _ in range(max(3, args.repeats))
+        ]
+        samples["load_encoder"] = [
+            benchlib.timed(lambda: load_encoder(args.encoder)) for _ in range(max(3, args.repeats))
+        ]
     finally:
         if previous_cache is None:
             os.environ.pop("PCRM_CACHE", None)
@@ -66,15 +83,25 @@ def main(argv=None) -> dict:
 
     med = {name: benchlib.median(values) for name, values in samples.items()}
     raw = med["raw encoder.encode"]
-    rows = [{"what": name, "pairs": n, "seconds_median": med[name], "seconds_min": min(values),
-             "pairs_per_s": n / med[name], "vs_raw_encoder": raw / med[name]} for name, values in samples.items()]
+    rows = [
+        {
+            "what": name,
+            "pairs": n,
+            "seconds_median": med[name],
+            "seconds_min": min(values),
+            "pairs_per_s": n / med[name],
+            "vs_raw_encoder": raw / med[name],
+        }
+        for name, values in samples.items()
+    ]
     rows[-1].update(pairs=None, pairs_per_s=None, vs_raw_encoder=None)  # loading the encoder is not per pair
     figures = {
         "cosine_fresh_vs_raw_encoder": benchlib.target(raw / med["add_constraints (cosine, fresh cache)"], 0.9, ">="),
         "cosine_fresh_pairs_per_s": n / med["add_constraints (cosine, fresh cache)"],
         "raw_encoder_pairs_per_s": n / raw,
         "cosine_cached_seconds": med["add_constraints (cosine, cached)"],
-        "cosine_cached_speedup_vs_fresh": med["add_constraints (cosine, fresh cache)"] / med["add_constraints (cosine, cached)"],
+        "cosine_cached_speedup_vs_fresh": med["add_constraints (cosine, fresh cache)"]
+        / med["add_constraints (cosine, cached)"],
         "length_tokens_pairs_per_s": n / med["add_constraints (length, tokens)"],
         "pairs": n,
     }

@@ -26,9 +26,11 @@ from pathlib import Path
 
 import benchlib
 
-WORDS = ("the a to of and in is it you that for on with as this be are not can your have do at or but if "
-         "would what how about more some like just there will people should know want think help make good "
-         "time way need sure also really other than because any could them then very get into only").split()
+WORDS = (
+    "the a to of and in is it you that for on with as this be are not can your have do at or but if "
+    "would what how about more some like just there will people should know want think help make good "
+    "time way need sure also really other than because any could them then very get into only"
+).split()
 
 
 def write_pairs(path: Path, n: int, seed: int = 0) -> None:
@@ -44,8 +46,10 @@ def write_pairs(path: Path, n: int, seed: int = 0) -> None:
         m = min(10_000, n - start)
 
         def texts(low, high):
-            return [" " + " ".join(vocabulary[rng.integers(0, len(vocabulary), k)]) + "."
-                    for k in rng.integers(low, high, m)]
+            return [
+                " " + " ".join(vocabulary[rng.integers(0, len(vocabulary), k)]) + "."
+                for k in rng.integers(low, high, m)
+            ]
 
         prompts = [f"\n\nHuman:{t}\n\nAssistant:" for t in texts(5, 60)]
         table = pa.table({"prompt": prompts, "chosen": texts(5, 150), "rejected": texts(5, 150)})
@@ -97,8 +101,13 @@ def measure(source: str, unit: str, model: str) -> dict:
     cache = tempfile.mkdtemp(prefix="pcrm-bench-datasets-")
     env = {**os.environ, "HF_DATASETS_CACHE": cache, "PCRM_CACHE": cache}  # benchmark only: an empty cache per run
     try:
-        out = subprocess.run([sys.executable, __file__, "--worker", source, "--units", unit, "--model", model],
-                             env=env, capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--worker", source, "--units", unit, "--model", model],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     except subprocess.CalledProcessError as err:
         raise SystemExit(f"worker failed: {err.stderr.strip().splitlines()[-1]}") from None
     finally:
@@ -121,8 +130,10 @@ def main(argv=None) -> dict:
     write_pairs(path, args.pairs)
     write_s = time.perf_counter() - start
     rows = []
-    for source, label in ((str(path), f"synthetic parquet ({args.pairs:,} pairs, {path.stat().st_size / 2**20:.0f} MiB)"),
-                          ("hh-rlhf-harmless", "bundled train split")):
+    for source, label in (
+        (str(path), f"synthetic parquet ({args.pairs:,} pairs, {path.stat().st_size / 2**20:.0f} MiB)"),
+        ("hh-rlhf-harmless", "bundled train split"),
+    ):
         for unit in args.units:
             for _ in range(args.repeats):
                 rows.append({"data": label, **measure(source, unit, args.model)})
@@ -132,9 +143,14 @@ def main(argv=None) -> dict:
         "synthetic_total_s_max": benchlib.target(max(r["total_s"] for r in synthetic), 30.0, "<="),
         "synthetic_peak_rss_mb_max": benchlib.target(max(r["peak_rss_mb"] for r in synthetic), 2048.0, "<="),
     }
-    return benchlib.report(args, rows, figures, load_before=load_before,
-                           notes="each row: a fresh process with an empty datasets cache; peak_rss_mb is ru_maxrss "
-                                 "(includes baseline_rss_mb of the imports); shared machine (see machine.load_average)")
+    return benchlib.report(
+        args,
+        rows,
+        figures,
+        load_before=load_before,
+        notes="each row: a fresh process with an empty datasets cache; peak_rss_mb is ru_maxrss "
+        "(includes baseline_rss_mb of the imports); shared machine (see machine.load_average)",
+    )
 
 
 def argparse_hidden():

@@ -36,9 +36,17 @@ def peak_rss_bytes() -> int:
 
 
 def config_for(args):
-    return benchlib.bench_config(model=args.model, data=args.data, split=args.split, method=args.method, encoder=args.encoder,
-                                 batch_size=args.batch_size, max_length=args.max_length, max_pairs=args.pairs,
-                                 padding_free=False)  # padded batches: the plain forward of the child replays them
+    return benchlib.bench_config(
+        model=args.model,
+        data=args.data,
+        split=args.split,
+        method=args.method,
+        encoder=args.encoder,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        max_pairs=args.pairs,
+        padding_free=False,
+    )  # padded batches: the plain forward of the child replays them
 
 
 def save_batches(args, path: str) -> None:
@@ -77,7 +85,9 @@ def child(args) -> dict:
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
         # fused AdamW: the trainer's default optimizer (`adamw_torch_fused`)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True) if args.child == "plain + AdamW step" else None
+        optimizer = (
+            torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True) if args.child == "plain + AdamW step" else None
+        )
         setup = rss_bytes()
         for batch in batches:
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.squeeze(-1)
@@ -87,8 +97,13 @@ def child(args) -> dict:
                 optimizer.step()
             model.zero_grad()
         same = True
-    return {"variant": args.child, "peak_rss_bytes": peak_rss_bytes(), "setup_rss_bytes": setup, "same_batches": same,
-            "peak_gpu_bytes": torch.cuda.max_memory_allocated() if device == "cuda" else None}
+    return {
+        "variant": args.child,
+        "peak_rss_bytes": peak_rss_bytes(),
+        "setup_rss_bytes": setup,
+        "same_batches": same,
+        "peak_gpu_bytes": torch.cuda.max_memory_allocated() if device == "cuda" else None,
+    }
 
 
 def main(argv=None) -> dict:
@@ -109,24 +124,43 @@ def main(argv=None) -> dict:
     results = {v: [] for v in VARIANTS}
     for _ in range(args.repeats):
         # peaks are per process, so the variants may run side by side (no timing here)
-        children = {variant: subprocess.Popen([sys.executable, os.path.abspath(__file__), *argv, "--child", variant,
-                                               "--batches", batches], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                    for variant in VARIANTS}
+        children = {
+            variant: subprocess.Popen(
+                [sys.executable, os.path.abspath(__file__), *argv, "--child", variant, "--batches", batches],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for variant in VARIANTS
+        }
         for variant, process in children.items():
             stdout, stderr = process.communicate()
             lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
             if process.returncode != 0 or not lines:
                 raise SystemExit(f"{variant} failed (exit {process.returncode}):\n{stderr[-3000:]}")
-            results[variant].append(json.loads(lines[-1][len("RESULT "):]))
+            results[variant].append(json.loads(lines[-1][len("RESULT ") :]))
 
     mib = 2**20
-    summary = {v: {key: benchlib.median([r[key] for r in rs]) / mib if rs[0][key] is not None else None
-                   for key in ("peak_rss_bytes", "setup_rss_bytes", "peak_gpu_bytes")} for v, rs in results.items()}
+    summary = {
+        v: {
+            key: benchlib.median([r[key] for r in rs]) / mib if rs[0][key] is not None else None
+            for key in ("peak_rss_bytes", "setup_rss_bytes", "peak_gpu_bytes")
+        }
+        for v, rs in results.items()
+    }
     base = summary[VARIANTS[0]]
-    rows = [{"variant": v, "peak_rss_MiB": s["peak_rss_bytes"], "setup_rss_MiB": s["setup_rss_bytes"],
-             "step_increase_MiB": s["peak_rss_bytes"] - s["setup_rss_bytes"], "peak_vs_plain": s["peak_rss_bytes"] / base["peak_rss_bytes"],
-             "peak_gpu_MiB": s["peak_gpu_bytes"], "same_batches": all(r["same_batches"] for r in results[v])}
-            for v, s in summary.items()]
+    rows = [
+        {
+            "variant": v,
+            "peak_rss_MiB": s["peak_rss_bytes"],
+            "setup_rss_MiB": s["setup_rss_bytes"],
+            "step_increase_MiB": s["peak_rss_bytes"] - s["setup_rss_bytes"],
+            "peak_vs_plain": s["peak_rss_bytes"] / base["peak_rss_bytes"],
+            "peak_gpu_MiB": s["peak_gpu_bytes"],
+            "same_batches": all(r["same_batches"] for r in results[v]),
+        }
+        for v, s in summary.items()
+    ]
     trainer, adamw = summary["pcrm trainer"], summary["plain + AdamW step"]
     figures = {
         "peak_rss_ratio_trainer_vs_plain_forward_backward": trainer["peak_rss_bytes"] / base["peak_rss_bytes"],
@@ -134,10 +168,17 @@ def main(argv=None) -> dict:
         "step_increase_ratio_trainer_vs_plain_adamw": (trainer["peak_rss_bytes"] - trainer["setup_rss_bytes"])
         / max(adamw["peak_rss_bytes"] - adamw["setup_rss_bytes"], 1e-9),
         "peak_gpu_ratio_trainer_vs_plain_adamw": trainer["peak_gpu_bytes"] / adamw["peak_gpu_bytes"]
-        if trainer["peak_gpu_bytes"] else None,
+        if trainer["peak_gpu_bytes"]
+        else None,
     }
-    return benchlib.report(args, rows, figures, raw=results, load_before=load_before,
-                           notes="memory, not time: each variant in a fresh subprocess; ru_maxrss (peak RSS)")
+    return benchlib.report(
+        args,
+        rows,
+        figures,
+        raw=results,
+        load_before=load_before,
+        notes="memory, not time: each variant in a fresh subprocess; ru_maxrss (peak RSS)",
+    )
 
 
 if __name__ == "__main__":

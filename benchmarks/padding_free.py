@@ -50,9 +50,14 @@ def bare_run(model, batches) -> dict:
     device = next(model.parameters()).device
     model.train()
     seconds, cpu_seconds, tokens = [], [], []
+
     def step(chosen, rejected):
-        rewards = torch.stack([model(input_ids=torch.tensor([ids], device=device), use_cache=False).logits[0, 0]
-                               for ids in chosen + rejected])
+        rewards = torch.stack(
+            [
+                model(input_ids=torch.tensor([ids], device=device), use_cache=False).logits[0, 0]
+                for ids in chosen + rejected
+            ]
+        )
         (-F.logsigmoid(rewards[: len(chosen)] - rewards[len(chosen) :]).mean()).backward()
         model.zero_grad(set_to_none=True)
 
@@ -61,8 +66,12 @@ def bare_run(model, batches) -> dict:
         seconds.append(benchlib.timed(lambda c=chosen, r=rejected: step(c, r)))
         cpu_seconds.append(time.process_time() - cpu)
         tokens.append(sum(len(ids) for ids in chosen + rejected))
-    return {"seconds": sum(seconds[1:]), "cpu_seconds": sum(cpu_seconds[1:]), "real_tokens": sum(tokens[1:]),
-            "padded_tokens": sum(tokens[1:])}
+    return {
+        "seconds": sum(seconds[1:]),
+        "cpu_seconds": sum(cpu_seconds[1:]),
+        "real_tokens": sum(tokens[1:]),
+        "padded_tokens": sum(tokens[1:]),
+    }
 
 
 def trainer_run(trainer, steps: int) -> dict:
@@ -74,8 +83,12 @@ def trainer_run(trainer, steps: int) -> dict:
     set_seed(trainer.args.seed)
     run = benchlib.run_training(trainer, steps)
     timed = trainer.data_collator.batches[1 : run["steps"]]
-    return {"seconds": sum(run["step_seconds"]), "cpu_seconds": sum(run["step_cpu_seconds"]),
-            "real_tokens": sum(b[0] for b in timed), "padded_tokens": sum(b[1] for b in timed)}
+    return {
+        "seconds": sum(run["step_seconds"]),
+        "cpu_seconds": sum(run["step_cpu_seconds"]),
+        "real_tokens": sum(b[0] for b in timed),
+        "padded_tokens": sum(b[1] for b in timed),
+    }
 
 
 def epoch_padding(lengths: list[tuple[int, int]], batch_size: int, k: int, seed: int = 0) -> dict:
@@ -90,8 +103,11 @@ def epoch_padding(lengths: list[tuple[int, int]], batch_size: int, k: int, seed:
     result = {}
     for name in ("grouped", "random"):
         generator = torch.Generator().manual_seed(seed)
-        order = (get_length_grouped_indices(longest, batch_size, generator=generator) if name == "grouped"
-                 else torch.randperm(len(lengths), generator=generator).tolist())
+        order = (
+            get_length_grouped_indices(longest, batch_size, generator=generator)
+            if name == "grouped"
+            else torch.randperm(len(lengths), generator=generator).tolist()
+        )
         real = padded = packed = 0
         for start in range(0, len(order), batch_size):
             batch = [lengths[i] for i in order[start : start + batch_size]]
@@ -124,12 +140,23 @@ def run_case(args, case: str) -> tuple[list[dict], dict, dict]:
     data = benchlib.tempdir("data") / "pairs.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     lora_r = args.lora_r if lora else 0
-    variants = {"pcrm-packed": (True, None), "pcrm-padded": (False, None),
-                **({f"pcrm-packed-row{args.row_tokens}": (True, args.row_tokens)} if args.row_tokens else {})}
+    variants = {
+        "pcrm-packed": (True, None),
+        "pcrm-padded": (False, None),
+        **({f"pcrm-packed-row{args.row_tokens}": (True, args.row_tokens)} if args.row_tokens else {}),
+    }
     trainers = {}
     for name, (padding_free, row_tokens) in variants.items():
-        config = benchlib.bench_config(model=model, data=str(data), method=args.method, unit="tokens", lora_r=lora_r,
-                                       batch_size=args.batch_size, max_length=max_length, padding_free=padding_free)
+        config = benchlib.bench_config(
+            model=model,
+            data=str(data),
+            method=args.method,
+            unit="tokens",
+            lora_r=lora_r,
+            batch_size=args.batch_size,
+            max_length=max_length,
+            padding_free=padding_free,
+        )
         trainers[name], _, facts = benchlib.build_pcrm_trainer(config)
         if facts["padding_free"] != padding_free:
             raise SystemExit(f"{case}: padding-free training is not exact for this model")
@@ -137,8 +164,11 @@ def run_case(args, case: str) -> tuple[list[dict], dict, dict]:
             trainers[name].data_collator.collator.collator.row_tokens = row_tokens
     packed = trainers["pcrm-packed"]
     packed.data_collator.collator = recorder = RecordingCollator(packed.data_collator.collator)
-    peft = None if not lora else LoraConfig(task_type="SEQ_CLS", r=lora_r, lora_alpha=2 * lora_r,
-                                            target_modules="all-linear")  # as pcrm's build_trainer
+    peft = (
+        None
+        if not lora
+        else LoraConfig(task_type="SEQ_CLS", r=lora_r, lora_alpha=2 * lora_r, target_modules="all-linear")
+    )  # as pcrm's build_trainer
     trainers["trl"] = trl_trainer(args, rows, packed.args, peft_config=peft)
     benchlib.share_model(trainers.values())
     print(f"  {case}: {len(rows)} pairs; warming up", file=sys.stderr, flush=True)
@@ -152,10 +182,14 @@ def run_case(args, case: str) -> tuple[list[dict], dict, dict]:
     calls = {name: (lambda t=t: trainer_run(t, steps)) for name, t in trainers.items()}
     calls["pcrm-packed"] = packed_then_record
     calls["bare"] = lambda: bare_run(packed.model, recorder.batches[:steps])
+
     def progress(name, call):
         result = call()
-        print(f"  {case} {name}: {result['real_tokens']} real tokens in {result['seconds']:.1f} s", file=sys.stderr,
-              flush=True)
+        print(
+            f"  {case} {name}: {result['real_tokens']} real tokens in {result['seconds']:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
         return result
 
     calls = {name: (lambda name=name, call=call: progress(name, call)) for name, call in calls.items()}
@@ -166,17 +200,35 @@ def run_case(args, case: str) -> tuple[list[dict], dict, dict]:
     table = []
     for name, rs in runs.items():
         real, computed = rs[0]["real_tokens"], rs[0]["padded_tokens"]
-        table.append({"case": case, "variant": name, "timed_steps_per_run": steps - 1, "runs": len(rs),
-                      "real_tokens": real, "computed_tokens": computed, "padding_share": 1 - real / computed,
-                      "real_tok_per_s": rate[name], "vs_trl": rate[name] / rate["trl"],
-                      "vs_bare": rate[name] / rate["bare"], "real_tok_per_cpu_s": cpu_rate[name],
-                      "cpu_vs_trl": cpu_rate[name] / cpu_rate["trl"], "cpu_vs_bare": cpu_rate[name] / cpu_rate["bare"]})
-    figures = {"packed_vs_trl": rate["pcrm-packed"] / rate["trl"], "packed_vs_bare": rate["pcrm-packed"] / rate["bare"],
-               "packed_vs_padded": rate["pcrm-packed"] / rate["pcrm-padded"], "pairs": len(rows),
-               "cpu_time": {f"packed_vs_{name}": cpu_rate["pcrm-packed"] / cpu_rate[name]
-                            for name in ("trl", "bare", "pcrm-padded")}}
-    figures["epoch_padding_share_all_fitting_pairs"] = epoch_padding(all_lengths, args.batch_size,
-                                                                     attention_tokens(packed.model))
+        table.append(
+            {
+                "case": case,
+                "variant": name,
+                "timed_steps_per_run": steps - 1,
+                "runs": len(rs),
+                "real_tokens": real,
+                "computed_tokens": computed,
+                "padding_share": 1 - real / computed,
+                "real_tok_per_s": rate[name],
+                "vs_trl": rate[name] / rate["trl"],
+                "vs_bare": rate[name] / rate["bare"],
+                "real_tok_per_cpu_s": cpu_rate[name],
+                "cpu_vs_trl": cpu_rate[name] / cpu_rate["trl"],
+                "cpu_vs_bare": cpu_rate[name] / cpu_rate["bare"],
+            }
+        )
+    figures = {
+        "packed_vs_trl": rate["pcrm-packed"] / rate["trl"],
+        "packed_vs_bare": rate["pcrm-packed"] / rate["bare"],
+        "packed_vs_padded": rate["pcrm-packed"] / rate["pcrm-padded"],
+        "pairs": len(rows),
+        "cpu_time": {
+            f"packed_vs_{name}": cpu_rate["pcrm-packed"] / cpu_rate[name] for name in ("trl", "bare", "pcrm-padded")
+        },
+    }
+    figures["epoch_padding_share_all_fitting_pairs"] = epoch_padding(
+        all_lengths, args.batch_size, attention_tokens(packed.model)
+    )
     if lora:  # the targets are the decoder's
         figures["packed_vs_trl"] = benchlib.target(figures["packed_vs_trl"], 2.0, ">=")
         figures["packed_vs_bare"] = benchlib.target(figures["packed_vs_bare"], 0.9, ">=")
@@ -195,8 +247,15 @@ def profile(trainer, steps: int) -> list[dict]:
         benchlib.run_training(trainer, steps)
     events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:15]
     total = sum(e.self_cpu_time_total for e in prof.key_averages())
-    result = [{"op": e.key, "self_cpu_ms": e.self_cpu_time_total / 1e3, "share": e.self_cpu_time_total / total,
-               "calls": e.count} for e in events]
+    result = [
+        {
+            "op": e.key,
+            "self_cpu_ms": e.self_cpu_time_total / 1e3,
+            "share": e.self_cpu_time_total / total,
+            "calls": e.count,
+        }
+        for e in events
+    ]
     print(benchlib.table(result))
     return result
 
@@ -204,12 +263,20 @@ def profile(trainer, steps: int) -> list[dict]:
 def main(argv=None) -> dict:
     load_before = benchlib.start()
     p = benchlib.parser("padding_free", __doc__, steps=2, pairs=64, repeats=2, batch_size=4)
-    p.add_argument("--cases", nargs="+", help=f"MODEL@MAX_LENGTH[+lora][:STEPS] (default: {' '.join(DEFAULT_CASES)}; "
-                                              "--quick: --model at --max-length, without and with LoRA)")
+    p.add_argument(
+        "--cases",
+        nargs="+",
+        help=f"MODEL@MAX_LENGTH[+lora][:STEPS] (default: {' '.join(DEFAULT_CASES)}; "
+        "--quick: --model at --max-length, without and with LoRA)",
+    )
     p.add_argument("--lora-r", type=int, default=16, help="LoRA rank of the +lora cases")
     p.add_argument("--method", default="bt", help="pcrm's loss (the throughput does not depend on it)")
-    p.add_argument("--row-tokens", type=int, help="also time packed rows of max(this, the longest sequence) tokens "
-                                                  "(1: rows of the longest sequence) instead of pcrm's estimate")
+    p.add_argument(
+        "--row-tokens",
+        type=int,
+        help="also time packed rows of max(this, the longest sequence) tokens "
+        "(1: rows of the longest sequence) instead of pcrm's estimate",
+    )
     p.add_argument("--profile", action="store_true", help="profile the packed steps of the first case")
     args = benchlib.parse(p, argv, steps=2, repeats=1, pairs=8, batch_size=2, max_length=64)
     if not args.cases:

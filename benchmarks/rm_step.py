@@ -32,24 +32,35 @@ def loss_microbenchmark(batch_size: int, number: int) -> dict:
     def pcrm():
         losses.pcrm_loss(chosen, rejected, delta).mean().backward()
 
-    samples = benchlib.interleave({"bt": lambda: timeit.timeit(bt, number=number),
-                                   "pcrm": lambda: timeit.timeit(pcrm, number=number)}, repeats=5)
+    samples = benchlib.interleave(
+        {"bt": lambda: timeit.timeit(bt, number=number), "pcrm": lambda: timeit.timeit(pcrm, number=number)}, repeats=5
+    )
     return {name: 1e6 * benchlib.median(values) / number for name, values in samples.items()}
 
 
 def main(argv=None) -> dict:
     load_before = benchlib.start()
     p = benchlib.parser("rm_step", __doc__, steps=4, pairs=256, repeats=6)
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="variants (the first is the baseline)")
+    p.add_argument(
+        "--methods", nargs="+", default=list(METHODS), choices=METHODS, help="variants (the first is the baseline)"
+    )
     p.add_argument("--unit", default="tokens", help="length unit of the length prior")
     p.add_argument("--encoder", default="minilm", help="sentence encoder of the cosine prior")
     args = benchlib.parse(p, argv, steps=3, repeats=1, pairs=32, batch_size=2, max_length=32)
 
     trainers = {}
     for method in args.methods:
-        config = benchlib.bench_config(model=args.model, data=args.data, split=args.split, method=method, unit=args.unit,
-                                       encoder=args.encoder, batch_size=args.batch_size, max_length=args.max_length,
-                                       max_pairs=args.pairs)
+        config = benchlib.bench_config(
+            model=args.model,
+            data=args.data,
+            split=args.split,
+            method=method,
+            unit=args.unit,
+            encoder=args.encoder,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+            max_pairs=args.pairs,
+        )
         trainers[method], _, facts = benchlib.build_pcrm_trainer(config)
     runs, wall, cpu, shapes = benchlib.time_trainers(trainers, args.steps, args.repeats)
     micro = loss_microbenchmark(args.batch_size, 200 if args.quick else 2000)
@@ -60,11 +71,24 @@ def main(argv=None) -> dict:
         ratio = benchlib.median(wall[method]) / benchlib.median(wall[base])
         cpu_ratio = benchlib.median(cpu[method]) / benchlib.median(cpu[base])
         # paired ratios: each repetition's median against the baseline's in the same round
-        paired = [benchlib.median(a["step_seconds"]) / benchlib.median(b["step_seconds"]) for a, b in zip(runs[method], runs[base])]
-        rows.append({"method": method, "step_s_median": benchlib.median(wall[method]), "step_s_min": min(wall[method]),
-                     "cpu_s_median": benchlib.median(cpu[method]), "steps_timed": len(wall[method]),
-                     f"wall_ratio_vs_{base}": ratio, "paired_min": min(paired), "paired_max": max(paired),
-                     f"cpu_ratio_vs_{base}": cpu_ratio, "same_batches": shapes[method] == shapes[base]})
+        paired = [
+            benchlib.median(a["step_seconds"]) / benchlib.median(b["step_seconds"])
+            for a, b in zip(runs[method], runs[base])
+        ]
+        rows.append(
+            {
+                "method": method,
+                "step_s_median": benchlib.median(wall[method]),
+                "step_s_min": min(wall[method]),
+                "cpu_s_median": benchlib.median(cpu[method]),
+                "steps_timed": len(wall[method]),
+                f"wall_ratio_vs_{base}": ratio,
+                "paired_min": min(paired),
+                "paired_max": max(paired),
+                f"cpu_ratio_vs_{base}": cpu_ratio,
+                "same_batches": shapes[method] == shapes[base],
+            }
+        )
         if method != base:
             figures[f"step_time_ratio_{method}_vs_{base}"] = benchlib.target(ratio, 1.02, "<=")
             figures[f"step_cpu_time_ratio_{method}_vs_{base}"] = benchlib.target(cpu_ratio, 1.02, "<=")
@@ -74,11 +98,18 @@ def main(argv=None) -> dict:
     extra = micro["pcrm"] - micro["bt"]
     figures["loss_only_us"] = micro
     figures["loss_only_extra_fraction_of_step"] = extra * 1e-6 / benchlib.median(wall[base])
-    print(f"loss terms alone (forward+backward, batch {args.batch_size}): BT {micro['bt']:.1f} µs, "
-          f"PCRM {micro['pcrm']:.1f} µs: +{extra:.1f} µs = {100 * figures['loss_only_extra_fraction_of_step']:.4f}% of a step")
+    print(
+        f"loss terms alone (forward+backward, batch {args.batch_size}): BT {micro['bt']:.1f} µs, "
+        f"PCRM {micro['pcrm']:.1f} µs: +{extra:.1f} µs = {100 * figures['loss_only_extra_fraction_of_step']:.4f}% of a step"
+    )
     figures["train_pairs"] = facts["train_pairs"]
-    return benchlib.report(args, rows, figures, raw={"step_seconds": wall, "step_cpu_seconds": cpu, "batch_shapes": shapes},
-                           load_before=load_before)
+    return benchlib.report(
+        args,
+        rows,
+        figures,
+        raw={"step_seconds": wall, "step_cpu_seconds": cpu, "batch_shapes": shapes},
+        load_before=load_before,
+    )
 
 
 if __name__ == "__main__":

@@ -23,8 +23,16 @@ def main(argv=None) -> dict:
     args = benchlib.parse(p, argv, pairs=4, repeats=1, batch_size=2, max_length=32)
 
     def trainer(pairs, batch_size):
-        config = benchlib.bench_config(model=args.model, data=args.data, split=args.split, method=args.method, encoder=args.encoder,
-                                       batch_size=batch_size, max_length=args.max_length, max_pairs=pairs)
+        config = benchlib.bench_config(
+            model=args.model,
+            data=args.data,
+            split=args.split,
+            method=args.method,
+            encoder=args.encoder,
+            batch_size=batch_size,
+            max_length=args.max_length,
+            max_pairs=pairs,
+        )
         return benchlib.build_pcrm_trainer(config)[0]
 
     sizes = [args.pairs * f for f in args.factors]
@@ -34,31 +42,47 @@ def main(argv=None) -> dict:
     variants.update({("batch_size", b): trainer(fixed_pairs, b) for b in batch_sizes})
     benchlib.share_model(variants.values())
     benchlib.warm_up(variants.values())
-    runs = benchlib.interleave({key: (lambda t=t: benchlib.run_training(t)) for key, t in variants.items()},
-                               repeats=args.repeats, warmup=0)
+    runs = benchlib.interleave(
+        {key: (lambda t=t: benchlib.run_training(t)) for key, t in variants.items()}, repeats=args.repeats, warmup=0
+    )
 
     rows = []
     for (axis, value), rs in runs.items():
         epoch = benchlib.median([r["epoch_seconds"] for r in rs])
         pairs = len(variants[(axis, value)].train_dataset)
-        rows.append({"axis": axis, "pairs": pairs, "batch_size": args.batch_size if axis == "pairs" else value,
-                     "steps": rs[0]["steps"], "epoch_s_median": epoch, "epoch_s_min": min(r["epoch_seconds"] for r in rs),
-                     "step_s": epoch / rs[0]["steps"], "pairs_per_s": pairs / epoch, "real_tok_per_s": rs[0]["real_tokens"] / epoch})
+        rows.append(
+            {
+                "axis": axis,
+                "pairs": pairs,
+                "batch_size": args.batch_size if axis == "pairs" else value,
+                "steps": rs[0]["steps"],
+                "epoch_s_median": epoch,
+                "epoch_s_min": min(r["epoch_seconds"] for r in rs),
+                "step_s": epoch / rs[0]["steps"],
+                "pairs_per_s": pairs / epoch,
+                "real_tok_per_s": rs[0]["real_tokens"] / epoch,
+            }
+        )
     by_pairs = [r for r in rows if r["axis"] == "pairs"]
     by_batch = [r for r in rows if r["axis"] == "batch_size"]
     figures = {
         "exponent_epoch_time_vs_pairs": benchlib.target(
-            benchlib.loglog_slope([r["pairs"] for r in by_pairs], [r["epoch_s_median"] for r in by_pairs]), 1.1, "<="),
+            benchlib.loglog_slope([r["pairs"] for r in by_pairs], [r["epoch_s_median"] for r in by_pairs]), 1.1, "<="
+        ),
         "exponent_step_time_vs_batch_size": benchlib.target(
-            benchlib.loglog_slope([r["batch_size"] for r in by_batch], [r["step_s"] for r in by_batch]), 1.1, "<="),
-        "exponent_epoch_time_vs_batch_size": benchlib.loglog_slope([r["batch_size"] for r in by_batch],
-                                                                   [r["epoch_s_median"] for r in by_batch]),
+            benchlib.loglog_slope([r["batch_size"] for r in by_batch], [r["step_s"] for r in by_batch]), 1.1, "<="
+        ),
+        "exponent_epoch_time_vs_batch_size": benchlib.loglog_slope(
+            [r["batch_size"] for r in by_batch], [r["epoch_s_median"] for r in by_batch]
+        ),
     }
     # time = fixed + per_pair · pairs: what an epoch costs per pair, and once (dataloader, optimizer, first step)
     per_pair, fixed = np.polyfit([r["pairs"] for r in by_pairs], [r["epoch_s_median"] for r in by_pairs], 1)
     figures.update(linear_fit_seconds_per_pair=float(per_pair), linear_fit_fixed_seconds=float(fixed))
-    raw = {f"{axis}={value}": [{k: r[k] for k in ("epoch_seconds", "steps", "real_tokens", "padded_tokens")} for r in rs]
-           for (axis, value), rs in runs.items()}
+    raw = {
+        f"{axis}={value}": [{k: r[k] for k in ("epoch_seconds", "steps", "real_tokens", "padded_tokens")} for r in rs]
+        for (axis, value), rs in runs.items()
+    }
     return benchlib.report(args, rows, figures, raw=raw, load_before=load_before)
 
 

@@ -22,7 +22,10 @@ import benchlib
 import torch
 import torch.nn.functional as F
 
-ENCODER_SIZES = {"base": {}, "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)}
+ENCODER_SIZES = {
+    "base": {},
+    "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
+}
 
 
 def reference_loss(rewards, embeddings, beta1: float, beta2: float, beta3: float):
@@ -73,13 +76,20 @@ def reference_trainer_class():
 
         def _set_signature_columns_if_needed(self):
             if self._signature_columns is None:
-                self._signature_columns = ["chosen_ids", "rejected_ids", "ref_chosen_ids", "ref_rejected_ids",
-                                           self.args.length_column_name]
+                self._signature_columns = [
+                    "chosen_ids",
+                    "rejected_ids",
+                    "ref_chosen_ids",
+                    "ref_rejected_ids",
+                    self.args.length_column_name,
+                ]
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             mode = "train" if model.training else "eval"
             with torch.no_grad():
-                hidden = self.encoder(input_ids=inputs.pop("ref_input_ids"), attention_mask=inputs.pop("ref_attention_mask"))[0]
+                hidden = self.encoder(
+                    input_ids=inputs.pop("ref_input_ids"), attention_mask=inputs.pop("ref_attention_mask")
+                )[0]
                 embeddings = F.normalize(hidden[:, 0, :], p=2, dim=1)
             outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
             rewards = outputs.logits.squeeze(-1)
@@ -88,8 +98,15 @@ def reference_trainer_class():
             chosen, rejected = rewards[:bs], rewards[bs:]
             margin = (chosen - rejected).detach()
             # the same per-step metrics as pcrm's trainer logs
-            self._log_metrics(mode, chosen, rejected, delta, -F.logsigmoid(margin), -F.logsigmoid(delta - margin),
-                              torch.zeros_like(margin))
+            self._log_metrics(
+                mode,
+                chosen,
+                rejected,
+                delta,
+                -F.logsigmoid(margin),
+                -F.logsigmoid(delta - margin),
+                torch.zeros_like(margin),
+            )
             return (loss, outputs) if return_outputs else loss
 
     return ReferenceProcedureTrainer, ReferenceCollator
@@ -105,24 +122,44 @@ def build_reference(args, encoder_size: str):
     from pcrm.trainers.reward import JsonlLogger
 
     trainer_class, collator_class = reference_trainer_class()
-    config = benchlib.bench_config(model=args.model, data=args.data, split=args.split, method="bt", batch_size=args.batch_size,
-                                   max_length=args.max_length, max_pairs=args.pairs)
-    bt, tokenizer, _ = benchlib.build_pcrm_trainer(config)  # model, arguments and tokenized pairs, built as pcrm builds them
+    config = benchlib.bench_config(
+        model=args.model,
+        data=args.data,
+        split=args.split,
+        method="bt",
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        max_pairs=args.pairs,
+    )
+    bt, tokenizer, _ = benchlib.build_pcrm_trainer(
+        config
+    )  # model, arguments and tokenized pairs, built as pcrm builds them
     ref_tokenizer = load_tokenizer("minilm")  # the bert-base-uncased WordPiece vocabulary (30522), bert-base's size
     ref_tokenizer.truncation_side = "left"
     dataset = bt.train_dataset
     for column in ("chosen", "rejected"):
         texts = [as_text(x) for x in dataset[column]]
-        dataset = dataset.add_column(f"ref_{column}_ids", ref_tokenizer(texts, truncation=True, max_length=512)["input_ids"])
+        dataset = dataset.add_column(
+            f"ref_{column}_ids", ref_tokenizer(texts, truncation=True, max_length=512)["input_ids"]
+        )
     torch.manual_seed(0)
     encoder = BertModel(BertConfig(vocab_size=ref_tokenizer.vocab_size, **ENCODER_SIZES[encoder_size]))
     pcrm_defaults = ConstraintConfig(method="cosine")  # pcrm's default βs of the cosine prior
     trainer = trainer_class(
-        model=bt.model, args=bt.args, train_dataset=dataset, processing_class=tokenizer,
-        data_collator=collator_class(pad_token_id=tokenizer.pad_token_id, ref_pad_id=ref_tokenizer.pad_token_id,
-                                     ref_pad_to=512 if args.ref_padding == "max_length" else None),
+        model=bt.model,
+        args=bt.args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        data_collator=collator_class(
+            pad_token_id=tokenizer.pad_token_id,
+            ref_pad_id=ref_tokenizer.pad_token_id,
+            ref_pad_to=512 if args.ref_padding == "max_length" else None,
+        ),
         callbacks=[JsonlLogger(Path(config.output) / "train_log.jsonl")],
-        encoder=encoder, beta1=pcrm_defaults.beta1, beta2=pcrm_defaults.beta2, beta3=pcrm_defaults.beta3,
+        encoder=encoder,
+        beta1=pcrm_defaults.beta1,
+        beta2=pcrm_defaults.beta2,
+        beta3=pcrm_defaults.beta3,
     )
     return benchlib.instrument(trainer), sum(p.numel() for p in encoder.parameters())
 
@@ -140,7 +177,9 @@ def precompute_seconds(args) -> float:
     previous = os.environ.get("PCRM_CACHE")
     os.environ["PCRM_CACHE"] = str(benchlib.tempdir("cache"))
     try:
-        return timed_constraints(dataset, ConstraintConfig(method="cosine", encoder=args.encoder), show_progress=False)[1]["seconds"]
+        return timed_constraints(dataset, ConstraintConfig(method="cosine", encoder=args.encoder), show_progress=False)[
+            1
+        ]["seconds"]
     finally:
         if previous is None:
             del os.environ["PCRM_CACHE"]
@@ -152,22 +191,42 @@ def main(argv=None) -> dict:
     load_before = benchlib.start()
     p = benchlib.parser("vs_reference_procedure", __doc__, steps=4, pairs=256, repeats=2)
     p.add_argument("--encoder", default="minilm", help="pcrm's sentence encoder of the cosine prior")
-    p.add_argument("--encoder-size", default="base", choices=ENCODER_SIZES, help="size of the reference's per-step encoder")
-    p.add_argument("--ref-padding", default="longest", choices=("longest", "max_length"), help="reference encoder's padding")
+    p.add_argument(
+        "--encoder-size", default="base", choices=ENCODER_SIZES, help="size of the reference's per-step encoder"
+    )
+    p.add_argument(
+        "--ref-padding", default="longest", choices=("longest", "max_length"), help="reference encoder's padding"
+    )
     args = benchlib.parse(p, argv, steps=3, repeats=1, pairs=32, batch_size=2, max_length=32)
 
-    config = benchlib.bench_config(model=args.model, data=args.data, split=args.split, method="cosine", encoder=args.encoder,
-                                   batch_size=args.batch_size, max_length=args.max_length, max_pairs=args.pairs)
+    config = benchlib.bench_config(
+        model=args.model,
+        data=args.data,
+        split=args.split,
+        method="cosine",
+        encoder=args.encoder,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        max_pairs=args.pairs,
+    )
     trainers = {"pcrm": benchlib.build_pcrm_trainer(config)[0]}
     trainers["reference"], encoder_parameters = build_reference(args, args.encoder_size)
     runs, wall, cpu, shapes = benchlib.time_trainers(trainers, args.steps, args.repeats)
     precompute = precompute_seconds(args)
 
     med = {name: benchlib.median(v) for name, v in wall.items()}
-    rows = [{"procedure": name, "step_s_median": med[name], "step_s_min": min(wall[name]),
-             "cpu_s_median": benchlib.median(cpu[name]), "steps_timed": len(wall[name]),
-             "slowdown_vs_pcrm": med[name] / med["pcrm"], "same_rm_batches": shapes[name] == shapes["pcrm"]}
-            for name in trainers]
+    rows = [
+        {
+            "procedure": name,
+            "step_s_median": med[name],
+            "step_s_min": min(wall[name]),
+            "cpu_s_median": benchlib.median(cpu[name]),
+            "steps_timed": len(wall[name]),
+            "slowdown_vs_pcrm": med[name] / med["pcrm"],
+            "same_rm_batches": shapes[name] == shapes["pcrm"],
+        }
+        for name in trainers
+    ]
     saved = med["reference"] - med["pcrm"]
     figures = {
         "step_time_ratio_reference_vs_pcrm": med["reference"] / med["pcrm"],
@@ -176,10 +235,17 @@ def main(argv=None) -> dict:
         "break_even_steps": precompute / saved if saved > 0 else None,
         "reference_encoder_parameters": encoder_parameters,
     }
-    print(f"pcrm's one-time precomputation of δ* for {args.pairs} pairs (fresh cache): {precompute:.1f} s "
-          f"= {figures['break_even_steps'] or float('nan'):.1f} steps of the reference's extra cost")
-    return benchlib.report(args, rows, figures, raw={"step_seconds": wall, "step_cpu_seconds": cpu, "batch_shapes": shapes},
-                           load_before=load_before)
+    print(
+        f"pcrm's one-time precomputation of δ* for {args.pairs} pairs (fresh cache): {precompute:.1f} s "
+        f"= {figures['break_even_steps'] or float('nan'):.1f} steps of the reference's extra cost"
+    )
+    return benchlib.report(
+        args,
+        rows,
+        figures,
+        raw={"step_seconds": wall, "step_cpu_seconds": cpu, "batch_shapes": shapes},
+        load_before=load_before,
+    )
 
 
 if __name__ == "__main__":

@@ -55,8 +55,11 @@ def padding_share(lengths: list[tuple[int, int]], batch_size: int, grouped: bool
 
     generator = torch.Generator().manual_seed(seed)
     longest = [max(pair) for pair in lengths]
-    order = (get_length_grouped_indices(longest, batch_size, generator=generator) if grouped
-             else torch.randperm(len(lengths), generator=generator).tolist())
+    order = (
+        get_length_grouped_indices(longest, batch_size, generator=generator)
+        if grouped
+        else torch.randperm(len(lengths), generator=generator).tolist()
+    )
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     padded = sum(2 * len(b) * max(longest[i] for i in b) for b in batches)
     return 1 - sum(sum(pair) for pair in lengths) / padded
@@ -73,16 +76,33 @@ def trl_trainer(args, rows, pcrm_args, gradient_checkpointing: bool = False, pef
     tokenizer = load_tokenizer(args.model)  # BERT tokenizers get eos_token = [SEP] here (TRL needs one)
     model = load_reward_model(args.model)
     config = RewardConfig(
-        output_dir=str(benchlib.tempdir("trl")), per_device_train_batch_size=args.batch_size,
-        learning_rate=pcrm_args.learning_rate, lr_scheduler_type=pcrm_args.lr_scheduler_type,
-        warmup_steps=pcrm_args.warmup_steps, weight_decay=pcrm_args.weight_decay, max_length=args.max_length,
-        bf16=False, fp16=False, gradient_checkpointing=gradient_checkpointing, logging_steps=1, save_steps=10**9,
-        report_to=pcrm_args.report_to, seed=pcrm_args.seed,
-        disable_tqdm=True, use_cpu=pcrm_args.use_cpu, dataloader_drop_last=False,
+        output_dir=str(benchlib.tempdir("trl")),
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=pcrm_args.learning_rate,
+        lr_scheduler_type=pcrm_args.lr_scheduler_type,
+        warmup_steps=pcrm_args.warmup_steps,
+        weight_decay=pcrm_args.weight_decay,
+        max_length=args.max_length,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=gradient_checkpointing,
+        logging_steps=1,
+        save_steps=10**9,
+        report_to=pcrm_args.report_to,
+        seed=pcrm_args.seed,
+        disable_tqdm=True,
+        use_cpu=pcrm_args.use_cpu,
+        dataloader_drop_last=False,
     )
     collator = DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id)  # TRL's default collator
-    trainer = RewardTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows),
-                            processing_class=tokenizer, data_collator=collator, peft_config=peft_config)
+    trainer = RewardTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        data_collator=collator,
+        peft_config=peft_config,
+    )
     return benchlib.instrument(trainer)
 
 
@@ -91,10 +111,17 @@ def main(argv=None) -> dict:
     p = benchlib.parser("vs_trl", __doc__, pairs=128, repeats=2)
     p.add_argument("--method", default="cosine", help="pcrm's loss (default: its default, the cosine prior)")
     p.add_argument("--encoder", default="minilm", help="sentence encoder of the cosine prior")
-    p.add_argument("--no-random-sampler-variant", dest="random_variant", action="store_false",
-                   help="leave out pcrm with the random sampler")
-    p.add_argument("--trl-stock-variant", action="store_true",
-                   help="also time TRL with its default gradient checkpointing (row trl-stock-gc)")
+    p.add_argument(
+        "--no-random-sampler-variant",
+        dest="random_variant",
+        action="store_false",
+        help="leave out pcrm with the random sampler",
+    )
+    p.add_argument(
+        "--trl-stock-variant",
+        action="store_true",
+        help="also time TRL with its default gradient checkpointing (row trl-stock-gc)",
+    )
     args = benchlib.parse(p, argv, pairs=8, repeats=1, batch_size=2, max_length=48)
 
     from pcrm.models import load_tokenizer
@@ -102,13 +129,23 @@ def main(argv=None) -> dict:
     rows, all_lengths = fitting_pairs(args, load_tokenizer(args.model))
     data = benchlib.tempdir("data") / "pairs.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    variants = {"pcrm": ("group_by_length", True), "pcrm-padded": ("group_by_length", False),
-                **({"pcrm-random": ("random", True)} if args.random_variant else {})}
+    variants = {
+        "pcrm": ("group_by_length", True),
+        "pcrm-padded": ("group_by_length", False),
+        **({"pcrm-random": ("random", True)} if args.random_variant else {}),
+    }
     trainers = {}
     for name, (sampler, padding_free) in variants.items():
-        config = benchlib.bench_config(model=args.model, data=str(data), method=args.method, encoder=args.encoder,
-                                       batch_size=args.batch_size, max_length=args.max_length, sampler=sampler,
-                                       padding_free=padding_free)
+        config = benchlib.bench_config(
+            model=args.model,
+            data=str(data),
+            method=args.method,
+            encoder=args.encoder,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+            sampler=sampler,
+            padding_free=padding_free,
+        )
         trainers[name], _, facts = benchlib.build_pcrm_trainer(config)
     trainers["trl"] = trl_trainer(args, rows, trainers["pcrm"].args)
     benchlib.share_model(trainers.values())  # one model object; trl-stock-gc gets its own (checkpointing sticks)
@@ -119,16 +156,27 @@ def main(argv=None) -> dict:
     if len(set(sizes.values())) != 1:
         raise SystemExit(f"the trainers did not keep the same pairs: {sizes}")
 
-    runs = benchlib.interleave({name: (lambda t=t: benchlib.run_training(t)) for name, t in trainers.items()},
-                               repeats=args.repeats, warmup=0)
+    runs = benchlib.interleave(
+        {name: (lambda t=t: benchlib.run_training(t)) for name, t in trainers.items()}, repeats=args.repeats, warmup=0
+    )
     epoch = {name: benchlib.median([r["epoch_seconds"] for r in rs]) for name, rs in runs.items()}
     table, figures = [], {}
     for name, rs in runs.items():
         real, padded = rs[0]["real_tokens"], rs[0]["padded_tokens"]
-        table.append({"trainer": name, "pairs": sizes[name], "steps": rs[0]["steps"], "epoch_s_median": epoch[name],
-                      "epoch_s_min": min(r["epoch_seconds"] for r in rs), "pairs_per_s": sizes[name] / epoch[name],
-                      "real_tok_per_s": real / epoch[name], "padded_tok_per_s": padded / epoch[name],
-                      "padding_share": 1 - real / padded, "speedup_vs_trl": epoch["trl"] / epoch[name]})
+        table.append(
+            {
+                "trainer": name,
+                "pairs": sizes[name],
+                "steps": rs[0]["steps"],
+                "epoch_s_median": epoch[name],
+                "epoch_s_min": min(r["epoch_seconds"] for r in rs),
+                "pairs_per_s": sizes[name] / epoch[name],
+                "real_tok_per_s": real / epoch[name],
+                "padded_tok_per_s": padded / epoch[name],
+                "padding_share": 1 - real / padded,
+                "speedup_vs_trl": epoch["trl"] / epoch[name],
+            }
+        )
     figures["speedup_pcrm_vs_trl"] = benchlib.target(epoch["trl"] / epoch["pcrm"], 1.0, ">=")
     figures["speedup_pcrm_padding_free_vs_padded"] = epoch["pcrm-padded"] / epoch["pcrm"]
     if "pcrm-random" in epoch:
@@ -146,8 +194,10 @@ def main(argv=None) -> dict:
         "padding_share_within_pairs": within_pair_padding(all_lengths),
     }
     figures["pairs"] = sizes["pcrm"]
-    raw = {name: [{k: r[k] for k in ("epoch_seconds", "real_tokens", "padded_tokens", "shapes")} for r in rs]
-           for name, rs in runs.items()}
+    raw = {
+        name: [{k: r[k] for k in ("epoch_seconds", "real_tokens", "padded_tokens", "shapes")} for r in rs]
+        for name, rs in runs.items()
+    }
     return benchlib.report(args, table, figures, raw=raw, load_before=load_before)
 
 

@@ -28,8 +28,15 @@ def main(argv=None):
     dataset = load_dataset("json", data_files=args.dataset_name, split="train")
     dataset = add_constraints(dataset, ConstraintConfig(method=args.method), tokenizer)  # PCRM: each pair's δ*
 
-    training_args = PCRMRewardConfig(output_dir=args.output_dir, method=args.method, max_steps=args.max_steps,  # PCRM
-                                     per_device_train_batch_size=4, max_length=128, report_to=[], use_cpu=True)
+    training_args = PCRMRewardConfig(
+        output_dir=args.output_dir,
+        method=args.method,
+        max_steps=args.max_steps,  # PCRM
+        per_device_train_batch_size=4,
+        max_length=128,
+        report_to=[],
+        use_cpu=True,
+    )
     trainer = PCRMRewardTrainer(model=model, args=training_args, train_dataset=dataset, processing_class=tokenizer)
     trainer.train()
     trainer.save_model(args.output_dir)

@@ -59,14 +59,28 @@ def calibrate_betas(config) -> dict | None:
         return None
     if config.prior.beta1 is not None or config.prior.beta3 is not None:
         raise PcrmError("--betas auto fits β1 and β3 itself: drop --beta1/--beta3 (or use --betas fixed)")
-    data = load_preferences(config.data, split=config.split, config_name=getattr(config, "data_config", None), columns=getattr(config, "columns", None))
+    data = load_preferences(
+        config.data,
+        split=config.split,
+        config_name=getattr(config, "data_config", None),
+        columns=getattr(config, "columns", None),
+    )
     train_pairs = min(len(data), config.max_pairs or len(data))
     steps = warmup_steps(planned_steps(config, train_pairs))
     subset_size = min(train_pairs, CALIBRATION_PAIRS)
     with tempfile.TemporaryDirectory(prefix="pcrm-calibration-") as tmp:
         warmup = dataclasses.replace(
-            config, method="bt", betas="fixed", max_pairs=subset_size if subset_size < len(data) else None, max_steps=steps,
-            output=tmp, save_steps=10**9, resume=False, overwrite=True, warmup_ratio=0.0, scheduler="constant",
+            config,
+            method="bt",
+            betas="fixed",
+            max_pairs=subset_size if subset_size < len(data) else None,
+            max_steps=steps,
+            output=tmp,
+            save_steps=10**9,
+            resume=False,
+            overwrite=True,
+            warmup_ratio=0.0,
+            scheduler="constant",
         )
         trainer, tokenizer, _ = build_trainer(warmup, output=Path(tmp))
         trainer.remove_callback(FirstStepWarmup)  # no warm-up here, and a short warm-up run is no news to announce
@@ -79,26 +93,37 @@ def calibrate_betas(config) -> dict | None:
         shuffled = data.shuffle(seed=config.seed)
         run_pairs = shuffled.select(range(train_pairs)) if train_pairs < len(data) else data
         subset = shuffled.select(range(subset_size)) if subset_size < len(data) else data
-        chosen, rejected = score_pairs(model, tokenizer, subset, config.max_length, config.eval_batch_size, config.progress)
+        chosen, rejected = score_pairs(
+            model, tokenizer, subset, config.max_length, config.eval_batch_size, config.progress
+        )
         prior = config.prior_config()
 
         def similarities(pairs):
-            return np.asarray(add_constraints(pairs, prior, tokenizer, show_progress=config.progress)["similarity"],
-                              dtype=np.float64)
+            return np.asarray(
+                add_constraints(pairs, prior, tokenizer, show_progress=config.progress)["similarity"], dtype=np.float64
+            )
 
         all_similarity = similarities(run_pairs)
         prefix = run_pairs is not data or subset is data  # the subset is the first pairs of the run's
         similarity = all_similarity[:subset_size] if prefix else similarities(subset)
     margins = chosen - rejected
     try:
-        beta1, beta3 = suggest_betas(similarity, margins, config.prior.beta2, max_similarity=float(all_similarity.max()))
+        beta1, beta3 = suggest_betas(
+            similarity, margins, config.prior.beta2, max_similarity=float(all_similarity.max())
+        )
     except PcrmError as err:
         raise PcrmError(f"--betas auto after a {steps}-step BT warm-up on {subset_size} pairs: {err}") from None
     return {
-        "betas": "auto", "beta1": beta1, "beta2": config.prior.beta2, "beta3": beta3,
-        "warmup_steps": steps, "warmup_pairs": subset_size,
-        "warmup_margin_p50": float(np.median(margins)), "warmup_margin_p95": float(np.quantile(margins, 0.95)),
+        "betas": "auto",
+        "beta1": beta1,
+        "beta2": config.prior.beta2,
+        "beta3": beta3,
+        "warmup_steps": steps,
+        "warmup_pairs": subset_size,
+        "warmup_margin_p50": float(np.median(margins)),
+        "warmup_margin_p95": float(np.quantile(margins, 0.95)),
         "warmup_median_positive_margin": float(np.median(margins[margins > 0])) if np.any(margins > 0) else None,
         "warmup_accuracy": float(np.mean(margins > 0)),
-        "similarity_p5": float(np.quantile(similarity, 0.05)), "similarity_p95": float(np.quantile(similarity, 0.95)),
+        "similarity_p5": float(np.quantile(similarity, 0.05)),
+        "similarity_p95": float(np.quantile(similarity, 0.95)),
     }

@@ -27,10 +27,16 @@ COMMANDS = {
     "evaluate": ("pcrm.commands.evaluate", "evaluate reward models: accuracy, rank correlation, scale, calibration"),
     "report": ("pcrm.commands.report", "write the HTML/Markdown report comparing reward models"),
     "train-dpo": ("pcrm.commands.train_dpo", "align a policy with DPO (or IPO/hinge), with or without PCRM"),
-    "evaluate-policy": ("pcrm.commands.evaluate_policy", "judge aligned policies: implicit rewards and judge win rates"),
+    "evaluate-policy": (
+        "pcrm.commands.evaluate_policy",
+        "judge aligned policies: implicit rewards and judge win rates",
+    ),
     "align": ("pcrm.commands.align", "best-of-N, PPO, RLOO or GRPO against a trained reward model"),
     "reproduce": ("pcrm.commands.reproduce", "reproduce the paper's comparison on the bundled data"),
-    "overoptimization": ("pcrm.commands.overoptimization", "gold-reward over-optimisation study: best-of-N by proxies trained on gold labels"),
+    "overoptimization": (
+        "pcrm.commands.overoptimization",
+        "gold-reward over-optimisation study: best-of-N by proxies trained on gold labels",
+    ),
 }
 
 
@@ -50,8 +56,13 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if ("default" in text.lower() or action.required or action.default is None or action.default == []
-                or isinstance(action, argparse._StoreFalseAction)):
+        if (
+            "default" in text.lower()
+            or action.required
+            or action.default is None
+            or action.default == []
+            or isinstance(action, argparse._StoreFalseAction)
+        ):
             return text
         return super()._get_help_string(action)
 
@@ -71,10 +82,16 @@ class ConfigParser(HfArgumentParser):
         kwargs.setdefault("formatter_class", _HelpFormatter)
         self.config_class = config_class
         hints = typing.get_type_hints(config_class)
-        self.nested = {f.name: hints[f.name] for f in dataclasses.fields(config_class) if dataclasses.is_dataclass(hints[f.name])}
+        self.nested = {
+            f.name: hints[f.name] for f in dataclasses.fields(config_class) if dataclasses.is_dataclass(hints[f.name])
+        }
         top = dataclasses.make_dataclass(
             config_class.__name__,
-            [(f.name, hints[f.name], _copy_field(f)) for f in dataclasses.fields(config_class) if f.name not in self.nested],
+            [
+                (f.name, hints[f.name], _copy_field(f))
+                for f in dataclasses.fields(config_class)
+                if f.name not in self.nested
+            ],
         )
         super().__init__([top, *self.nested.values()], **kwargs)
         self.hints = {f.name: hints[f.name] for f in dataclasses.fields(config_class) if f.name not in self.nested}
@@ -82,14 +99,23 @@ class ConfigParser(HfArgumentParser):
             self.hints.update(typing.get_type_hints(kind))
         for field in dataclasses.fields(config_class):
             if field.name in self.nested and field.default_factory is not dataclasses.MISSING:
-                self.set_defaults(**dataclasses.asdict(field.default_factory()))  # a command may change the nested defaults
+                self.set_defaults(
+                    **dataclasses.asdict(field.default_factory())
+                )  # a command may change the nested defaults
         for action in self._actions:
             if action.nargs == "+":
                 action.__class__ = _Repeatable
             _say_what_off_means(action)
-        self.add_argument("--config", metavar="FILE.yaml", help="read option values from a YAML mapping; options given here override it")
-        self.add_argument("--verbose", action="store_true",
-                          help="also show the libraries' progress bars, load reports and warnings (hidden by default)")
+        self.add_argument(
+            "--config",
+            metavar="FILE.yaml",
+            help="read option values from a YAML mapping; options given here override it",
+        )
+        self.add_argument(
+            "--verbose",
+            action="store_true",
+            help="also show the libraries' progress bars, load reports and warnings (hidden by default)",
+        )
 
     def error(self, message):
         raise PcrmError(message)
@@ -127,8 +153,10 @@ class ConfigParser(HfArgumentParser):
         unknown = sorted(set(values) - known)
         if unknown:
             raise PcrmError(f"--config {path}: unknown option(s) {', '.join(unknown)}")
-        return {key: _typed(value, self.hints[key], f"--config {path}: {key}") if key in self.hints else value
-                for key, value in values.items()}
+        return {
+            key: _typed(value, self.hints[key], f"--config {path}: {key}") if key in self.hints else value
+            for key, value in values.items()
+        }
 
 
 def _typed(value, hint, where: str):
@@ -146,9 +174,12 @@ def _typed(value, hint, where: str):
         (item,) = typing.get_args(hint) or (str,)
         return [_typed(v, item, where) for v in value]
     names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
-    ok = {bool: lambda v: isinstance(v, bool), int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-          str: lambda v: isinstance(v, (str, int, float)) and not isinstance(v, bool)}
+    ok = {
+        bool: lambda v: isinstance(v, bool),
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        str: lambda v: isinstance(v, (str, int, float)) and not isinstance(v, bool),
+    }
     if hint in ok:
         if not ok[hint](value):
             raise PcrmError(f"{where} must be {names[hint]}, got {'null' if value is None else repr(value)}")
@@ -204,8 +235,13 @@ def _usage() -> str:
     from pcrm import __version__
 
     width = max(map(len, COMMANDS))
-    lines = [f"pcrm {__version__}: reward models and policies trained with prior constraints (PCRM).", "",
-             "usage: pcrm COMMAND [options]   (pcrm COMMAND --help for its options)", "", "commands:"]
+    lines = [
+        f"pcrm {__version__}: reward models and policies trained with prior constraints (PCRM).",
+        "",
+        "usage: pcrm COMMAND [options]   (pcrm COMMAND --help for its options)",
+        "",
+        "commands:",
+    ]
     lines += [f"  {name.ljust(width)}  {help_text}" for name, (_, help_text) in COMMANDS.items()]
     return "\n".join(lines)
 
@@ -288,7 +324,11 @@ def user_error(err: BaseException) -> str | None:
         frames = traceback.extract_tb(err.__traceback__)
         ours = os.path.dirname(os.path.abspath(__file__))
         library = [f.filename for f in frames if not f.filename.startswith(ours)]
-        if frames and not frames[-1].filename.startswith(ours) and any(m in f for f in library for m in _OPTION_MODULES):
+        if (
+            frames
+            and not frames[-1].filename.startswith(ours)
+            and any(m in f for f in library for m in _OPTION_MODULES)
+        ):
             text = str(err).strip()
             return f"invalid option value: {text.splitlines()[0] if text else type(err).__name__}"
     return None

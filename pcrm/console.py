@@ -157,8 +157,9 @@ def progress_bars(show: bool):
             os.environ["TQDM_DISABLE"] = state[2]
 
 
-def data_summary(report, use: str = "", truncated: int | None = None, max_length: int | None = None,
-                 seen: bool = False) -> list[str]:
+def data_summary(
+    report, use: str = "", truncated: int | None = None, max_length: int | None = None, seen: bool = False
+) -> list[str]:
     """The data summary of a command (at most 4 lines) from a `pcrm.data.LoadReport`: the source, format and how the
     prompt was found; rows read, dropped (by reason) and flagged; what the command uses them for and how many were
     truncated. `seen`: the source was summarised above, so only the use line."""
@@ -184,8 +185,9 @@ def _reasons(counts: dict) -> str:
     return ", ".join(f"{n} {reason}" for reason, n in counts.items())
 
 
-def print_data_summary(report, use: str = "", truncated: int | None = None, max_length: int | None = None,
-                       file=None) -> list[str]:
+def print_data_summary(
+    report, use: str = "", truncated: int | None = None, max_length: int | None = None, file=None
+) -> list[str]:
     """Print `data_summary` once per source and command: a source summarised before gets only its use line, and not
     even that when the same line was printed (a multi-step command loading the same data again); return the lines."""
     seen = _DATA_SEEN.setdefault(report.source, set())

@@ -66,7 +66,9 @@ class PriorOptions:
     beta1: float | None = field(default=None, metadata={"help": "β1 of δ*=β1/(s+β2)+β3 (default: per method)"})
     beta2: float = field(default=0.001, metadata={"help": "β2 of δ*"})
     beta3: float | None = field(default=None, metadata={"help": "β3 of δ* (default: per method)"})
-    unit: str = field(default="tokens", metadata={"help": f"length unit for --method length: {', '.join(LENGTH_UNITS)}"})
+    unit: str = field(
+        default="tokens", metadata={"help": f"length unit for --method length: {', '.join(LENGTH_UNITS)}"}
+    )
     encoder: str = field(default="minilm", metadata={"help": "sentence encoder for --method cosine"})
     fixed_delta: float = field(default=0.45, metadata={"help": "δ* of every pair for --method fixed"})
     random_low: float = field(default=0.4, metadata={"help": "lower end of δ* for --method random"})
@@ -104,7 +106,9 @@ class ConstraintConfig(PriorOptions):
         self.beta3 = default_beta3 if self.beta3 is None else self.beta3
         _check_betas(self.beta1, self.beta2, self.beta3)
         if self.method == "random" and not 0 < self.random_low < self.random_high:  # δ* > 0 for every pair
-            raise PcrmError(f"--random-low must be > 0 and < --random-high, got {self.random_low} and {self.random_high}")
+            raise PcrmError(
+                f"--random-low must be > 0 and < --random-high, got {self.random_low} and {self.random_high}"
+            )
         if self.method == "fixed" and not (math.isfinite(self.fixed_delta) and self.fixed_delta > 0):
             raise PcrmError(f"--fixed-delta must be a finite number > 0, got {self.fixed_delta}")
         if self.encoder_batch_size < 1:
@@ -153,16 +157,29 @@ def _check_positive_delta(delta, similarity, config: ConstraintConfig) -> None:
         )
 
 
-def compute_similarity(dataset: Dataset, config: ConstraintConfig, tokenizer=None, show_progress: bool = True) -> torch.Tensor:
+def compute_similarity(
+    dataset: Dataset, config: ConstraintConfig, tokenizer=None, show_progress: bool = True
+) -> torch.Tensor:
     """Similarity of each pair's two responses under `config.method` ('length' or 'cosine')."""
     if config.method == "length":  # batched on Arrow: never a Python list of every text
         count = _length_counter(config.unit, tokenizer)
         with progress_bars(show_progress and len(dataset) >= 50_000):
-            lengths = dataset.select_columns(["chosen", "rejected"]).map(
-                _count_lengths, batched=True, fn_kwargs={"count": count}, remove_columns=["chosen", "rejected"],
-                keep_in_memory=True, new_fingerprint=uuid.uuid4().hex, desc="Counting lengths",
-                num_proc=min(4, os.cpu_count() or 1) if config.unit == "tokens" and len(dataset) >= 50_000 else None,
-            ).with_format("numpy")[:]
+            lengths = (
+                dataset.select_columns(["chosen", "rejected"])
+                .map(
+                    _count_lengths,
+                    batched=True,
+                    fn_kwargs={"count": count},
+                    remove_columns=["chosen", "rejected"],
+                    keep_in_memory=True,
+                    new_fingerprint=uuid.uuid4().hex,
+                    desc="Counting lengths",
+                    num_proc=min(4, os.cpu_count() or 1)
+                    if config.unit == "tokens" and len(dataset) >= 50_000
+                    else None,
+                )
+                .with_format("numpy")[:]
+            )
         return length_ratio(lengths["n_chosen"], lengths["n_rejected"])
     chosen = [as_text(x) for x in dataset["chosen"]]
     rejected = [as_text(x) for x in dataset["rejected"]]
@@ -171,7 +188,10 @@ def compute_similarity(dataset: Dataset, config: ConstraintConfig, tokenizer=Non
 
 
 def _count_lengths(batch, count):
-    return {"n_chosen": count([as_text(x) for x in batch["chosen"]]), "n_rejected": count([as_text(x) for x in batch["rejected"]])}
+    return {
+        "n_chosen": count([as_text(x) for x in batch["chosen"]]),
+        "n_rejected": count([as_text(x) for x in batch["rejected"]]),
+    }
 
 
 def _length_counter(unit: str, tokenizer):
@@ -188,9 +208,16 @@ def cached_embeddings(dataset, chosen, rejected, config: ConstraintConfig, show_
     """Embeddings of both responses, from the disk cache when this data and encoder were seen before."""
     path = cache_path("embeddings", _cache_key(dataset, config), ".npz")
     n = len(chosen)
-    cached = read_cached_npz(path, ("chosen", "rejected"),
-                             lambda a: a["chosen"].ndim == 2 and a["chosen"].shape == a["rejected"].shape and len(a["chosen"]) == n
-                             and bool(np.isfinite(a["chosen"]).all() and np.isfinite(a["rejected"]).all()))
+    cached = read_cached_npz(
+        path,
+        ("chosen", "rejected"),
+        lambda a: (
+            a["chosen"].ndim == 2
+            and a["chosen"].shape == a["rejected"].shape
+            and len(a["chosen"]) == n
+            and bool(np.isfinite(a["chosen"]).all() and np.isfinite(a["rejected"]).all())
+        ),
+    )
     if cached is not None:
         return torch.from_numpy(cached["chosen"]), torch.from_numpy(cached["rejected"])
     from pcrm.models import load_encoder
@@ -244,8 +271,13 @@ def timed_constraints(dataset: Dataset, config: ConstraintConfig, tokenizer=None
     return result, {"seconds": seconds, "pairs_per_second": len(dataset) / max(seconds, 1e-9)}
 
 
-def suggest_betas(similarity, margins, beta2: float = 0.001, quantiles: tuple[float, float] = (0.05, 0.95),
-                  max_similarity: float | None = None) -> tuple[float, float]:
+def suggest_betas(
+    similarity,
+    margins,
+    beta2: float = 0.001,
+    quantiles: tuple[float, float] = (0.05, 0.95),
+    max_similarity: float | None = None,
+) -> tuple[float, float]:
     """β1, β3 that map a reference (e.g. BT-trained) model's margin scale onto δ*.
 
     The most similar pairs (similarity at the upper quantile) get δ* = the median of the

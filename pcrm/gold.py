@@ -48,9 +48,22 @@ def train_gold(output: str | Path, recipe: GoldRecipe = GOLD_RECIPE, progress: b
 
     output = Path(output)
     work = output.with_name(output.name + ".work")
-    config = Config(method="bt", model=recipe.backbone, data=recipe.data, split=recipe.split, max_pairs=recipe.max_pairs,
-                    max_length=recipe.max_length, lora_r=recipe.lora_r, learning_rate=recipe.learning_rate, epochs=recipe.epochs,
-                    batch_size=recipe.batch_size, seed=recipe.seed, output=str(work), save_steps=10**9, progress=progress)
+    config = Config(
+        method="bt",
+        model=recipe.backbone,
+        data=recipe.data,
+        split=recipe.split,
+        max_pairs=recipe.max_pairs,
+        max_length=recipe.max_length,
+        lora_r=recipe.lora_r,
+        learning_rate=recipe.learning_rate,
+        epochs=recipe.epochs,
+        batch_size=recipe.batch_size,
+        seed=recipe.seed,
+        output=str(work),
+        save_steps=10**9,
+        progress=progress,
+    )
     work.mkdir(parents=True, exist_ok=True)
     trainer, _, facts = build_trainer(config)
     trainer.train()
@@ -58,7 +71,9 @@ def train_gold(output: str | Path, recipe: GoldRecipe = GOLD_RECIPE, progress: b
     trainer.model.save_pretrained(output)
     weights = output / "adapter_model.safetensors"
     save_file({k: v.to(torch.float16).contiguous() for k, v in load_file(weights).items()}, weights)
-    (output / "recipe.json").write_text(json.dumps({**asdict(recipe), **facts, "steps": trainer.state.global_step}, indent=2) + "\n")
+    (output / "recipe.json").write_text(
+        json.dumps({**asdict(recipe), **facts, "steps": trainer.state.global_step}, indent=2) + "\n"
+    )
     return output
 
 

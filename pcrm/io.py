@@ -81,7 +81,9 @@ def cache_path(kind: str, key: Any, suffix: str) -> Path | None:
     root = usable_cache_dir()
     if root is None:
         return None
-    digest = hashlib.sha256(json.dumps({"pcrm": __version__, "key": key}, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    digest = hashlib.sha256(
+        json.dumps({"pcrm": __version__, "key": key}, sort_keys=True, default=str).encode()
+    ).hexdigest()[:24]
     return root / kind / f"{digest}{suffix}"
 
 
@@ -98,7 +100,9 @@ def read_cached_npz(path: Path | None, names: tuple[str, ...], check=None) -> di
             raise ValueError("unexpected shape or values")
         return arrays
     except Exception as err:  # a corrupt cache is never fatal
-        _warn(f"ignoring the corrupt cache file {path} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); recomputing")
+        _warn(
+            f"ignoring the corrupt cache file {path} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); recomputing"
+        )
         return None
 
 

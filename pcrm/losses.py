@@ -33,7 +33,9 @@ def pcrm_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, delt
     return ranking_term(margin) + constraint_term(margin, delta)
 
 
-def lower_margin_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, margin: torch.Tensor | float) -> torch.Tensor:
+def lower_margin_loss(
+    chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, margin: torch.Tensor | float
+) -> torch.Tensor:
     """`−log σ(r_w − r_l − m₀)`: a fixed lower margin m₀ (Llama-2 style)."""
     return ranking_term(chosen_rewards - rejected_rewards - margin)
 

@@ -138,8 +138,10 @@ def load_tokenizer(name: str | Path):
 
 
 # What `pcrm.tokenization.render` writes for a conversation when the tokenizer has no chat template.
-CHAT_TEMPLATE = ("{% for message in messages %}{% if not loop.first %}{{ '\\n\\n' }}{% endif %}"
-                 "{{ message['role'] | capitalize }}: {{ message['content'] }}{% endfor %}")
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if not loop.first %}{{ '\\n\\n' }}{% endif %}"
+    "{{ message['role'] | capitalize }}: {{ message['content'] }}{% endfor %}"
+)
 
 
 def save_reward_model(model, tokenizer, path, max_length: int | None = None, split_special_tokens: bool = True) -> None:
@@ -273,7 +275,9 @@ def check_reward_model(name: str) -> str:
     architectures = model_config.architectures or []
     if not any(a.endswith("ForSequenceClassification") for a in architectures):
         found = ", ".join(architectures) or "none"
-        raise PcrmError(f"{name}: not a reward model (architectures: {found}; need a *ForSequenceClassification with 1 label)")
+        raise PcrmError(
+            f"{name}: not a reward model (architectures: {found}; need a *ForSequenceClassification with 1 label)"
+        )
     if model_config.num_labels != 1:
         raise PcrmError(f"{name}: not a reward model (it has {model_config.num_labels} outputs, need 1)")
     return path
@@ -306,6 +310,13 @@ def model_fingerprint(path: str) -> str:
     folder = Path(path)
     if not folder.is_dir():
         return path  # a Hub id served from the local cache
-    read = sorted(f for f in folder.iterdir() if f.is_file() and (f.suffix in (".safetensors", ".bin", ".pt", ".gguf")
-                                                                   or f.name in ("config.json", "model.safetensors.index.json")))
+    read = sorted(
+        f
+        for f in folder.iterdir()
+        if f.is_file()
+        and (
+            f.suffix in (".safetensors", ".bin", ".pt", ".gguf")
+            or f.name in ("config.json", "model.safetensors.index.json")
+        )
+    )
     return json.dumps({"pcrm": __version__, "files": [(f.name, _file_hash(f)) for f in read]})

@@ -38,14 +38,26 @@ from pathlib import Path
 
 from pcrm.errors import PcrmError
 from pcrm.preflight import (  # noqa: F401 (these checks moved there; importable from here too)
-    check_backbone, check_max_length, check_model_files, check_numbers, check_scheduler, model_length_limit)
+    check_backbone,
+    check_max_length,
+    check_model_files,
+    check_numbers,
+    check_scheduler,
+    model_length_limit,
+)
 
 MARKER = "INCOMPLETE"
 FINAL = "pcrm_config.json"
 RECORD = "output"  # the key of the record in pcrm_config.json
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
-           "adapter_model.safetensors", "adapter_model.bin")
+WEIGHTS = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+    "adapter_model.safetensors",
+    "adapter_model.bin",
+)
 
 
 # -- checkpoints ---------------------------------------------------------------------------------------
@@ -163,8 +175,10 @@ def _take_lock(lock_path: Path, output: Path):
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as err:
             if err.errno == errno.ELOOP:
-                raise PcrmError(f"--output {output}: its lock file {lock_path} is a symbolic link, not pcrm's "
-                                "(remove it, then run again)") from None
+                raise PcrmError(
+                    f"--output {output}: its lock file {lock_path} is a symbolic link, not pcrm's "
+                    "(remove it, then run again)"
+                ) from None
             raise
         lock = os.fdopen(fd, "r+")
         try:
@@ -225,14 +239,24 @@ class OutputFolder:
     work folder that holds nothing worth resuming.
     """
 
-    def __init__(self, path: str | Path, command: str, settings: dict | None = None, overwrite: bool = False,
-                 resume: bool = False, checkpoint_dir: str | None = "checkpoints", resumable=None,
-                 rerun: str = "refuse"):
+    def __init__(
+        self,
+        path: str | Path,
+        command: str,
+        settings: dict | None = None,
+        overwrite: bool = False,
+        resume: bool = False,
+        checkpoint_dir: str | None = "checkpoints",
+        resumable=None,
+        rerun: str = "refuse",
+    ):
         self.path = Path(path)
         self.command, self.settings = command, settings
         self.overwrite, self.resume = overwrite, resume
         self.checkpoint_dir = checkpoint_dir
-        self.resumable = resumable  # optional callable(work: Path) -> bool: runs whose checkpoints are not transformers'
+        self.resumable = (
+            resumable  # optional callable(work: Path) -> bool: runs whose checkpoints are not transformers'
+        )
         self.rerun = rerun  # "continue": an existing output of this command is continued in place (cached stages)
         parent = self.path.parent
         self.new = parent / f".{self.path.name}.pcrm-new"
@@ -271,8 +295,9 @@ class OutputFolder:
         else:
             self._check_owner(self.path, "--overwrite" if self.overwrite else None)
             if not (self.overwrite or self.rerun == "continue"):
-                raise PcrmError(f"--output {self.path} exists and is not empty "
-                                "(pass --overwrite to replace it, or --resume)")
+                raise PcrmError(
+                    f"--output {self.path} exists and is not empty (pass --overwrite to replace it, or --resume)"
+                )
             self.work = self.new if self.overwrite else self.path
         return self.work
 
@@ -297,15 +322,19 @@ class OutputFolder:
         if record is None or record["command"] != self.command:
             who = f"pcrm {record['command']}" if record else "no pcrm command"
             accepts = f"{flag} accepts only an output of pcrm {self.command}; " if flag else ""
-            raise PcrmError(f"--output {self.path} is not an output of pcrm {self.command} (written by {who}): "
-                            f"{accepts}choose another --output")
+            raise PcrmError(
+                f"--output {self.path} is not an output of pcrm {self.command} (written by {who}): "
+                f"{accepts}choose another --output"
+            )
         saved = record.get("settings")
         if flag == "--resume" and self.settings is not None and isinstance(saved, dict):
             changed = [k for k in sorted(set(saved) | set(self.settings)) if saved.get(k) != self.settings.get(k)]
             if changed:
                 what = ", ".join(f"{_option(k)} {saved.get(k)!r} (now {self.settings.get(k)!r})" for k in changed)
-                raise PcrmError(f"--resume: {self.path} was written with {what}; these cannot change on resume "
-                                "(use the same options, --overwrite or another --output)")
+                raise PcrmError(
+                    f"--resume: {self.path} was written with {what}; these cannot change on resume "
+                    "(use the same options, --overwrite or another --output)"
+                )
 
     def _resumable(self, work: Path) -> bool:
         if self.resumable is not None:
@@ -317,8 +346,10 @@ class OutputFolder:
         import fcntl
 
         if self.lock_path.is_symlink():
-            raise PcrmError(f"--output {self.path}: its lock file {self.lock_path} is a symbolic link, not pcrm's "
-                            "(remove it, then run again)")
+            raise PcrmError(
+                f"--output {self.path}: its lock file {self.lock_path} is a symbolic link, not pcrm's "
+                "(remove it, then run again)"
+            )
         if not self.lock_path.exists():
             return
         try:
@@ -350,8 +381,11 @@ class OutputFolder:
                 self.checkpoint = self.new / self.checkpoint.relative_to(self.path)
             self.skipped = [self.new / p.relative_to(self.path) for p in self.skipped]
         self.work.mkdir(parents=True, exist_ok=True)
-        marker = {**make_record(self.command, self.settings), "pid": os.getpid(),
-                  "note": f"complete when {FINAL} exists and this file does not"}
+        marker = {
+            **make_record(self.command, self.settings),
+            "pid": os.getpid(),
+            "note": f"complete when {FINAL} exists and this file does not",
+        }
         _create_exclusive(self.work / MARKER, json.dumps(marker, indent=2) + "\n")
         (self.work / FINAL).unlink(missing_ok=True)
         for path in self.skipped:
@@ -443,8 +477,14 @@ def _fsync_dir(path: Path) -> None:
 
 
 # What torch's and safetensors' errors say when the disk is full (they are RuntimeErrors, not OSError ENOSPC).
-_ENOSPC_TEXT = ("No space left on device", "os error 28", "code: 28", "StorageFull", "file write failed",
-                "unexpected pos")
+_ENOSPC_TEXT = (
+    "No space left on device",
+    "os error 28",
+    "code: 28",
+    "StorageFull",
+    "file write failed",
+    "unexpected pos",
+)
 
 
 def is_enospc(err: BaseException | None) -> bool:

@@ -43,9 +43,28 @@ DEFAULT_POOL = Path(__file__).resolve().parent / "data" / "gold-pool" / "pool.js
 # label noise of Coste et al. (2024) and to the disagreement rate of human annotators.
 NOISE_SCALE = 0.5
 # What the cached outputs depend on: a resumed study must use the same values (or a new --output).
-FINGERPRINT = ("gold", "data", "proxy_model", "label_noise", "label_seed", "max_pairs", "test_pairs", "max_length",
-               "learning_rate", "epochs", "batch_size", "betas", "encoder", "policy", "prompts", "pool_size",
-               "max_new_tokens", "max_prompt_tokens", "temperature", "seed")
+FINGERPRINT = (
+    "gold",
+    "data",
+    "proxy_model",
+    "label_noise",
+    "label_seed",
+    "max_pairs",
+    "test_pairs",
+    "max_length",
+    "learning_rate",
+    "epochs",
+    "batch_size",
+    "betas",
+    "encoder",
+    "policy",
+    "prompts",
+    "pool_size",
+    "max_new_tokens",
+    "max_prompt_tokens",
+    "temperature",
+    "seed",
+)
 
 
 # -- best-of-N ------------------------------------------------------------------------------------
@@ -101,8 +120,15 @@ def best_of_n_curve(proxy: np.ndarray, gold: np.ndarray, ns=None) -> dict:
     kl = [kl_best_of_n(n) for n in ns]
     gold_n = expected_best_of_n(proxy, gold, ns).mean(axis=0)
     proxy_n = expected_best_of_n(proxy, proxy, ns).mean(axis=0)
-    return {"n": ns, "kl": kl, "d": [math.sqrt(k) for k in kl], "gold": gold_n.tolist(), "proxy": proxy_n.tolist(),
-            "gold_gain": (gold_n - gold.mean()).tolist(), "proxy_gain": (proxy_n - proxy.mean()).tolist()}
+    return {
+        "n": ns,
+        "kl": kl,
+        "d": [math.sqrt(k) for k in kl],
+        "gold": gold_n.tolist(),
+        "proxy": proxy_n.tolist(),
+        "gold_gain": (gold_n - gold.mean()).tolist(),
+        "proxy_gain": (proxy_n - proxy.mean()).tolist(),
+    }
 
 
 # -- fit ------------------------------------------------------------------------------------------
@@ -176,6 +202,7 @@ def expected_flip_rate(margins, tau: float) -> float:
 def write_pool(path: str | Path, prompts: list[str], responses: list[list[str]], gold: np.ndarray, tokens=None) -> None:
     """The pool as JSONL, one line per response: prompt, sample (index within the prompt), response, [tokens,] gold
     (the format of scripts/make_gold_pool.py; `read_pool` ignores other fields)."""
+
     def line(i, j, p, r):
         row = {"prompt": p, "sample": j, "response": r} | ({"tokens": int(tokens[i][j])} if tokens is not None else {})
         return json.dumps(row | {"gold": float(gold[i, j])}, ensure_ascii=False)
@@ -244,16 +271,32 @@ def build_tiny_models(root: str | Path) -> dict:
     if all((p / "config.json").is_file() for p in paths.values()):
         return {k: str(v) for k, v in paths.items()}
     tokenizer = ByT5Tokenizer()
-    bert = dict(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                max_position_embeddings=512, num_labels=1, pad_token_id=tokenizer.pad_token_id)
+    bert = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     with torch.random.fork_rng(devices=[]):
         for name, seed in (("proxy", 0), ("gold", 1)):
             torch.manual_seed(seed)
             BertForSequenceClassification(BertConfig(**bert)).save_pretrained(paths[name])
             tokenizer.save_pretrained(paths[name])
         torch.manual_seed(2)
-        llama = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                            intermediate_size=64, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        llama = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            intermediate_size=64,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
         LlamaForCausalLM(llama).save_pretrained(paths["policy"])
         tokenizer.save_pretrained(paths["policy"])
     return {k: str(v) for k, v in paths.items()}
@@ -288,7 +331,9 @@ def check_study(config, out: Path, write: bool = True) -> None:
         try:
             saved = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
-            raise PcrmError(f"{path}: unreadable ({type(err).__name__}); use a new --output, or remove the study") from None
+            raise PcrmError(
+                f"{path}: unreadable ({type(err).__name__}); use a new --output, or remove the study"
+            ) from None
         if not isinstance(saved, dict):
             raise PcrmError(f"{path}: not a study.json of pcrm overoptimization; use a new --output")
         changed = [key for key in FINGERPRINT if key in saved and saved[key] != current[key]]
@@ -315,26 +360,49 @@ def stage_labels(config, out: Path) -> dict:
     prompts = train["prompt"] * 2 + test["prompt"] * 2
     responses = train["chosen"] + train["rejected"] + test["chosen"] + test["rejected"]
     print(f"== labels: gold scores of {len(responses)} responses", flush=True)
-    scores = score_responses(model, tokenizer, prompts, responses, config.max_length, config.score_batch_size, config.progress)
+    scores = score_responses(
+        model, tokenizer, prompts, responses, config.max_length, config.score_batch_size, config.progress
+    )
     n, m = len(train["prompt"]), len(test["prompt"])
     train_c, train_r, test_c, test_r = scores[:n], scores[n : 2 * n], scores[2 * n : 2 * n + m], scores[2 * n + m :]
     margins = train_c - train_r
     tau = default_tau(margins) if config.label_noise is None else float(config.label_noise)
     keep = noisy_preferences(train_c, train_r, tau, config.label_seed)  # True: the human-chosen response wins
-    _write_pairs(folder / "train.jsonl", train["prompt"], np.where(keep, train["chosen"], train["rejected"]),
-                 np.where(keep, train["rejected"], train["chosen"]))
+    _write_pairs(
+        folder / "train.jsonl",
+        train["prompt"],
+        np.where(keep, train["chosen"], train["rejected"]),
+        np.where(keep, train["rejected"], train["chosen"]),
+    )
     gold_keep = test_c >= test_r  # the noiseless gold order (ties keep the human order)
-    _write_pairs(folder / "test.jsonl", test["prompt"], np.where(gold_keep, test["chosen"], test["rejected"]),
-                 np.where(gold_keep, test["rejected"], test["chosen"]))
+    _write_pairs(
+        folder / "test.jsonl",
+        test["prompt"],
+        np.where(gold_keep, test["chosen"], test["rejected"]),
+        np.where(gold_keep, test["rejected"], test["chosen"]),
+    )
     _write_pairs(folder / "test-human.jsonl", test["prompt"], test["chosen"], test["rejected"])
-    write_npz(folder / "gold.npz", {"train_chosen": train_c, "train_rejected": train_r, "train_keep": keep,
-                                    "test_chosen": test_c, "test_rejected": test_r})
+    write_npz(
+        folder / "gold.npz",
+        {
+            "train_chosen": train_c,
+            "train_rejected": train_r,
+            "train_keep": keep,
+            "test_chosen": test_c,
+            "test_rejected": test_r,
+        },
+    )
     strict = margins != 0
     summary = {
-        "gold": config.gold, "train_pairs": n, "test_pairs": m,
-        "tau": tau, "tau_rule": f"{NOISE_SCALE} × std of the gold train margins" if config.label_noise is None else "--label-noise",
-        "gold_margin_std": float(np.std(margins)), "gold_margin_mean": float(np.mean(margins)),
-        "gold_ties_train": int((~strict).sum()), "gold_ties_test": int((test_c == test_r).sum()),
+        "gold": config.gold,
+        "train_pairs": n,
+        "test_pairs": m,
+        "tau": tau,
+        "tau_rule": f"{NOISE_SCALE} × std of the gold train margins" if config.label_noise is None else "--label-noise",
+        "gold_margin_std": float(np.std(margins)),
+        "gold_margin_mean": float(np.mean(margins)),
+        "gold_ties_train": int((~strict).sum()),
+        "gold_ties_test": int((test_c == test_r).sum()),
         "expected_flip_rate": expected_flip_rate(margins, tau),
         "noisy_vs_gold_agreement": float(np.mean(keep[strict] == (margins[strict] > 0))) if strict.any() else None,
         "noisy_vs_human_agreement": float(np.mean(keep)),
@@ -342,16 +410,23 @@ def stage_labels(config, out: Path) -> dict:
         "gold_vs_human_agreement_test": float(np.mean(np.sign(test_c - test_r) + 1) / 2),
     }
     write_json(folder / "summary.json", summary)
-    print(f"labels: τ = {tau:.4g} ({summary['tau_rule']}); noisy labels agree with the gold order on "
-          f"{summary['noisy_vs_gold_agreement']:.3f} and with the human labels on {summary['noisy_vs_human_agreement']:.3f} "
-          f"of the train pairs; the gold RM agrees with the human labels on {summary['gold_vs_human_agreement_test']:.3f} "
-          f"of the test pairs", flush=True)
+    print(
+        f"labels: τ = {tau:.4g} ({summary['tau_rule']}); noisy labels agree with the gold order on "
+        f"{summary['noisy_vs_gold_agreement']:.3f} and with the human labels on {summary['noisy_vs_human_agreement']:.3f} "
+        f"of the train pairs; the gold RM agrees with the human labels on {summary['gold_vs_human_agreement_test']:.3f} "
+        f"of the test pairs",
+        flush=True,
+    )
     return summary
 
 
 def proxy_dirs(config, out: Path) -> dict[str, Path]:
     """label ("METHOD-seedK") -> directory of every trained proxy."""
-    return {f"{method}-seed{seed}": out / "proxies" / f"{method}-seed{seed}" for method in config.methods for seed in config.seeds}
+    return {
+        f"{method}-seed{seed}": out / "proxies" / f"{method}-seed{seed}"
+        for method in config.methods
+        for seed in config.seeds
+    }
 
 
 def train_proxy(config, out: Path, method: str, seed: int, directory: Path) -> dict:
@@ -360,11 +435,24 @@ def train_proxy(config, out: Path, method: str, seed: int, directory: Path) -> d
 
     labels = out / "labels"
     rm_config = train_rm.Config(
-        method=method, model=config.proxy_model, data=str(labels / "train.jsonl"), split="train",
-        eval_data=str(labels / "test.jsonl"), eval_split="test", output=str(directory), seed=seed,
-        max_length=config.max_length, learning_rate=config.learning_rate, epochs=config.epochs, batch_size=config.batch_size,
-        eval_batch_size=config.score_batch_size, save_steps=10**9, overwrite=directory.exists(), progress=config.progress,
-        betas=config.betas, prior=PriorOptions(encoder=config.encoder),
+        method=method,
+        model=config.proxy_model,
+        data=str(labels / "train.jsonl"),
+        split="train",
+        eval_data=str(labels / "test.jsonl"),
+        eval_split="test",
+        output=str(directory),
+        seed=seed,
+        max_length=config.max_length,
+        learning_rate=config.learning_rate,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        eval_batch_size=config.score_batch_size,
+        save_steps=10**9,
+        overwrite=directory.exists(),
+        progress=config.progress,
+        betas=config.betas,
+        prior=PriorOptions(encoder=config.encoder),
     )
     result = train_rm.train_reward_model(rm_config)
     print(train_rm.format_result(result), flush=True)
@@ -402,7 +490,9 @@ def sample_pool(config, out: Path) -> tuple[list[str], list[list[str]], list[lis
     model = load_causal_lm(config.policy).to(_device(config)) if len(passes) < config.pool_size else None
     for j in range(len(passes), config.pool_size):
         torch.manual_seed(config.seed + j)
-        _, ids, texts = sample(model, tokenizer, prompts, config.max_new_tokens, config.temperature, config.sample_batch_size)
+        _, ids, texts = sample(
+            model, tokenizer, prompts, config.max_new_tokens, config.temperature, config.sample_batch_size
+        )
         passes.append(texts)
         lengths.append([len(row) for row in ids])
         write_json(partial, {"prompts": prompts, "passes": passes, "tokens": lengths})
@@ -421,13 +511,35 @@ def stage_pool(config, out: Path) -> dict:
         print(f"== pool: {config.prompts} prompts × {config.pool_size} samples from {config.policy}", flush=True)
         prompts, responses, tokens = sample_pool(config, out)
         model, tokenizer = load_gold_model(config.gold, _device(config))
-        flat = score_responses(model, tokenizer, [p for p, row in zip(prompts, responses) for _ in row],
-                               [r for row in responses for r in row], config.max_length, config.score_batch_size, config.progress)
+        flat = score_responses(
+            model,
+            tokenizer,
+            [p for p, row in zip(prompts, responses) for _ in row],
+            [r for row in responses for r in row],
+            config.max_length,
+            config.score_batch_size,
+            config.progress,
+        )
         gold = flat.reshape(len(prompts), -1)
-        meta = {"source": "sampled", "policy": config.policy, "gold": config.gold, "seed": config.seed,
-                "max_new_tokens": config.max_new_tokens, "max_prompt_tokens": config.max_prompt_tokens,
-                "temperature": config.temperature, "data": config.data, "split": "test"}
-    meta.update({"prompts": len(prompts), "pool_size": gold.shape[1], "gold_mean": float(gold.mean()), "gold_std": float(gold.std())})
+        meta = {
+            "source": "sampled",
+            "policy": config.policy,
+            "gold": config.gold,
+            "seed": config.seed,
+            "max_new_tokens": config.max_new_tokens,
+            "max_prompt_tokens": config.max_prompt_tokens,
+            "temperature": config.temperature,
+            "data": config.data,
+            "split": "test",
+        }
+    meta.update(
+        {
+            "prompts": len(prompts),
+            "pool_size": gold.shape[1],
+            "gold_mean": float(gold.mean()),
+            "gold_std": float(gold.std()),
+        }
+    )
     write_json(folder / "meta.json", meta)
     write_pool(folder / "pool.jsonl", prompts, responses, gold, tokens)  # written last: the stage's "done" marker
     (folder / "passes.partial.json").unlink(missing_ok=True)
@@ -447,7 +559,11 @@ def score_proxy(config, out: Path, directory: Path) -> dict:
     texts_r = [r for row in responses for r in row] + test["chosen"] + test["rejected"]
     scores = scorer.responses(texts_p, texts_r, config.progress)
     k, m = len(prompts) * len(responses[0]), len(test["prompt"])
-    return {"pool": scores[:k].reshape(len(prompts), -1), "test_chosen": scores[k : k + m], "test_rejected": scores[k + m :]}
+    return {
+        "pool": scores[:k].reshape(len(prompts), -1),
+        "test_chosen": scores[k : k + m],
+        "test_rejected": scores[k + m :],
+    }
 
 
 def load_scores(config, out: Path) -> dict[str, dict]:
@@ -482,7 +598,10 @@ def method_of(label: str) -> str:
 def stage_bestofn(config, out: Path) -> dict:
     """Best-of-N curves (N = 1..pool size) of every proxy: expected gold and proxy reward of the selections."""
     _, _, gold = read_pool(out / "pool" / "pool.jsonl")
-    curves = {"pool": {"prompts": gold.shape[0], "pool_size": gold.shape[1], "gold_mean": float(gold.mean())}, "proxies": {}}
+    curves = {
+        "pool": {"prompts": gold.shape[0], "pool_size": gold.shape[1], "gold_mean": float(gold.mean())},
+        "proxies": {},
+    }
     for label, s in load_scores(config, out).items():
         curve = best_of_n_curve(s["pool"], gold)
         curve["proxy_std"] = float(s["pool"].std())
@@ -516,8 +635,13 @@ def fit_proxy(curve: dict, scores: dict, gold_pool: np.ndarray, gold_test_margin
     margin = scores["test_chosen"] - scores["test_rejected"]  # human orientation
     strict = gold_test_margin != 0
     return {
-        "alpha": alpha, "beta": beta, "peak": gao_peak(alpha, beta), "fit_rmse": float(np.sqrt(np.mean(residual**2))),
-        "max_kl": curve["kl"][-1], "gold_gain_max_n": curve["gold_gain"][-1], "gold_max_n": curve["gold"][-1],
+        "alpha": alpha,
+        "beta": beta,
+        "peak": gao_peak(alpha, beta),
+        "fit_rmse": float(np.sqrt(np.mean(residual**2))),
+        "max_kl": curve["kl"][-1],
+        "gold_gain_max_n": curve["gold_gain"][-1],
+        "gold_max_n": curve["gold"][-1],
         "proxy_gain_max_n_sigma": curve["proxy_gain"][-1] / max(curve["proxy_std"], 1e-12),
         "spearman_pool": finite_or_none(spearman(scores["pool"].ravel(), gold_pool.ravel())),
         "spearman_within_prompt": finite_or_none(_nanmean(spearman(scores["pool"], gold_pool))),
@@ -527,8 +651,19 @@ def fit_proxy(curve: dict, scores: dict, gold_pool: np.ndarray, gold_test_margin
     }
 
 
-AGGREGATED = ("alpha", "beta", "gold_gain_max_n", "proxy_gain_max_n_sigma", "spearman_pool", "spearman_within_prompt",
-              "accuracy_gold", "accuracy_human", "scale", "beta1", "beta3")
+AGGREGATED = (
+    "alpha",
+    "beta",
+    "gold_gain_max_n",
+    "proxy_gain_max_n_sigma",
+    "spearman_pool",
+    "spearman_within_prompt",
+    "accuracy_gold",
+    "accuracy_human",
+    "scale",
+    "beta1",
+    "beta3",
+)
 
 
 def stage_fit(config, out: Path, curves: dict) -> dict:
@@ -543,7 +678,13 @@ def stage_fit(config, out: Path, curves: dict) -> dict:
         trained = out / "proxies" / label / "pcrm_config.json"
         if trained.is_file():
             record = json.loads(trained.read_text())
-            row.update({"beta1": record.get("beta1"), "beta3": record.get("beta3"), "train_seconds": record.get("train_seconds")})
+            row.update(
+                {
+                    "beta1": record.get("beta1"),
+                    "beta3": record.get("beta3"),
+                    "train_seconds": record.get("train_seconds"),
+                }
+            )
         per_proxy[label] = row
     per_method = {}
     for method in dict.fromkeys(row["method"] for row in per_proxy.values()):
@@ -551,7 +692,9 @@ def stage_fit(config, out: Path, curves: dict) -> dict:
         agg = {"seeds": len(rows), **{key: t_interval([row.get(key) for row in rows]) for key in AGGREGATED}}
         alpha, beta = agg["alpha"]["mean"], agg["beta"]["mean"]
         agg["peak"] = gao_peak(alpha, beta)
-        agg["peak_inside"] = bool(agg["peak"] and agg["peak"]["kl"] <= curves["proxies"][next(iter(per_proxy))]["kl"][-1])
+        agg["peak_inside"] = bool(
+            agg["peak"] and agg["peak"]["kl"] <= curves["proxies"][next(iter(per_proxy))]["kl"][-1]
+        )
         agg["seeds_with_peak"] = sum(row["peak"] is not None for row in rows)
         per_method[method] = agg
     fit = {"per_proxy": per_proxy, "per_method": per_method}
@@ -587,9 +730,16 @@ def plot_curves(curves: dict, fit: dict, path: Path) -> Path:
         proxy_ax.plot(kl, mean, style, color=color, marker="o", markersize=2.5, label=method)
         proxy_ax.fill_between(kl, low, high, color=color, alpha=0.15, linewidth=0)
     gold_ax.axhline(0, color="black", linewidth=0.6)
-    gold_ax.set(title="gold reward of best-of-N by each proxy", xlabel="KL(best-of-N ‖ policy) = log N − (N−1)/N (nats)",
-                ylabel="gold(N) − gold(N=1)")
-    proxy_ax.set(title="proxy reward of the same selections", xlabel="KL (nats)", ylabel="proxy gain (σ of the proxy's pool scores)")
+    gold_ax.set(
+        title="gold reward of best-of-N by each proxy",
+        xlabel="KL(best-of-N ‖ policy) = log N − (N−1)/N (nats)",
+        ylabel="gold(N) − gold(N=1)",
+    )
+    proxy_ax.set(
+        title="proxy reward of the same selections",
+        xlabel="KL (nats)",
+        ylabel="proxy gain (σ of the proxy's pool scores)",
+    )
     for ax in (gold_ax, proxy_ax):
         ax.legend(fontsize=7)
     return save_figure(fig, path)
@@ -608,25 +758,49 @@ def method_rows(fit: dict) -> list[dict]:
     rows = []
     for method, agg in fit["per_method"].items():
         peak = agg["peak"]
-        rows.append({
-            "method": method, "seeds": str(agg["seeds"]), "α [95% CI]": _ci(agg["alpha"]), "β [95% CI]": _ci(agg["beta"]),
-            "peak gold gain (KL*)": (f"{peak['gain']:.3f} ({peak['kl']:.2f}{'' if agg['peak_inside'] else ', extrapolated'})"
-                                     if peak else "none (β ≤ 0)"),
-            "gold gain at max N": _ci(agg["gold_gain_max_n"]),
-            "proxy gain at max N (σ)": _ci(agg["proxy_gain_max_n_sigma"], 2),
-            "ρ proxy–gold (pool)": _ci(agg["spearman_pool"]), "ρ within prompt": _ci(agg["spearman_within_prompt"]),
-            "acc. vs gold": _ci(agg["accuracy_gold"]), "acc. vs human": _ci(agg["accuracy_human"]),
-            "reward scale (std)": _ci(agg["scale"]),
-            "β1, β3": (f"{agg['beta1']['mean']:.3g}, {agg['beta3']['mean']:.3g}" if agg["beta1"]["mean"] is not None else "–"),
-        })
+        rows.append(
+            {
+                "method": method,
+                "seeds": str(agg["seeds"]),
+                "α [95% CI]": _ci(agg["alpha"]),
+                "β [95% CI]": _ci(agg["beta"]),
+                "peak gold gain (KL*)": (
+                    f"{peak['gain']:.3f} ({peak['kl']:.2f}{'' if agg['peak_inside'] else ', extrapolated'})"
+                    if peak
+                    else "none (β ≤ 0)"
+                ),
+                "gold gain at max N": _ci(agg["gold_gain_max_n"]),
+                "proxy gain at max N (σ)": _ci(agg["proxy_gain_max_n_sigma"], 2),
+                "ρ proxy–gold (pool)": _ci(agg["spearman_pool"]),
+                "ρ within prompt": _ci(agg["spearman_within_prompt"]),
+                "acc. vs gold": _ci(agg["accuracy_gold"]),
+                "acc. vs human": _ci(agg["accuracy_human"]),
+                "reward scale (std)": _ci(agg["scale"]),
+                "β1, β3": (
+                    f"{agg['beta1']['mean']:.3g}, {agg['beta3']['mean']:.3g}"
+                    if agg["beta1"]["mean"] is not None
+                    else "–"
+                ),
+            }
+        )
     return rows
 
 
 def proxy_rows(fit: dict) -> list[dict]:
-    return [{"proxy": label, "α": f"{r['alpha']:.4f}", "β": f"{r['beta']:.4f}", "fit RMSE": f"{r['fit_rmse']:.4f}",
-             "gold gain at max N": f"{r['gold_gain_max_n']:.4f}", "ρ pool": _fmt(r["spearman_pool"], 3),
-             "acc. vs gold": _fmt(r["accuracy_gold"], 3), "acc. vs human": f"{r['accuracy_human']:.3f}", "scale": f"{r['scale']:.4f}"}
-            for label, r in fit["per_proxy"].items()]
+    return [
+        {
+            "proxy": label,
+            "α": f"{r['alpha']:.4f}",
+            "β": f"{r['beta']:.4f}",
+            "fit RMSE": f"{r['fit_rmse']:.4f}",
+            "gold gain at max N": f"{r['gold_gain_max_n']:.4f}",
+            "ρ pool": _fmt(r["spearman_pool"], 3),
+            "acc. vs gold": _fmt(r["accuracy_gold"], 3),
+            "acc. vs human": f"{r['accuracy_human']:.3f}",
+            "scale": f"{r['scale']:.4f}",
+        }
+        for label, r in fit["per_proxy"].items()
+    ]
 
 
 def _overlap(a: dict, b: dict) -> bool:
@@ -643,25 +817,37 @@ def findings(fit: dict, curves: dict) -> str:
         return ""
     pool = curves["pool"]
     best = max(trained, key=lambda m: trained[m]["gold_gain_max_n"]["mean"])
-    parts = [f"At the largest N ({pool['pool_size']}, KL {kl_best_of_n(pool['pool_size']):.2f} nats) the highest mean gold gain is "
-             f"{best}'s ({_ci(trained[best]['gold_gain_max_n'])})."]
-    tied = [m for m in trained if m != best and _overlap(trained[m]["gold_gain_max_n"], trained[best]["gold_gain_max_n"])]
+    parts = [
+        f"At the largest N ({pool['pool_size']}, KL {kl_best_of_n(pool['pool_size']):.2f} nats) the highest mean gold gain is "
+        f"{best}'s ({_ci(trained[best]['gold_gain_max_n'])})."
+    ]
+    tied = [
+        m for m in trained if m != best and _overlap(trained[m]["gold_gain_max_n"], trained[best]["gold_gain_max_n"])
+    ]
     if tied:
-        parts.append(f"Its 95% interval over seeds overlaps those of {', '.join(tied)}, so the data do not separate them.")
+        parts.append(
+            f"Its 95% interval over seeds overlaps those of {', '.join(tied)}, so the data do not separate them."
+        )
     elif len(trained) > 1:
         parts.append("Its 95% interval over seeds overlaps no other method's.")
     turned = [m for m, a in agg.items() if a["peak"] and a["peak_inside"]]
     if turned:
-        parts.append(f"The fitted gold curve peaks inside the measured KL range (over-optimisation) for {', '.join(turned)}.")
+        parts.append(
+            f"The fitted gold curve peaks inside the measured KL range (over-optimisation) for {', '.join(turned)}."
+        )
     else:
-        parts.append("No fitted gold curve peaks inside the measured KL range: within this pool, selecting harder by any proxy "
-                     "has not yet started to lower the gold reward (β describes curvature only; a peak beyond the range is an extrapolation).")
+        parts.append(
+            "No fitted gold curve peaks inside the measured KL range: within this pool, selecting harder by any proxy "
+            "has not yet started to lower the gold reward (β describes curvature only; a peak beyond the range is an extrapolation)."
+        )
     falling = [m for m, a in trained.items() if a["gold_gain_max_n"]["mean"] < 0]
     if falling:
         parts.append(f"Selecting by {', '.join(falling)} ends below the policy's average gold reward.")
     if ENSEMBLE in agg and agg.get("bt", {}).get("gold_gain_max_n", {}).get("mean") is not None:
         e, b = agg[ENSEMBLE]["gold_gain_max_n"]["mean"], agg["bt"]["gold_gain_max_n"]["mean"]
-        parts.append(f"The BT ensemble (mean of the BT seeds' scores) reaches {e:.3f} against {b:.3f} for a single BT proxy on average.")
+        parts.append(
+            f"The BT ensemble (mean of the BT seeds' scores) reaches {e:.3f} against {b:.3f} for a single BT proxy on average."
+        )
     return " ".join(parts)
 
 
@@ -695,14 +881,20 @@ def write_report(config, out: Path, labels: dict, pool: dict, curves: dict, fit:
     sections = [
         Section("Setup", setup),
         Section("Findings", findings(fit, curves)),
-        Section("Gold and proxy reward against KL",
-                "Left: gold reward gain of the best-of-N selection by each proxy (line: mean over seeds, band: min..max, dotted: "
-                "the fitted d(α − βd) of the mean α, β). Right: the proxy's own reward gain of the same selections, in units of the "
-                "std of its pool scores so that proxies of different scale compare.", images=["overoptimization.png"]),
-        Section("Summary per method",
-                "Mean [95% t-interval over seeds]. α: initial slope of gold gain in d = √KL; β: over-optimisation (curvature); "
-                "peak = α²/4β at KL* = (α/2β)² from the mean α, β; ρ: Spearman of proxy and gold scores on the pool (pooled; "
-                "within prompt = mean over prompts); reward scale: std of the proxy's pool scores.", rows=method_rows(fit)),
+        Section(
+            "Gold and proxy reward against KL",
+            "Left: gold reward gain of the best-of-N selection by each proxy (line: mean over seeds, band: min..max, dotted: "
+            "the fitted d(α − βd) of the mean α, β). Right: the proxy's own reward gain of the same selections, in units of the "
+            "std of its pool scores so that proxies of different scale compare.",
+            images=["overoptimization.png"],
+        ),
+        Section(
+            "Summary per method",
+            "Mean [95% t-interval over seeds]. α: initial slope of gold gain in d = √KL; β: over-optimisation (curvature); "
+            "peak = α²/4β at KL* = (α/2β)² from the mean α, β; ρ: Spearman of proxy and gold scores on the pool (pooled; "
+            "within prompt = mean over prompts); reward scale: std of the proxy's pool scores.",
+            rows=method_rows(fit),
+        ),
         Section("Per proxy", rows=proxy_rows(fit)),
         Section("Caveats", caveats),
     ]
@@ -751,7 +943,11 @@ def run_study(config) -> dict:
     fit = json.loads((out / "fit.json").read_text()) if cached else stage_fit(config, out, curves)
     done("fit", cached)
     cached = cached and all((out / name).is_file() for name in ("report.html", "report.md", "summary.json"))
-    summary = json.loads((out / "summary.json").read_text()) if cached else write_report(config, out, labels, pool, curves, fit)
+    summary = (
+        json.loads((out / "summary.json").read_text())
+        if cached
+        else write_report(config, out, labels, pool, curves, fit)
+    )
     done("report", cached)
     print(format_summary(fit, out), flush=True)
     return {**summary, "stages": ran}
@@ -766,6 +962,8 @@ def _same_proxies(config, out: Path) -> bool:
 def format_summary(fit: dict, out: Path) -> str:
     lines = [f"{'method':<14} {'α':>8} {'β':>8} {'gold gain @maxN':>16} {'acc gold':>9} {'acc human':>9} {'scale':>8}"]
     for method, agg in fit["per_method"].items():
-        lines.append(f"{method:<14} {agg['alpha']['mean']:>8.4f} {agg['beta']['mean']:>8.4f} {agg['gold_gain_max_n']['mean']:>16.4f} "
-                     f"{_fmt(agg['accuracy_gold']['mean'], 3):>9} {agg['accuracy_human']['mean']:>9.3f} {agg['scale']['mean']:>8.4f}")
+        lines.append(
+            f"{method:<14} {agg['alpha']['mean']:>8.4f} {agg['beta']['mean']:>8.4f} {agg['gold_gain_max_n']['mean']:>16.4f} "
+            f"{_fmt(agg['accuracy_gold']['mean'], 3):>9} {agg['accuracy_human']['mean']:>9.3f} {agg['scale']['mean']:>8.4f}"
+        )
     return "\n".join(lines) + f"\nwrote {out / 'report.html'}, {out / 'report.md'} and {out / 'summary.json'}"

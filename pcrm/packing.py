@@ -49,8 +49,9 @@ def _first_fit(lengths: list[int], capacity: int) -> tuple[list[list[int]], int]
     return rows, max(fill)
 
 
-def pack(sequences, pad_token_id: int, read: str = "last", row_tokens: int | None = None,
-         attention_tokens: int | None = None) -> dict:
+def pack(
+    sequences, pad_token_id: int, read: str = "last", row_tokens: int | None = None, attention_tokens: int | None = None
+) -> dict:
     """Pack token-id sequences into rows; return `input_ids`, `position_ids` (rows × width), `reward_index`
     ((row, column) of each sequence's reward token, in the input order) and `lengths`.
 
@@ -82,16 +83,21 @@ def pack(sequences, pad_token_id: int, read: str = "last", row_tokens: int | Non
             reward_index[i] = torch.tensor([r, offset + column])
             offset += n
         position_ids[r, offset:] = torch.arange(width - offset)  # the tail: a padding segment of its own
-    return {"input_ids": input_ids, "position_ids": position_ids, "reward_index": reward_index,
-            "lengths": torch.tensor(lengths)}
+    return {
+        "input_ids": input_ids,
+        "position_ids": position_ids,
+        "reward_index": reward_index,
+        "lengths": torch.tensor(lengths),
+    }
 
 
 class PackedPairCollator:
     """Collates tokenized pairs (`chosen_ids`, `rejected_ids`) into one packed batch (`pack`): rewards come back
     chosen first, then rejected, as from TRL's padded `DataCollatorForPreference`."""
 
-    def __init__(self, pad_token_id: int, read: str = "last", row_tokens: int | None = None,
-                 attention_tokens: int | None = None):
+    def __init__(
+        self, pad_token_id: int, read: str = "last", row_tokens: int | None = None, attention_tokens: int | None = None
+    ):
         self.pad_token_id, self.read = pad_token_id, read
         self.row_tokens, self.attention_tokens = row_tokens, attention_tokens
 
@@ -118,7 +124,7 @@ def _unwrap(model):
 
 
 def packing_kind(model) -> str | None:
-    """"decoder", "bert" or None (no packed forward for this architecture)."""
+    """ "decoder", "bert" or None (no packed forward for this architecture)."""
     from transformers import BertForSequenceClassification
     from transformers.modeling_layers import GenericForSequenceClassification
 
@@ -207,8 +213,9 @@ def packing_exact(model, pad_token_id: int) -> bool:
 
 
 @torch.no_grad()
-def packed_scores(model, ids: list[list[int]], pad_token_id: int, batch_size: int = 32,
-                  row_tokens: int | None = None) -> np.ndarray:
+def packed_scores(
+    model, ids: list[list[int]], pad_token_id: int, batch_size: int = 32, row_tokens: int | None = None
+) -> np.ndarray:
     """Rewards of token-id sequences (in the input order), `batch_size` sequences per packed forward, longest
     first: `pcrm.scoring.score_texts` with packing. The caller checks `packing_exact` first."""
     device = next(model.parameters()).device

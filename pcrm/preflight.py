@@ -125,8 +125,10 @@ def check_backbone(name: str) -> None:
     config = model_config(name)
     architectures = config.architectures or []
     if any(a.endswith("ForSequenceClassification") for a in architectures) and config.num_labels != 1:
-        raise PcrmError(f"{name}: a sequence classifier with {config.num_labels} labels, not a reward model "
-                        "(need 1 label, or a base model without a classification head)")
+        raise PcrmError(
+            f"{name}: a sequence classifier with {config.num_labels} labels, not a reward model "
+            "(need 1 label, or a base model without a classification head)"
+        )
 
 
 CAUSAL_HEADS = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
@@ -153,8 +155,10 @@ def check_tokenizer(name: str) -> None:
 
     tokenizer = load_tokenizer(name)
     if tokenizer.pad_token is None or tokenizer.pad_token_id is None:
-        raise PcrmError(f"{name}: its tokenizer has no pad, eos or sep token to pad batches with "
-                        "(set pad_token in tokenizer_config.json)")
+        raise PcrmError(
+            f"{name}: its tokenizer has no pad, eos or sep token to pad batches with "
+            "(set pad_token in tokenizer_config.json)"
+        )
 
 
 def check_model_files(name: str) -> None:
@@ -174,8 +178,9 @@ def check_model_files(name: str) -> None:
             raise PcrmError(f"{file}: truncated or not a safetensors file") from None
 
 
-def check_model(name: str, kind: str, max_length: int | None = None, option: str = "--model",
-                length_option: str = "--max-length") -> None:
+def check_model(
+    name: str, kind: str, max_length: int | None = None, option: str = "--model", length_option: str = "--max-length"
+) -> None:
     """Every check of a model given as `option`: its kind (`reward` or `causal`), length limit, weights, tokenizer."""
     from pcrm.models import check_reward_model
 

@@ -27,6 +27,7 @@ from pcrm.report_answer import answer_section
 SECTIONS_DIR = "sections"
 PNG = b"\x89PNG\r\n\x1a\n"
 
+
 @dataclass
 class Section:
     """One report section: a paragraph, a table (one dict per row, keys are the columns) and PNG images."""
@@ -68,6 +69,7 @@ def _png_bytes(path: Path, title: str) -> bytes:
         raise PcrmError(f"{path}: image of report section {title!r} is not a PNG file")
     return data
 
+
 def read_summary(input: str | Path) -> tuple[Path, dict]:
     """(metrics.json, its content) of a `pcrm evaluate` directory or its metrics.json, checked (one line if not)."""
     source = Path(input)
@@ -80,8 +82,13 @@ def read_summary(input: str | Path) -> tuple[Path, dict]:
 
 
 # Default titles by the command that wrote the folder.
-TITLES = {"evaluate": "Reward model evaluation", "reproduce": "pcrm reproduction", "align": "Alignment",
-          "evaluate-policy": "Policy evaluation", "overoptimization": "Reward over-optimisation against a gold reward model"}
+TITLES = {
+    "evaluate": "Reward model evaluation",
+    "reproduce": "pcrm reproduction",
+    "align": "Alignment",
+    "evaluate-policy": "Policy evaluation",
+    "overoptimization": "Reward over-optimisation against a gold reward model",
+}
 
 
 def report_source(input: str | Path) -> tuple[Path, dict | None]:
@@ -126,8 +133,12 @@ def write_report(input: str | Path, output: str | Path | None = None, title: str
         sections = extra
     else:
         runs = [(result, _load_arrays(folder / result["arrays"])) for result in summary["results"]]
-        answer = answer_section(summary, {(r["model"], r["data"]): a for r, a in runs}, summary["config"]["bootstrap"],
-                                summary["config"]["seed"])
+        answer = answer_section(
+            summary,
+            {(r["model"], r["data"]): a for r, a in runs},
+            summary["config"]["bootstrap"],
+            summary["config"]["seed"],
+        )
         sections = [answer, metric_section(summary), *figure_sections(runs, summary["config"]["priors"], output)]
         sections += training_sections(summary["results"], output) + extra
     atomic_write_text(output / "report.html", render_html(title, sections, output))
@@ -158,8 +169,12 @@ def metric_section(summary: dict) -> Section:
         estimates("Kendall τ (labelled pairs)", lambda m: m["rank_correlation"]["kendall_tau_pairs"]),
     ]
     if any(r["kind"] == "ranked" for r in results):
-        for key, name in (("spearman_per_prompt", "Spearman ρ per prompt"), ("kendall_per_prompt", "Kendall τ per prompt"),
-                          ("spearman_pooled", "Spearman ρ pooled"), ("kendall_pooled", "Kendall τ pooled")):
+        for key, name in (
+            ("spearman_per_prompt", "Spearman ρ per prompt"),
+            ("kendall_per_prompt", "Kendall τ per prompt"),
+            ("spearman_pooled", "Spearman ρ pooled"),
+            ("kendall_pooled", "Kendall τ pooled"),
+        ):
             rows.append(estimates(name, lambda m, key=key: m["rank_correlation"][key]))
     rows += [
         two("score mean ± std", "scores", "mean", "std", " ± "),
@@ -171,7 +186,9 @@ def metric_section(summary: dict) -> Section:
         rows += [
             row(f"δ* β1, β2, β3 ({prior})", [_betas(m["priors"][prior]) for m in metrics]),
             estimates(f"margin > δ* ({prior})", lambda m, p=prior: m["priors"][p]["fraction_above_delta"]),
-            estimates(f"Spearman ρ(margin, s) ({prior})", lambda m, p=prior: m["priors"][p]["margin_similarity_spearman"]),
+            estimates(
+                f"Spearman ρ(margin, s) ({prior})", lambda m, p=prior: m["priors"][p]["margin_similarity_spearman"]
+            ),
         ]
     rows += [
         estimates("Spearman ρ(score, length)", lambda m: m["length_bias"]["score_length_spearman"]),
@@ -199,7 +216,12 @@ def figure_sections(runs: list, priors: list[str], output: Path) -> list[Section
     plots = [
         ("Margin distribution", "margins", "Margin per labelled pair, models overlaid.", plot_margins),
         ("Score vs length", "length", "Score of each response against its length in the model's tokens.", plot_length),
-        ("Reliability", "reliability", "σ(margin) as P(chosen), each pair in both orientations; dotted: perfect calibration.", plot_reliability),
+        (
+            "Reliability",
+            "reliability",
+            "σ(margin) as P(chosen), each pair in both orientations; dotted: perfect calibration.",
+            plot_reliability,
+        ),
     ]
     if priors:
         text = "Each pair's margin against its similarity; dashed: the δ* bound under each model's β."
@@ -258,7 +280,14 @@ def plot_length(runs, colors):
     fig, (ax,) = new_figure(width=6.5)
     for result, arrays in runs:
         rho = format_estimate(result["metrics"]["length_bias"]["score_length_spearman"], ci=False)
-        ax.scatter(arrays["length"], arrays["score"], s=6, alpha=0.4, color=colors[result["model"]], label=f"{result['model']} (ρ={rho})")
+        ax.scatter(
+            arrays["length"],
+            arrays["score"],
+            s=6,
+            alpha=0.4,
+            color=colors[result["model"]],
+            label=f"{result['model']} (ρ={rho})",
+        )
     ax.set(title=f"score vs length · {runs[0][0]['data']}", xlabel="response length (tokens)", ylabel="score")
     ax.legend(fontsize=8, markerscale=2)
     return fig
@@ -273,8 +302,20 @@ def plot_reliability(runs, colors):
         calibration = result["metrics"]["calibration"]
         filled = [b for b in calibration["bins"] if b["count"]]
         ece = format_estimate(calibration["ece"], ci=False)
-        ax.plot([b["confidence"] for b in filled], [b["frequency"] for b in filled], "o-", color=colors[result["model"]], label=f"{result['model']} (ECE={ece})")
-    ax.set(title=f"reliability · {runs[0][0]['data']}", xlabel="predicted P(chosen) = σ(margin)", ylabel="observed frequency", xlim=(0, 1), ylim=(0, 1))
+        ax.plot(
+            [b["confidence"] for b in filled],
+            [b["frequency"] for b in filled],
+            "o-",
+            color=colors[result["model"]],
+            label=f"{result['model']} (ECE={ece})",
+        )
+    ax.set(
+        title=f"reliability · {runs[0][0]['data']}",
+        xlabel="predicted P(chosen) = σ(margin)",
+        ylabel="observed frequency",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
     ax.legend(fontsize=8)
     return fig
 
@@ -294,7 +335,9 @@ def training_sections(results: list[dict], output: Path) -> list[Section]:
     for i, (model, rows) in enumerate(logs.items()):
         color = f"C{i % 10}"
         for ax, key in zip(axes, ("loss", "accuracy", "margin_mean")):
-            points = [(r["step"], r[key], r.get("margin_std", 0.0)) for r in rows if "step" in r and r.get(key) is not None]
+            points = [
+                (r["step"], r[key], r.get("margin_std", 0.0)) for r in rows if "step" in r and r.get(key) is not None
+            ]
             if not points:
                 continue
             step, value, spread = (np.array(v, dtype=float) for v in zip(*points))
@@ -308,7 +351,11 @@ def training_sections(results: list[dict], output: Path) -> list[Section]:
         if ax.lines:
             ax.legend(fontsize=8)
     save_figure(fig, output / "training.png")
-    text = "Per-step training log (train_log.jsonl) of: " + ", ".join(logs) + "; smoothed (moving average), raw values faint."
+    text = (
+        "Per-step training log (train_log.jsonl) of: "
+        + ", ".join(logs)
+        + "; smoothed (moving average), raw values faint."
+    )
     return [Section("Training curves", text, images=["training.png"])]
 
 
@@ -358,13 +405,17 @@ def render_html(title: str, sections: list[Section], output: Path) -> str:
             parts.append(f"<p>{html.escape(section.text)}</p>")
         if section.rows:
             header = _columns(section.rows)
-            parts.append("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead><tbody>")
+            parts.append(
+                "<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead><tbody>"
+            )
             for row in section.rows:
                 parts.append("<tr>" + "".join(f"<td>{html.escape(_cell(row.get(h)))}</td>" for h in header) + "</tr>")
             parts.append("</tbody></table>")
         for name in section.images:
             data = base64.b64encode((output / name).read_bytes()).decode("ascii")
-            parts.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(name)}"><figcaption>{html.escape(name)}</figcaption></figure>')
+            parts.append(
+                f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(name)}"><figcaption>{html.escape(name)}</figcaption></figure>'
+            )
         parts.append("</section>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
@@ -402,8 +453,10 @@ figure { margin: 1em 0; } img { max-width: 100%; } figcaption { font-size: .8em;
 def _section_image(folder: Path, name, title: str) -> bytes:
     """An image of a stored section, read only from inside the evaluation folder (links resolved first)."""
     if not isinstance(name, str) or not (folder / name).resolve().is_relative_to(folder.resolve()):
-        raise PcrmError(f"{folder / SECTIONS_DIR}: image {name!r} of report section {title!r} is outside {folder} "
-                        "(a report embeds only files from inside its own folder)")
+        raise PcrmError(
+            f"{folder / SECTIONS_DIR}: image {name!r} of report section {title!r} is outside {folder} "
+            "(a report embeds only files from inside its own folder)"
+        )
     return _png_bytes(folder / name, title)
 
 
@@ -433,10 +486,14 @@ def _check_summary(summary: dict, path: Path) -> None:
             continue
         problems += [f"results[{i}].{key}" for key in RESULT_KEYS if key not in result]
         metrics = result.get("metrics")
-        problems += [f"results[{i}].metrics.{key}" for key in METRIC_KEYS if isinstance(metrics, dict) and key not in metrics]
+        problems += [
+            f"results[{i}].metrics.{key}" for key in METRIC_KEYS if isinstance(metrics, dict) and key not in metrics
+        ]
     if problems:
-        raise PcrmError(f"{path}: not a complete metrics.json of pcrm evaluate (missing {', '.join(problems[:3])}); "
-                        "rerun pcrm evaluate")
+        raise PcrmError(
+            f"{path}: not a complete metrics.json of pcrm evaluate (missing {', '.join(problems[:3])}); "
+            "rerun pcrm evaluate"
+        )
 
 
 def _load_arrays(path: Path) -> dict:
@@ -491,8 +548,6 @@ def _md_line(text: str) -> str:
 
 def _md_cell(text: str) -> str:
     return _md_line(text).replace("|", "\\|")
-
-
 
 
 def markdown_table(rows: list[dict]) -> str:

@@ -17,8 +17,12 @@ HEADLINE_METRICS = (
     ("Kendall τ (labelled pairs)", lambda m: m["rank_correlation"]["kendall_tau_pairs"], True, True),
     ("Spearman ρ per prompt", lambda m: m["rank_correlation"]["spearman_per_prompt"], True, False),
     ("ECE (calibration)", lambda m: m["calibration"]["ece"], False, False),
-    ("|Spearman ρ(score, length)| (length bias)", lambda m: absolute(m["length_bias"]["score_length_spearman"]), False,
-     False),
+    (
+        "|Spearman ρ(score, length)| (length bias)",
+        lambda m: absolute(m["length_bias"]["score_length_spearman"]),
+        False,
+        False,
+    ),
 )
 
 
@@ -32,28 +36,38 @@ def answer_section(summary: dict, arrays: dict | None = None, n_boot: int = 1000
         results = [r for r in summary["results"] if r["data"] == data]
         for name, get, higher, paired in HEADLINE_METRICS:
             ranked = [(get(r["metrics"]), r["model"]) for r in results]
-            ranked = sorted([(e, m) for e, m in ranked if e and e["value"] is not None], key=lambda x: x[0]["value"],
-                            reverse=higher)
+            ranked = sorted(
+                [(e, m) for e, m in ranked if e and e["value"] is not None], key=lambda x: x[0]["value"], reverse=higher
+            )
             if not ranked:
                 continue
             (best, model), others = ranked[0], ranked[1:]
             if not others:
                 rows.append(_row(data, name, "only model evaluated", model, best, "nothing to compare with"))
                 continue
-            tests = [_compare(best, model, other, rival, higher, (arrays or {}) if paired else {}, data, n_boot, seed)
-                     for other, rival in others]
+            tests = [
+                _compare(best, model, other, rival, higher, (arrays or {}) if paired else {}, data, n_boot, seed)
+                for other, rival in others
+            ]
             supported = all(ok for ok, _ in tests)
             evidence = "; ".join(text for ok, text in tests if ok == supported)
             rows.append(_row(data, name, model if supported else NO_BETTER, model, best, evidence))
-    text = ("Per dataset and headline metric (higher is better for accuracy and rank correlations, lower for ECE and "
-            "the length bias): a model is named only where its 95% CI is separated from every other model's, or a "
-            "paired bootstrap of the per-pair difference excludes 0; otherwise no model is better. Details follow.")
+    text = (
+        "Per dataset and headline metric (higher is better for accuracy and rank correlations, lower for ECE and "
+        "the length bias): a model is named only where its 95% CI is separated from every other model's, or a "
+        "paired bootstrap of the per-pair difference excludes 0; otherwise no model is better. Details follow."
+    )
     return Section("Answer: best model per metric", text, rows)
 
 
 def _row(data, metric, answer, leader, best, evidence) -> dict:
-    return {"data": data, "metric": metric, "better model": answer,
-            "leader's estimate [95% CI]": f"{leader}: {format_estimate(best)}", "evidence": evidence}
+    return {
+        "data": data,
+        "metric": metric,
+        "better model": answer,
+        "leader's estimate [95% CI]": f"{leader}: {format_estimate(best)}",
+        "evidence": evidence,
+    }
 
 
 def _compare(best, model, other, rival, higher, arrays, data, n_boot, seed) -> tuple[bool, str]:

@@ -52,8 +52,9 @@ class PaddingInvariant(torch.nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
 
-def load_reward_function(path, max_length: int | None = None, device: str = "auto", batch_size: int = 32,
-                         dtype: str | None = None) -> RewardScorer:
+def load_reward_function(
+    path, max_length: int | None = None, device: str = "auto", batch_size: int = 32, dtype: str | None = None
+) -> RewardScorer:
     """A TRL reward function scoring with the reward model at `path` (a `pcrm train-rm` output, or any one-output
     sequence classifier). `max_length`: tokens read (default: the `--max-length` it was trained with,
     `pcrm.models.recorded_max_length`). `dtype`: default bfloat16 on CUDA with bf16, else float32."""

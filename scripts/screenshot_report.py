@@ -64,7 +64,9 @@ def ensure_chromium() -> None:
 def chromium(*args: str) -> str:
     """Run headless chromium with a throw-away profile; return its stdout."""
     with tempfile.TemporaryDirectory(prefix="pcrm-chromium-") as profile:
-        result = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=120
+        )
     if result.returncode != 0:
         raise SystemExit(f"chromium failed ({result.returncode}): {result.stderr.strip()[-500:]}")
     return result.stdout
@@ -93,7 +95,13 @@ def layout(page: str, width: int) -> dict | None:
     with tempfile.TemporaryDirectory(prefix="pcrm-probe-") as folder:
         probe = Path(folder) / "probe.html"
         probe.write_text(page.replace("</body>", PROBE + "</body>"), encoding="utf-8")
-        dom = chromium("--virtual-time-budget=10000", f"--window-size={width},900", "--hide-scrollbars", "--dump-dom", probe.as_uri())
+        dom = chromium(
+            "--virtual-time-budget=10000",
+            f"--window-size={width},900",
+            "--hide-scrollbars",
+            "--dump-dom",
+            probe.as_uri(),
+        )
     match = re.search(r'data-probe="([^"]*)"', dom)
     return None if match is None else json.loads(html.unescape(match.group(1)))
 
@@ -116,12 +124,19 @@ def browser_check(page: str, result: dict | None) -> list[str]:
             if table["right"] > edge:
                 problems.append(f"section {name!r}: table {i} cut off (right edge at {table['right']:.0f} px)")
             elif table["scroll"] > table["client"] + 1 and table["overflow"] not in ("auto", "scroll"):
-                problems.append(f"section {name!r}: table {i} is {table['scroll']} px wide in a {table['client']} px box, no scrolling")
+                problems.append(
+                    f"section {name!r}: table {i} is {table['scroll']} px wide in a {table['client']} px box, no scrolling"
+                )
             elif table["scroll"] > table["client"] + 1:
-                print(f"note: section {name!r}: table {i} scrolls ({table['scroll']} px in {table['client']} px)", file=sys.stderr)
+                print(
+                    f"note: section {name!r}: table {i} scrolls ({table['scroll']} px in {table['client']} px)",
+                    file=sys.stderr,
+                )
         for image in section["images"]:
             if image["right"] > edge:
-                problems.append(f"section {name!r}: image {image['alt']!r} runs past the right edge ({image['right']:.0f} px)")
+                problems.append(
+                    f"section {name!r}: image {image['alt']!r} runs past the right edge ({image['right']:.0f} px)"
+                )
         if any(text["right"] > edge for text in section["texts"]):
             problems.append(f"section {name!r}: text runs past the right edge")
     return problems
@@ -131,7 +146,11 @@ def screenshot_check(path: Path, result: dict) -> list[str]:
     """The screenshot covers the whole page, and no section's box in it is blank."""
     with Image.open(path) as shot:
         shot = shot.convert("L")
-        problems = [] if shot.height >= result["height"] else [f"{path}: {shot.height} px high, the page {result['height']} px"]
+        problems = (
+            []
+            if shot.height >= result["height"]
+            else [f"{path}: {shot.height} px high, the page {result['height']} px"]
+        )
         for section in result["sections"]:
             top, bottom = int(section["top"]), min(int(section["top"] + section["height"]), shot.height)
             low, high = shot.crop((0, top, shot.width, bottom)).getextrema() if bottom > top else (0, 0)
@@ -154,7 +173,12 @@ def main() -> int:
     result = layout(page, args.width)
     problems = static_check(page) + browser_check(page, result)
     height = result["height"] if result else 4000
-    chromium(f"--screenshot={output}", f"--window-size={args.width},{height}", "--hide-scrollbars", args.html.resolve().as_uri())
+    chromium(
+        f"--screenshot={output}",
+        f"--window-size={args.width},{height}",
+        "--hide-scrollbars",
+        args.html.resolve().as_uri(),
+    )
     if not output.is_file() or output.stat().st_size == 0:
         problems.append(f"{output}: no screenshot written")
     elif result:

@@ -4,7 +4,11 @@ import json
 from pathlib import Path
 
 PAIRS = [
-    {"prompt": "Q: capital of France?\nA:", "chosen": " Paris.", "rejected": " I think it is probably Lyon, or maybe Marseille."},
+    {
+        "prompt": "Q: capital of France?\nA:",
+        "chosen": " Paris.",
+        "rejected": " I think it is probably Lyon, or maybe Marseille.",
+    },
     {"prompt": "Q: 2+2?\nA:", "chosen": " 4", "rejected": " 5"},
     {"prompt": "Q: say hi\nA:", "chosen": " Hello there, nice to meet you!", "rejected": " no"},
     {"prompt": "Q: colour of the sky?\nA:", "chosen": " Blue on a clear day.", "rejected": " Green."},
@@ -34,9 +38,16 @@ def tiny_reward_model(path: Path, seed: int = 0) -> Path:
 
     tokenizer = ByT5Tokenizer()
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=512, num_labels=1,
-                        pad_token_id=tokenizer.pad_token_id)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     BertForSequenceClassification(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path

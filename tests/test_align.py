@@ -23,21 +23,52 @@ def tiny(tmp_path_factory, tiny_tokenizer_dir, tiny_rm_dir):
     root = tmp_path_factory.mktemp("align")
     tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                         intermediate_size=64, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     LlamaForCausalLM(config).save_pretrained(root / "policy")
     tokenizer.save_pretrained(root / "policy")
     tiny_reward_model(root / "judge", seed=1)
-    rows = [{"prompt": f"\n\nHuman: question {i}?\n\nAssistant:", "chosen": " yes", "rejected": " no"} for i in range(6)]
+    rows = [
+        {"prompt": f"\n\nHuman: question {i}?\n\nAssistant:", "chosen": " yes", "rejected": " no"} for i in range(6)
+    ]
     (root / "prompts.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     return {"root": root, "rm": tiny_rm_dir}
 
 
 def _args(tiny, *extra):
     root = tiny["root"]
-    return ["align", "--policy", str(root / "policy"), "--reward-model", str(tiny["rm"]), "--judge", str(root / "judge"),
-            "--data", str(root / "prompts.jsonl"), "--train-split", "train", "--eval-split", "train", "--prompts", "3",
-            "--max-new-tokens", "6", "--batch-size", "2", "--bootstrap", "50", *extra]
+    return [
+        "align",
+        "--policy",
+        str(root / "policy"),
+        "--reward-model",
+        str(tiny["rm"]),
+        "--judge",
+        str(root / "judge"),
+        "--data",
+        str(root / "prompts.jsonl"),
+        "--train-split",
+        "train",
+        "--eval-split",
+        "train",
+        "--prompts",
+        "3",
+        "--max-new-tokens",
+        "6",
+        "--batch-size",
+        "2",
+        "--bootstrap",
+        "50",
+        *extra,
+    ]
 
 
 # -- best-of-N bookkeeping -------------------------------------------------------------------------
@@ -123,12 +154,39 @@ def test_pack_pads_queries_left_and_responses_right():
 def test_bon_end_to_end_reuses_samples(tiny, tmp_path, capsys):
     out = tmp_path / "bon"
     report = tmp_path / "evaluate"
-    assert main(_args(tiny, "--method", "bon", "--n", "1", "--n", "2", "--n", "4", "--output", str(out), "--report", str(report))) == 0
+    assert (
+        main(
+            _args(
+                tiny,
+                "--method",
+                "bon",
+                "--n",
+                "1",
+                "--n",
+                "2",
+                "--n",
+                "4",
+                "--output",
+                str(out),
+                "--report",
+                str(report),
+            )
+        )
+        == 0
+    )
     assert len(list((report / "sections").glob("*.json"))) == 2  # the best-of-N table and the reward-scale table
     result = json.loads((out / "bon.json").read_text())
     (rm,) = result["reward_models"].values()
-    assert set(rm["scale"]) == {"mean", "std", "min", "max", "spearman_length", "spearman_judge", "length_capped",
-                                "spearman_length_uncapped"}
+    assert set(rm["scale"]) == {
+        "mean",
+        "std",
+        "min",
+        "max",
+        "spearman_length",
+        "spearman_judge",
+        "length_capped",
+        "spearman_length_uncapped",
+    }
     assert [row["n"] for row in rm["rows"]] == [1, 2, 4]
     assert rm["rows"][0]["win_rate"]["rate"] == 0.5 and rm["rows"][1]["kl"] == pytest.approx(kl_best_of_n(2))
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
@@ -145,14 +203,43 @@ def test_bon_end_to_end_reuses_samples(tiny, tmp_path, capsys):
 
 def test_ppo_step_logs_and_resumes(tiny, tmp_path):
     out = tmp_path / "ppo"
-    args = _args(tiny, "--method", "ppo", "--steps", "2", "--probe-every", "1", "--save-steps", "1", "--reward-norm",
-                 "--minibatch-size", "1", "--learning-rate", "1e-3", "--output", str(out))
+    args = _args(
+        tiny,
+        "--method",
+        "ppo",
+        "--steps",
+        "2",
+        "--probe-every",
+        "1",
+        "--save-steps",
+        "1",
+        "--reward-norm",
+        "--minibatch-size",
+        "1",
+        "--learning-rate",
+        "1e-3",
+        "--output",
+        str(out),
+    )
     assert main(args) == 0
     (run_dir,) = [d for d in out.iterdir() if (d / "log.jsonl").is_file()]
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     assert [row["step"] for row in log] == [0, 1, 2]
-    for key in ("reward_mean", "reward_std", "reward_max", "kl", "length", "explained_variance", "policy_loss", "value_loss",
-                "clip_fraction", "probe_proxy", "probe_judge", "probe_kl", "probe_win_rate"):
+    for key in (
+        "reward_mean",
+        "reward_std",
+        "reward_max",
+        "kl",
+        "length",
+        "explained_variance",
+        "policy_loss",
+        "value_loss",
+        "clip_fraction",
+        "probe_proxy",
+        "probe_judge",
+        "probe_kl",
+        "probe_win_rate",
+    ):
         assert key in log[1], key
     assert log[0]["probe_kl"] == pytest.approx(0.0, abs=1e-5)
     assert (run_dir / "policy" / "config.json").exists() and (run_dir / "policy" / "pcrm_config.json").exists()
@@ -168,20 +255,40 @@ def test_ppo_step_logs_and_resumes(tiny, tmp_path):
 @pytest.mark.parametrize("method", ["rloo", "grpo"])
 def test_trl_methods_end_to_end(tiny, tmp_path, method):
     out = tmp_path / method
-    assert main(_args(tiny, "--method", method, "--steps", "1", "--generations", "2", "--reward-clip", "1", "--output", str(out))) == 0
+    assert (
+        main(
+            _args(
+                tiny,
+                "--method",
+                method,
+                "--steps",
+                "1",
+                "--generations",
+                "2",
+                "--reward-clip",
+                "1",
+                "--output",
+                str(out),
+            )
+        )
+        == 0
+    )
     (run_dir,) = [d for d in out.iterdir() if (d / "log.jsonl").is_file()]
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     assert [row["step"] for row in log] == [0, 1]
     assert {"reward_mean", "reward_max", "kl", "length", "probe_judge"} <= set(log[1])
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--method", "bon", "--n", "0"], "--n must be >= 1"),
-    (["--method", "ppo", "--kl-coef", "-1"], "--kl-coef and --vf-coef must be >= 0"),
-    (["--method", "grpo", "--generations", "1"], "--generations must be >= 2"),
-    (["--method", "ppo", "--reward-clip", "0"], "--reward-clip must be > 0"),
-    (["--method", "ppo", "--resume", "--overwrite"], "--resume and --overwrite exclude each other"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--method", "bon", "--n", "0"], "--n must be >= 1"),
+        (["--method", "ppo", "--kl-coef", "-1"], "--kl-coef and --vf-coef must be >= 0"),
+        (["--method", "grpo", "--generations", "1"], "--generations must be >= 2"),
+        (["--method", "ppo", "--reward-clip", "0"], "--reward-clip must be > 0"),
+        (["--method", "ppo", "--resume", "--overwrite"], "--resume and --overwrite exclude each other"),
+    ],
+)
 def test_bad_options_are_one_line_errors(tiny, tmp_path, capsys, extra, message):
     capsys.readouterr()
     assert main(_args(tiny, *extra, "--output", str(tmp_path / "x"))) == 2
@@ -192,7 +299,10 @@ def test_bad_options_are_one_line_errors(tiny, tmp_path, capsys, extra, message)
 def test_unknown_method_is_one_line_naming_the_option(tiny, capsys):
     capsys.readouterr()
     assert main(_args(tiny, "--method", "dpo")) == 2
-    assert capsys.readouterr().err == "pcrm align: error: argument --method: invalid choice: 'dpo' (choose from 'bon', 'ppo', 'rloo', 'grpo')\n"
+    assert (
+        capsys.readouterr().err
+        == "pcrm align: error: argument --method: invalid choice: 'dpo' (choose from 'bon', 'ppo', 'rloo', 'grpo')\n"
+    )
 
 
 def test_missing_reward_model_and_resume_errors(tiny, tmp_path, capsys):
@@ -201,4 +311,3 @@ def test_missing_reward_model_and_resume_errors(tiny, tmp_path, capsys):
     assert "no such model directory" in capsys.readouterr().err
     assert main(_args(tiny, "--method", "ppo", "--resume", "--output", str(tmp_path / "empty"))) == 2
     assert "no checkpoint to resume from" in capsys.readouterr().err
-

@@ -27,8 +27,20 @@ def bench():
 
 def run(module, tiny_rm_dir, pairs_file, tmp_path, *options) -> dict:
     output = tmp_path / f"{module.__name__}.json"
-    result = module.main(["--quick", "--model", str(tiny_rm_dir), "--data", str(pairs_file), "--repeats", "1",
-                          "--output", str(output), *options])
+    result = module.main(
+        [
+            "--quick",
+            "--model",
+            str(tiny_rm_dir),
+            "--data",
+            str(pairs_file),
+            "--repeats",
+            "1",
+            "--output",
+            str(output),
+            *options,
+        ]
+    )
     saved = json.loads(output.read_text())
     assert saved["figures"] == json.loads(json.dumps(result["figures"]))
     assert saved["table"] and saved["machine"]["load_average"] and saved["settings"]["quick"]
@@ -43,8 +55,17 @@ def test_rm_step(bench, tiny_rm_dir, pairs_file, tmp_path):
 
 
 def test_vs_trl_uses_the_same_pairs(bench, tiny_rm_dir, pairs_file, tmp_path):
-    saved = run(bench("vs_trl"), tiny_rm_dir, pairs_file, tmp_path, "--method", "length", "--max-length", "128",
-                "--trl-stock-variant")
+    saved = run(
+        bench("vs_trl"),
+        tiny_rm_dir,
+        pairs_file,
+        tmp_path,
+        "--method",
+        "length",
+        "--max-length",
+        "128",
+        "--trl-stock-variant",
+    )
     rows = {row["trainer"]: row for row in saved["table"]}
     assert set(rows) == {"pcrm", "pcrm-padded", "pcrm-random", "trl", "trl-stock-gc"}
     assert {row["pairs"] for row in rows.values()} == {8}  # the 8 pairs of pairs_file, none dropped
@@ -96,7 +117,9 @@ def test_memory(bench, tiny_rm_dir, pairs_file, tmp_path):
 
 
 def test_scaling(bench, tiny_rm_dir, pairs_file, tmp_path):
-    saved = run(bench("scaling"), tiny_rm_dir, pairs_file, tmp_path, "--method", "length", "--pairs", "2", "--factors", "1", "2")
+    saved = run(
+        bench("scaling"), tiny_rm_dir, pairs_file, tmp_path, "--method", "length", "--pairs", "2", "--factors", "1", "2"
+    )
     assert [row["pairs"] for row in saved["table"] if row["axis"] == "pairs"] == [2, 4]
     assert "exponent_epoch_time_vs_pairs" in saved["figures"]
 

@@ -35,7 +35,12 @@ def test_unknown_option_is_rejected(capsys):
 
 def test_constraints_command_writes_summary_and_histogram(pairs_file, tmp_path, capsys):
     output = tmp_path / "c"
-    assert main(["constraints", "--data", str(pairs_file), "--method", "length", "--unit", "words", "--output", str(output)]) == 0
+    assert (
+        main(
+            ["constraints", "--data", str(pairs_file), "--method", "length", "--unit", "words", "--output", str(output)]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "8 pairs" in out and "pairs/s" in out and "similarity" in out
     assert (output / "summary.json").exists()
@@ -51,10 +56,14 @@ def test_constraints_bad_beta_is_one_line(pairs_file, tmp_path, capsys):
 def readme_commands() -> list[str]:
     text = (REPO / "README.md").read_text()
     blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
-    return [line.strip() for block in blocks for line in block.splitlines() if line.strip() and not line.startswith("#")]
+    return [
+        line.strip() for block in blocks for line in block.splitlines() if line.strip() and not line.startswith("#")
+    ]
 
 
-@pytest.mark.parametrize("argv", [["train-rm", "--bogus", "1"], ["train-rm", "--method", "ppo"], ["evaluate", "--bootstrap", "many"]])
+@pytest.mark.parametrize(
+    "argv", [["train-rm", "--bogus", "1"], ["train-rm", "--method", "ppo"], ["evaluate", "--bootstrap", "many"]]
+)
 def test_parse_command_rejects_stale_options_and_bad_values(argv):
     from pcrm.cli import parse_command
     from pcrm.errors import PcrmError
@@ -84,10 +93,14 @@ def test_readme_commands_parse(command, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (os.environ.get("CI") or os.environ.get("PCRM_SLOW")), reason="end to end on real models: CI or PCRM_SLOW=1")
+@pytest.mark.skipif(
+    not (os.environ.get("CI") or os.environ.get("PCRM_SLOW")), reason="end to end on real models: CI or PCRM_SLOW=1"
+)
 def test_readme_main_command_runs(tmp_path):
     command = readme_commands()[0].split("&&", 1)[1].strip()
     args = shlex.split(command)
     args[0] = str(REPO / args[0])
-    proc = subprocess.run([*args, "--output", str(tmp_path / "main")], cwd=REPO, capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [*args, "--output", str(tmp_path / "main")], cwd=REPO, capture_output=True, text=True, timeout=1800
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -24,7 +24,9 @@ def test_angular_similarity_by_hand():
 
 
 def test_delta_star_by_hand():
-    assert delta_star(torch.tensor([1.0, 0.5, 0.0])).tolist() == pytest.approx([6 / 1.001, 6 / 0.501, 6 / 0.001], rel=1e-5)
+    assert delta_star(torch.tensor([1.0, 0.5, 0.0])).tolist() == pytest.approx(
+        [6 / 1.001, 6 / 0.501, 6 / 0.001], rel=1e-5
+    )
     assert delta_star([1.0], beta1=20, beta2=0.001, beta3=-15).tolist() == pytest.approx([20 / 1.001 - 15], rel=1e-5)
 
 
@@ -114,8 +116,19 @@ def test_suggest_betas_maps_margin_quantiles_onto_delta():
 def test_constraints_command_suggests_betas(pairs_file, tiny_rm_dir, tmp_path, capsys):
     from pcrm.cli import main
 
-    args = ["constraints", "--data", str(pairs_file), "--method", "length", "--unit", "chars",
-            "--suggest-from", str(tiny_rm_dir), "--output", str(tmp_path / "c")]
+    args = [
+        "constraints",
+        "--data",
+        str(pairs_file),
+        "--method",
+        "length",
+        "--unit",
+        "chars",
+        "--suggest-from",
+        str(tiny_rm_dir),
+        "--output",
+        str(tmp_path / "c"),
+    ]
     assert main(args) == 0
     assert "suggested: --method length --beta1" in capsys.readouterr().out
     suggestion = json.loads((tmp_path / "c" / "summary.json").read_text())["suggestion"]
@@ -131,7 +144,9 @@ def test_suggested_betas_keep_every_bound_positive():
 
     from pcrm.constraints import delta_star, suggest_betas
 
-    similarity = np.concatenate([np.linspace(0.55, 0.60, 95), [0.86, 0.87, 0.88, 0.89, 0.9]])  # cosine-like: concentrated
+    similarity = np.concatenate(
+        [np.linspace(0.55, 0.60, 95), [0.86, 0.87, 0.88, 0.89, 0.9]]
+    )  # cosine-like: concentrated
     margins = np.concatenate([np.full(50, 0.2), np.full(45, 0.4), np.full(5, 5.0)])
     beta1, beta3 = suggest_betas(similarity, margins, beta2=0.001)
     m_lo, m_hi = np.median(margins[margins > 0]), np.quantile(margins, 0.95)

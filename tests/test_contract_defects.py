@@ -23,7 +23,10 @@ def test_score_cache_is_keyed_on_dtype_and_device(tiny_rm_dir, tmp_path):
     from tests.conftest import PAIRS
     from tests.rm_fixtures import write_jsonl
 
-    data = load_data(str(write_jsonl(tmp_path / "d.jsonl", [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in PAIRS])), "train")
+    data = load_data(
+        str(write_jsonl(tmp_path / "d.jsonl", [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in PAIRS])),
+        "train",
+    )
     config = Config(model=[str(tiny_rm_dir)], progress=False)
     fp32 = cached_scores(str(tiny_rm_dir), data, LazyRewardScorer(tiny_rm_dir, device="cpu"), config)
     bf16 = cached_scores(str(tiny_rm_dir), data, LazyRewardScorer(tiny_rm_dir, device="cpu", dtype="bfloat16"), config)
@@ -36,8 +39,15 @@ def test_prior_method_without_delta_raises(tiny_rm_dir, pairs_file, tmp_path):
     from pcrm.commands.train_rm import Config
     from pcrm.trainers.reward import build_trainer
 
-    config = Config(method="length", model=str(tiny_rm_dir), data=str(pairs_file), output=str(tmp_path / "o"), max_length=64,
-                    batch_size=4, progress=False)
+    config = Config(
+        method="length",
+        model=str(tiny_rm_dir),
+        data=str(pairs_file),
+        output=str(tmp_path / "o"),
+        max_length=64,
+        batch_size=4,
+        progress=False,
+    )
     trainer, _, _ = build_trainer(config)
     batch = next(iter(trainer.get_train_dataloader()))
     assert "delta" in batch
@@ -74,8 +84,17 @@ def test_betas_auto_fits_on_the_whole_run_and_leaves_the_config(tiny_rm_dir, pai
 
     monkeypatch.setattr(pcrm.constraints, "suggest_betas", spy)
     monkeypatch.setattr("pcrm.calibration.CALIBRATION_PAIRS", 4)
-    config = Config(method="length", model=str(tiny_rm_dir), data=str(pairs_file), output="unused", max_length=64, batch_size=4,
-                    betas="auto", learning_rate=1e-3, progress=False)
+    config = Config(
+        method="length",
+        model=str(tiny_rm_dir),
+        data=str(pairs_file),
+        output="unused",
+        max_length=64,
+        batch_size=4,
+        betas="auto",
+        learning_rate=1e-3,
+        progress=False,
+    )
     config.prior.unit = "chars"
     calibrate_betas(config)
     assert config.prior.beta1 is None and config.prior.beta3 is None  # the caller's config is not changed

@@ -40,14 +40,19 @@ def test_file_formats(tmp_path, fmt):
 
 
 def test_conversational_pairs(tmp_path):
-    row = {"prompt": [{"role": "user", "content": "hi"}], "chosen": [{"role": "assistant", "content": "hello"}],
-           "rejected": [{"role": "assistant", "content": "go away"}]}
+    row = {
+        "prompt": [{"role": "user", "content": "hi"}],
+        "chosen": [{"role": "assistant", "content": "hello"}],
+        "rejected": [{"role": "assistant", "content": "go away"}],
+    }
     assert load_preferences(write_jsonl(tmp_path / "c.jsonl", [row]))[0]["chosen"][0]["content"] == "hello"
 
 
 def test_ranked_rows_expand_to_ordered_pairs_without_ties(tmp_path):
-    rows = [{"prompt": "p", "responses": ["a", "b", "c"], "scores": [3, 1, 3]},
-            {"prompt": "q", "responses": ["only"], "scores": [1.0]}]
+    rows = [
+        {"prompt": "p", "responses": ["a", "b", "c"], "scores": [3, 1, 3]},
+        {"prompt": "q", "responses": ["only"], "scores": [1.0]},
+    ]
     pairs = load_preferences(write_jsonl(tmp_path / "r.jsonl", rows))
     assert sorted(zip(pairs["chosen"], pairs["rejected"])) == [("a", "b"), ("c", "b")]
     assert pairs["chosen_score"] == [3.0, 3.0] and pairs["group"] == [0, 0]
@@ -58,10 +63,15 @@ def test_ranked_rows_expand_to_ordered_pairs_without_ties(tmp_path):
 BAD_ROWS = [
     ([{"prompt": "p", "chosen": "a"}], "missing columns"),
     ([{"prompt": "p", "chosen": "a", "rejected": " "}], "row 0: field 'rejected' is empty"),
-    ([{"prompt": "p", "chosen": "a", "rejected": "b"}, {"prompt": "p", "chosen": 3, "rejected": "b"}],
-     "row 1: field 'chosen' must be a string"),
+    (
+        [{"prompt": "p", "chosen": "a", "rejected": "b"}, {"prompt": "p", "chosen": 3, "rejected": "b"}],
+        "row 1: field 'chosen' must be a string",
+    ),
     ([{"prompt": "p", "chosen": "a", "rejected": None}], "row 0: field 'rejected' is missing"),
-    ([{"prompt": "p", "responses": ["a", "b"], "scores": [1.0, float("nan")]}], r"row 0: field 'scores'\[1\] is not a finite"),
+    (
+        [{"prompt": "p", "responses": ["a", "b"], "scores": [1.0, float("nan")]}],
+        r"row 0: field 'scores'\[1\] is not a finite",
+    ),
     ([{"prompt": "p", "responses": ["a", "b"], "scores": [1.0]}], "2 responses but 1 scores"),
     ([{"prompt": "p", "chosen": [{"role": "assistant"}], "rejected": "b"}], "message 0 needs a string 'content'"),
 ]
@@ -107,7 +117,10 @@ def test_conversational_prompt_with_text_replies_keeps_the_prompt(tmp_path):
     from pcrm.data import load_preferences
 
     path = tmp_path / "mixed.jsonl"
-    rows = [{"prompt": [{"role": "user", "content": f"Question {i}?"}], "chosen": " yes", "rejected": " no"} for i in range(3)]
+    rows = [
+        {"prompt": [{"role": "user", "content": f"Question {i}?"}], "chosen": " yes", "rejected": " no"}
+        for i in range(3)
+    ]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     data = load_preferences(str(path))
     assert data["prompt"] == [row["prompt"] for row in rows] and data["chosen"] == [" yes"] * 3

@@ -17,8 +17,10 @@ H, A = "\n\nHuman:", "\n\nAssistant:"
 # Raw Anthropic HH rows: only full conversations, no prompt column.
 HH_ROWS = [
     {"chosen": f"{H} What is 2+2?{A} 4.", "rejected": f"{H} What is 2+2?{A} 5."},
-    {"chosen": f"{H} Hi{A} Hello!{H} Tell me a joke.{A} Why did the chicken cross the road?",
-     "rejected": f"{H} Hi{A} Hello!{H} Tell me a joke.{A} No."},
+    {
+        "chosen": f"{H} Hi{A} Hello!{H} Tell me a joke.{A} Why did the chicken cross the road?",
+        "rejected": f"{H} Hi{A} Hello!{H} Tell me a joke.{A} No.",
+    },
     # the replies share their first words: the prompt still ends at the turn boundary
     {"chosen": f"{H} Is it safe?{A} I think so, yes.", "rejected": f"{H} Is it safe?{A} I think not."},
 ]
@@ -77,10 +79,14 @@ def test_hh_prompt_differs_from_trl_only_at_the_turn_boundary():
         ("The sky is blue.", "The sky is green."),
         ("abc", "xyz"),
         ("same", "same"),
-        ([msg("user", "What colour is the sky?"), msg("assistant", "Blue.")],
-         [msg("user", "What colour is the sky?"), msg("assistant", "Green.")]),
-        ([msg("user", "Hi"), msg("assistant", "Hello"), msg("user", "Joke?"), msg("assistant", "Knock knock")],
-         [msg("user", "Hi"), msg("assistant", "Hello"), msg("user", "Joke?"), msg("assistant", "No")]),
+        (
+            [msg("user", "What colour is the sky?"), msg("assistant", "Blue.")],
+            [msg("user", "What colour is the sky?"), msg("assistant", "Green.")],
+        ),
+        (
+            [msg("user", "Hi"), msg("assistant", "Hello"), msg("user", "Joke?"), msg("assistant", "Knock knock")],
+            [msg("user", "Hi"), msg("assistant", "Hello"), msg("user", "Joke?"), msg("assistant", "No")],
+        ),
     ],
 )
 def test_extract_prompt_mirrors_trl_outside_hh_strings(chosen, rejected):
@@ -92,15 +98,21 @@ def test_extract_prompt_mirrors_trl_outside_hh_strings(chosen, rejected):
 
 def test_ultrafeedback_binarized_messages_with_scores(tmp_path, caplog):
     def row(prompt, good, bad, s_w, s_l):
-        return {"prompt": prompt, "prompt_id": prompt[:4],
-                "chosen": [msg("user", prompt), msg("assistant", good)],
-                "rejected": [msg("user", prompt), msg("assistant", bad)],
-                "messages": [msg("user", prompt), msg("assistant", good)],
-                "score_chosen": s_w, "score_rejected": s_l}
+        return {
+            "prompt": prompt,
+            "prompt_id": prompt[:4],
+            "chosen": [msg("user", prompt), msg("assistant", good)],
+            "rejected": [msg("user", prompt), msg("assistant", bad)],
+            "messages": [msg("user", prompt), msg("assistant", good)],
+            "score_chosen": s_w,
+            "score_rejected": s_l,
+        }
 
-    rows = [row("Name a fruit.", "An apple.", "A chair.", 8.0, 3.0),
-            row("Add 1 and 1.", "3", "2", 2.0, 9.0),  # chosen scored lower: swapped
-            row("Say hi.", "Hi!", "Hello!", 5.0, 5.0)]  # tie: skipped
+    rows = [
+        row("Name a fruit.", "An apple.", "A chair.", 8.0, 3.0),
+        row("Add 1 and 1.", "3", "2", 2.0, 9.0),  # chosen scored lower: swapped
+        row("Say hi.", "Hi!", "Hello!", 5.0, 5.0),
+    ]  # tie: skipped
     repo = tmp_path / "ultrafeedback"
     write_parquet(repo / "data" / "train_prefs-00000-of-00001.parquet", rows)
     with caplog.at_level(logging.WARNING, logger="pcrm"):
@@ -115,8 +127,13 @@ def test_ultrafeedback_binarized_messages_with_scores(tmp_path, caplog):
 
 def test_implicit_prompt_conversational(tmp_path):
     shared = [msg("user", "Hi"), msg("assistant", "Hello! How can I help?"), msg("user", "Recommend a book.")]
-    rows = [{"chosen": shared + [msg("assistant", "Try 'Dune'.")], "rejected": shared + [msg("assistant", "No.")]},
-            {"chosen": [msg("user", "2+2?"), msg("assistant", "4")], "rejected": [msg("user", "2+2?"), msg("assistant", "5")]}]
+    rows = [
+        {"chosen": shared + [msg("assistant", "Try 'Dune'.")], "rejected": shared + [msg("assistant", "No.")]},
+        {
+            "chosen": [msg("user", "2+2?"), msg("assistant", "4")],
+            "rejected": [msg("user", "2+2?"), msg("assistant", "5")],
+        },
+    ]
     pairs = load_preferences(write_jsonl(tmp_path / "implicit.jsonl", rows))
     assert triples(pairs) == [
         (shared, [msg("assistant", "Try 'Dune'.")], [msg("assistant", "No.")]),
@@ -125,8 +142,10 @@ def test_implicit_prompt_conversational(tmp_path):
 
 
 def test_ranked_file_and_unexpanded(tmp_path):
-    rows = [{"prompt": "p", "responses": ["a", "b", "c"], "scores": [1.0, 3.0, 2.0]},
-            {"prompt": "q", "responses": ["x", "y"], "scores": [0.0, 0.0]}]
+    rows = [
+        {"prompt": "p", "responses": ["a", "b", "c"], "scores": [1.0, 3.0, 2.0]},
+        {"prompt": "q", "responses": ["x", "y"], "scores": [0.0, 0.0]},
+    ]
     write_parquet(tmp_path / "ranked" / "train.parquet", rows)
     pairs = load_preferences(str(tmp_path / "ranked"))
     assert sorted(zip(pairs["chosen"], pairs["rejected"])) == [("b", "a"), ("b", "c"), ("c", "a")]
@@ -171,8 +190,9 @@ def test_config_name_of_a_local_repository(tmp_path):
     assert load_preferences(str(repo), config_name="harmless")["chosen"] == ["harmless"]
 
 
-@pytest.mark.parametrize("columns", ["chosen=good,rejected=bad,prompt=question",
-                                     {"chosen": "good", "rejected": "bad", "prompt": "question"}])
+@pytest.mark.parametrize(
+    "columns", ["chosen=good,rejected=bad,prompt=question", {"chosen": "good", "rejected": "bad", "prompt": "question"}]
+)
 def test_column_mapping(tmp_path, columns):
     rows = [{"question": "q", "good": "yes", "bad": "no", "prompt": "ignored"}]
     pairs = load_preferences(write_jsonl(tmp_path / "mapped.jsonl", rows), columns=columns)
@@ -181,9 +201,11 @@ def test_column_mapping(tmp_path, columns):
 
 @pytest.mark.parametrize(
     "columns,message",
-    [("chosen=nope,rejected=bad", "column 'nope' (for 'chosen') not found"),
-     ("winner=good", "unknown name(s) 'winner'"),
-     ("chosen", "expected NAME=COLUMN")],
+    [
+        ("chosen=nope,rejected=bad", "column 'nope' (for 'chosen') not found"),
+        ("winner=good", "unknown name(s) 'winner'"),
+        ("chosen", "expected NAME=COLUMN"),
+    ],
 )
 def test_bad_column_mapping(tmp_path, columns, message):
     path = write_jsonl(tmp_path / "mapped.jsonl", [{"question": "q", "good": "yes", "bad": "no"}])
@@ -198,14 +220,18 @@ def test_csv_keeps_na_strings_as_text(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="pcrm"):
         pairs = load_preferences(path)
     assert triples(pairs) == [("What is missing?", "NA", "None"), ("Say a number.", "4.0", "null")]
-    assert "3 cell(s) such as 'NA'" in caplog.text and "1 in 'chosen'" in caplog.text and "2 in 'rejected'" in caplog.text
+    assert (
+        "3 cell(s) such as 'NA'" in caplog.text and "1 in 'chosen'" in caplog.text and "2 in 'rejected'" in caplog.text
+    )
 
 
 def test_warns_about_identical_and_invisible_pairs(tmp_path, caplog):
-    rows = [{"prompt": "p", "chosen": "same", "rejected": "same"},
-            {"prompt": "p", "chosen": "ok", "rejected": "\u200b\u200d"},
-            {"prompt": "p", "chosen": "\ufeff", "rejected": "fine"},
-            {"prompt": "p", "chosen": "good", "rejected": "bad"}]
+    rows = [
+        {"prompt": "p", "chosen": "same", "rejected": "same"},
+        {"prompt": "p", "chosen": "ok", "rejected": "\u200b\u200d"},
+        {"prompt": "p", "chosen": "\ufeff", "rejected": "fine"},
+        {"prompt": "p", "chosen": "good", "rejected": "bad"},
+    ]
     with caplog.at_level(logging.WARNING, logger="pcrm"):
         pairs = load_preferences(write_jsonl(tmp_path / "odd.jsonl", rows))
     assert len(pairs) == 4
@@ -215,11 +241,17 @@ def test_warns_about_identical_and_invisible_pairs(tmp_path, caplog):
 
 @pytest.mark.parametrize(
     "rows,message",
-    [([{"text": "a", "label": 1}], r"missing columns .*found \['label', 'text'\]"),
-     ([{"prompt": "p", "chosen": "a", "rejected": "b", "score_chosen": 1.0, "score_rejected": None}],
-      "row 0: field 'score_rejected' is not a finite number"),
-     ([{"chosen": "a", "rejected": "b"}, {"chosen": "a", "rejected": ""}, {"chosen": "", "rejected": "b"}],
-      r"row 1: field 'rejected' is empty \(1 more row\(s\) with errors\)")],
+    [
+        ([{"text": "a", "label": 1}], r"missing columns .*found \['label', 'text'\]"),
+        (
+            [{"prompt": "p", "chosen": "a", "rejected": "b", "score_chosen": 1.0, "score_rejected": None}],
+            "row 0: field 'score_rejected' is not a finite number",
+        ),
+        (
+            [{"chosen": "a", "rejected": "b"}, {"chosen": "a", "rejected": ""}, {"chosen": "", "rejected": "b"}],
+            r"row 1: field 'rejected' is empty \(1 more row\(s\) with errors\)",
+        ),
+    ],
 )
 def test_error_lines_in_a_repository(tmp_path, rows, message):
     write_parquet(tmp_path / "repo" / "data" / "train-00000-of-00001.parquet", rows)
@@ -239,7 +271,10 @@ def test_missing_local_path_and_unreachable_hub_id(tmp_path):
 def test_fingerprint_is_a_content_hash_across_load_paths(tmp_path):
     import hashlib
 
-    rows = [{"prompt": "p", "chosen": "good ü", "rejected": "bad"}, {"prompt": "q", "chosen": "yes", "rejected": "no \"x\""}]
+    rows = [
+        {"prompt": "p", "chosen": "good ü", "rejected": "bad"},
+        {"prompt": "q", "chosen": "yes", "rejected": 'no "x"'},
+    ]
     from_jsonl = load_preferences(write_jsonl(tmp_path / "a.jsonl", rows))
     from_parquet = load_preferences(str(write_parquet(tmp_path / "b.parquet", rows)))
     from_csv = tmp_path / "c.csv"
@@ -259,10 +294,28 @@ def test_cli_data_config_and_columns(tmp_path, capsys):
 
     repo = tmp_path / "repo"
     (repo / "v2").mkdir(parents=True)
-    write_jsonl(repo / "v2" / "train.jsonl", [{"question": f"q{i}", "good": f"a fine answer {i}", "bad": "no"} for i in range(4)])
-    (repo / "README.md").write_text("---\nconfigs:\n- config_name: v2\n  data_files:\n  - split: train\n    path: v2/train.jsonl\n---\n")
-    argv = ["constraints", "--data", str(repo), "--data-config", "v2", "--split", "train[:3]", "--method", "length",
-            "--unit", "words", "--output", str(tmp_path / "out")]
+    write_jsonl(
+        repo / "v2" / "train.jsonl",
+        [{"question": f"q{i}", "good": f"a fine answer {i}", "bad": "no"} for i in range(4)],
+    )
+    (repo / "README.md").write_text(
+        "---\nconfigs:\n- config_name: v2\n  data_files:\n  - split: train\n    path: v2/train.jsonl\n---\n"
+    )
+    argv = [
+        "constraints",
+        "--data",
+        str(repo),
+        "--data-config",
+        "v2",
+        "--split",
+        "train[:3]",
+        "--method",
+        "length",
+        "--unit",
+        "words",
+        "--output",
+        str(tmp_path / "out"),
+    ]
     assert main([*argv, "--columns", "chosen=good,rejected=bad,prompt=question"]) == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["pairs"] == 3 and summary["similarity"]["mean"] == 0.25  # 1 word ("no") vs 4 ("a fine answer i")

@@ -11,16 +11,37 @@ from pcrm.console import data_summary
 from pcrm.data import LoadReport, load_preferences
 from tests.rm_fixtures import tiny_reward_model, write_jsonl, slow
 
-HH = [{"chosen": f"\n\nHuman: hi {i}\n\nAssistant: hello\n\nHuman: and then?\n\nAssistant: yes, {i} times",
-       "rejected": f"\n\nHuman: hi {i}\n\nAssistant: hello\n\nHuman: and then?\n\nAssistant: no"} for i in range(4)]
-CONVERSATIONS = [{"prompt": [{"role": "user", "content": f"question {i}?"}],
-                  "chosen": [{"role": "assistant", "content": "a good answer"}],
-                  "rejected": [{"role": "assistant", "content": "bad"}]} for i in range(4)]
+HH = [
+    {
+        "chosen": f"\n\nHuman: hi {i}\n\nAssistant: hello\n\nHuman: and then?\n\nAssistant: yes, {i} times",
+        "rejected": f"\n\nHuman: hi {i}\n\nAssistant: hello\n\nHuman: and then?\n\nAssistant: no",
+    }
+    for i in range(4)
+]
+CONVERSATIONS = [
+    {
+        "prompt": [{"role": "user", "content": f"question {i}?"}],
+        "chosen": [{"role": "assistant", "content": "a good answer"}],
+        "rejected": [{"role": "assistant", "content": "bad"}],
+    }
+    for i in range(4)
+]
 
 
 def _summary(capsys, tmp_path, data, *extra) -> list[str]:
     capsys.readouterr()
-    argv = ["constraints", "--data", str(data), "--method", "length", "--unit", "words", "--output", str(tmp_path / "c"), *extra]
+    argv = [
+        "constraints",
+        "--data",
+        str(data),
+        "--method",
+        "length",
+        "--unit",
+        "words",
+        "--output",
+        str(tmp_path / "c"),
+        *extra,
+    ]
     assert main(argv) == 0
     captured = capsys.readouterr()
     out = captured.out.splitlines()
@@ -31,21 +52,30 @@ def _summary(capsys, tmp_path, data, *extra) -> list[str]:
 
 def test_summary_of_an_implicit_prompt_hh_file(tmp_path, capsys):
     lines, _ = _summary(capsys, tmp_path, write_jsonl(tmp_path / "hh.jsonl", HH))
-    assert lines[0] == f'data: {tmp_path / "hh.jsonl"}: pairs, standard (text), implicit prompt, extracted at the last shared "\\n\\nAssistant:"'
+    assert (
+        lines[0]
+        == f'data: {tmp_path / "hh.jsonl"}: pairs, standard (text), implicit prompt, extracted at the last shared "\\n\\nAssistant:"'
+    )
     assert lines[1:] == ["  4 rows read; 4 pairs", "  used: 4 pairs: similarity and δ* (length) of each"]
-    assert load_preferences(str(tmp_path / "hh.jsonl"))[0]["chosen"] == " yes, 0 times"  # what the summary says was done
+    assert (
+        load_preferences(str(tmp_path / "hh.jsonl"))[0]["chosen"] == " yes, 0 times"
+    )  # what the summary says was done
 
 
 def test_summary_of_a_conversational_file(tmp_path, capsys):
     lines, _ = _summary(capsys, tmp_path, write_jsonl(tmp_path / "conv.jsonl", CONVERSATIONS))
-    assert lines[0].endswith(": pairs, conversational (messages, rendered with the chat template), explicit prompt (column 'prompt')")
+    assert lines[0].endswith(
+        ": pairs, conversational (messages, rendered with the chat template), explicit prompt (column 'prompt')"
+    )
     assert len(lines) <= 6
 
 
 def test_summary_counts_dropped_rows_once_and_no_warning_repeats_them(tmp_path, capsys):
     lines, everything = _summary(capsys, tmp_path, "hh-rlhf-harmless", "--split", "test")
-    assert lines[:2] == ["data: hh-rlhf-harmless [test]: pairs, standard (text), explicit prompt (column 'prompt')",
-                         "  500 rows read, 2 dropped (2 with an empty response); 498 pairs"]
+    assert lines[:2] == [
+        "data: hh-rlhf-harmless [test]: pairs, standard (text), explicit prompt (column 'prompt')",
+        "  500 rows read, 2 dropped (2 with an empty response); 498 pairs",
+    ]
     assert everything.count("with an empty response") == 1  # the summary says it; no warning besides
 
 
@@ -55,7 +85,10 @@ def test_summaries_of_other_layouts():
     load_preferences(__import__("datasets").Dataset.from_list(rows), report=report)
     assert report.layout == "ranked (prompt, responses, scores), expanded to ordered pairs"
     assert report.flagged == {"tied response pairs not expanded": 1} and report.pairs == 2
-    scored = [{"prompt": "q", "chosen": "a", "rejected": "b", "score_chosen": s, "score_rejected": 1.0} for s in (0.0, 1.0, 2.0)]
+    scored = [
+        {"prompt": "q", "chosen": "a", "rejected": "b", "score_chosen": s, "score_rejected": 1.0}
+        for s in (0.0, 1.0, 2.0)
+    ]
     report = LoadReport()
     load_preferences(__import__("datasets").Dataset.from_list(scored), report=report)
     assert report.dropped == {"with equal scores": 1} and report.flagged == {"swapped (chosen scored lower)": 1}
@@ -63,7 +96,8 @@ def test_summaries_of_other_layouts():
         "data: dataset: pairs with scores, standard (text), explicit prompt (column 'prompt')",
         "  3 rows read, 1 dropped (1 with equal scores); 2 pairs",
         "  kept: 1 swapped (chosen scored lower)",
-        "  used: 2 pairs for training; 1 truncated at 8 tokens (the prompt's start cut)"]
+        "  used: 2 pairs for training; 1 truncated at 8 tokens (the prompt's start cut)",
+    ]
     assert data_summary(report, "the probe", seen=True) == ["data: dataset (as above)", "  used: the probe"]
 
 
@@ -79,9 +113,16 @@ def policies(tmp_path_factory, tiny_tokenizer_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
     for seed in (0, 1):
         torch.manual_seed(seed)
-        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                             num_key_value_heads=2, intermediate_size=64, pad_token_id=tokenizer.pad_token_id,
-                             eos_token_id=tokenizer.eos_token_id)
+        config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            intermediate_size=64,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
         LlamaForCausalLM(config).save_pretrained(root / f"policy{seed}")
         tokenizer.save_pretrained(root / f"policy{seed}")
     tiny_reward_model(root / "judge", seed=1)
@@ -98,10 +139,35 @@ def _rendered(folder, titles):
 
 def test_report_of_an_align_folder(policies, tiny_rm_dir, tmp_path, capsys):
     out = tmp_path / "bon"
-    argv = ["align", "--method", "bon", "--policy", str(policies / "policy0"), "--reward-model", str(tiny_rm_dir),
-            "--judge", str(policies / "judge"), "--data", str(policies / "prompts.jsonl"), "--eval-split", "train",
-            "--prompts", "2", "--n", "1", "--n", "2", "--max-new-tokens", "4", "--batch-size", "2", "--bootstrap", "20",
-            "--output", str(out)]
+    argv = [
+        "align",
+        "--method",
+        "bon",
+        "--policy",
+        str(policies / "policy0"),
+        "--reward-model",
+        str(tiny_rm_dir),
+        "--judge",
+        str(policies / "judge"),
+        "--data",
+        str(policies / "prompts.jsonl"),
+        "--eval-split",
+        "train",
+        "--prompts",
+        "2",
+        "--n",
+        "1",
+        "--n",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--batch-size",
+        "2",
+        "--bootstrap",
+        "20",
+        "--output",
+        str(out),
+    ]
     assert main(argv) == 0
     assert "  used: 2 distinct prompts for best-of-N (held-out)" in capsys.readouterr().out
     assert main(["report", "--input", str(out)]) == 0
@@ -113,10 +179,33 @@ def test_report_of_an_align_folder(policies, tiny_rm_dir, tmp_path, capsys):
 
 def test_report_of_an_evaluate_policy_folder_and_its_report_option(policies, tmp_path, capsys):
     out = tmp_path / "policy-eval"
-    argv = ["evaluate-policy", "--policy", str(policies / "policy1"), "--reference", str(policies / "policy0"),
-            "--judge", str(policies / "judge"), "--data", str(policies / "prompts.jsonl"), "--split", "train",
-            "--pairs", "2", "--prompts", "2", "--max-length", "64", "--max-new-tokens", "4", "--bootstrap", "20",
-            "--output", str(out), "--report", str(tmp_path / "evaluate")]
+    argv = [
+        "evaluate-policy",
+        "--policy",
+        str(policies / "policy1"),
+        "--reference",
+        str(policies / "policy0"),
+        "--judge",
+        str(policies / "judge"),
+        "--data",
+        str(policies / "prompts.jsonl"),
+        "--split",
+        "train",
+        "--pairs",
+        "2",
+        "--prompts",
+        "2",
+        "--max-length",
+        "64",
+        "--max-new-tokens",
+        "4",
+        "--bootstrap",
+        "20",
+        "--output",
+        str(out),
+        "--report",
+        str(tmp_path / "evaluate"),
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "  used: held-out: 2 pairs for the implicit rewards, 2 prompts for responses" in printed
@@ -131,10 +220,29 @@ def test_report_of_an_evaluate_policy_folder_and_its_report_option(policies, tmp
 @slow("a tiny reproduce, about 60 s")
 def test_a_multi_step_command_says_each_dropped_count_once(tiny_rm_dir, tmp_path, capsys):
     """reproduce loads the bundled test split per training and again to evaluate: one summary, no repeated warning."""
-    argv = ["reproduce", "--model", str(tiny_rm_dir), "--methods", "bt", "--seeds", "0", "--seeds", "1", "--max-pairs", "8",
-            "--max-length", "32", "--output", str(tmp_path / "repro"), "--no-progress"]
+    argv = [
+        "reproduce",
+        "--model",
+        str(tiny_rm_dir),
+        "--methods",
+        "bt",
+        "--seeds",
+        "0",
+        "--seeds",
+        "1",
+        "--max-pairs",
+        "8",
+        "--max-length",
+        "32",
+        "--output",
+        str(tmp_path / "repro"),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     captured = capsys.readouterr()
     everything = captured.out + captured.err
     assert everything.count("2 with an empty response") == 1 and "pair(s) with an empty response" not in everything
-    assert "data: hh-rlhf-harmless [test] (as above)\n  used: 498 pairs (996 responses) scored by 2 reward model(s)" in captured.out
+    assert (
+        "data: hh-rlhf-harmless [test] (as above)\n  used: 498 pairs (996 responses) scored by 2 reward model(s)"
+        in captured.out
+    )

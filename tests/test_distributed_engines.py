@@ -26,13 +26,19 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "pcrm" / "configs"
 SLOW = bool(os.environ.get("CI") or os.environ.get("PCRM_SLOW"))
 
-cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="CPU behaviour of the configs (on GPUs they shard for real)")
+cpu_only = pytest.mark.skipif(
+    torch.cuda.is_available(), reason="CPU behaviour of the configs (on GPUs they shard for real)"
+)
 needs_deepspeed = pytest.mark.skipif(
     importlib.util.find_spec("deepspeed") is None,
-    reason="deepspeed is not installed: .venv/bin/pip install -c constraints.txt -e '.[deepspeed]' (scripts/setup.sh does)")
-slow = [pytest.mark.slow, pytest.mark.skipif(not SLOW, reason="two DeepSpeed processes and a reference run, 25-60 s each on 2 CPU cores: CI or PCRM_SLOW=1")]
-
-
+    reason="deepspeed is not installed: .venv/bin/pip install -c constraints.txt -e '.[deepspeed]' (scripts/setup.sh does)",
+)
+slow = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not SLOW, reason="two DeepSpeed processes and a reference run, 25-60 s each on 2 CPU cores: CI or PCRM_SLOW=1"
+    ),
+]
 
 
 def _launch(args: list[str], timeout: int = 420) -> subprocess.CompletedProcess:
@@ -41,8 +47,9 @@ def _launch(args: list[str], timeout: int = 420) -> subprocess.CompletedProcess:
     # DS_ACCELERATOR: DeepSpeed would pick the CPU by itself here; said explicitly so a stray GPU build cannot change it.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
     command = [sys.executable, "-m", "accelerate.commands.launch", "--main_process_port", str(free_port()), *args]
-    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     try:
         output, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -57,25 +64,54 @@ def pairs(tmp_path_factory) -> Path:
     from tests.conftest import PAIRS
     from tests.rm_fixtures import write_jsonl
 
-    return write_jsonl(tmp_path_factory.mktemp("pairs") / "pairs.jsonl",
-                       [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in PAIRS])
+    return write_jsonl(
+        tmp_path_factory.mktemp("pairs") / "pairs.jsonl",
+        [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in PAIRS],
+    )
 
 
 @pytest.fixture(scope="module")
 def one_process(tiny_rm_dir, pairs, tmp_path_factory) -> dict:
     """The reference: the same command in one plain process with 4 pairs a step."""
     output = tmp_path_factory.mktemp("one") / "rm"
-    run = subprocess.run([sys.executable, "-m", "pcrm.cli", *_train_rm(tiny_rm_dir, pairs, output), "--batch-size", "4"],
-                         cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "pcrm.cli", *_train_rm(tiny_rm_dir, pairs, output), "--batch-size", "4"],
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return load_file(output / "model.safetensors")
 
 
 def _train_rm(model: Path, pairs: Path, output: Path) -> list[str]:
     # three steps of a global batch of 4 pairs: 2 processes x 2 pairs, or 1 process x 4 pairs
-    return ["train-rm", "--model", str(model), "--data", str(pairs), "--eval-data", str(pairs), "--eval-split", "train",
-            "--method", "length", "--unit", "chars", "--max-steps", "3", "--learning-rate", "1e-3", "--sampler", "sequential",
-            "--no-progress", "--output", str(output)]
+    return [
+        "train-rm",
+        "--model",
+        str(model),
+        "--data",
+        str(pairs),
+        "--eval-data",
+        str(pairs),
+        "--eval-split",
+        "train",
+        "--method",
+        "length",
+        "--unit",
+        "chars",
+        "--max-steps",
+        "3",
+        "--learning-rate",
+        "1e-3",
+        "--sampler",
+        "sequential",
+        "--no-progress",
+        "--output",
+        str(output),
+    ]
 
 
 def _compare(actual: dict, expected: dict, initial: dict) -> None:
@@ -94,7 +130,9 @@ def _compare(actual: dict, expected: dict, initial: dict) -> None:
     assert largest > 0
     for name in names:
         assert actual[name].dtype == torch.float32, name
-        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0.1 * largest, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(
+            actual[name], expected[name], rtol=0, atol=0.1 * largest, msg=lambda m: f"{name}: {m}"
+        )
     difference = torch.cat([(actual[n] - expected[n]).flatten() for n in names]).norm()
     update = torch.cat([(expected[n] - initial[n]).flatten() for n in names]).norm()
     assert difference / update < 5e-3, f"difference / update = {difference / update:.3g}"
@@ -107,20 +145,54 @@ def test_deepspeed_on_two_cpu_processes_matches_one_process(engine, tiny_rm_dir,
     """The shipped config as is, but 2 processes and fp32; the held-out evaluation runs too (on rank 0 alone: under
     ZeRO-3 it once waited forever on a collective from the encoder's from_pretrained)."""
     output = tmp_path / engine
-    run = _launch(["--config_file", str(CONFIGS / f"{engine}.yaml"), "--num_processes", "2", "--mixed_precision", "no",
-                   "-m", "pcrm.cli", *_train_rm(tiny_rm_dir, pairs, output), "--batch-size", "2"])
+    run = _launch(
+        [
+            "--config_file",
+            str(CONFIGS / f"{engine}.yaml"),
+            "--num_processes",
+            "2",
+            "--mixed_precision",
+            "no",
+            "-m",
+            "pcrm.cli",
+            *_train_rm(tiny_rm_dir, pairs, output),
+            "--batch-size",
+            "2",
+        ]
+    )
     assert run.returncode == 0, run.stdout[-4000:]
     assert "held-out (8 pairs)" in run.stdout
     _compare(load_file(output / "model.safetensors"), one_process, load_file(tiny_rm_dir / "model.safetensors"))
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SLOW, reason="a real accelerate launch, about 10 s (the in-process refusal test runs by default): CI or PCRM_SLOW=1")
+@pytest.mark.skipif(
+    not SLOW,
+    reason="a real accelerate launch, about 10 s (the in-process refusal test runs by default): CI or PCRM_SLOW=1",
+)
 @cpu_only
 def test_fsdp_config_refuses_on_cpu_with_one_line(tiny_rm_dir, pairs, tmp_path):
     output = tmp_path / "fsdp"
-    run = _launch(["--config_file", str(CONFIGS / "fsdp.yaml"), "--num_processes", "1", "-m", "pcrm.cli", "train-rm",
-                   "--model", str(tiny_rm_dir), "--data", str(pairs), "--max-steps", "1", "--output", str(output)], timeout=300)
+    run = _launch(
+        [
+            "--config_file",
+            str(CONFIGS / "fsdp.yaml"),
+            "--num_processes",
+            "1",
+            "-m",
+            "pcrm.cli",
+            "train-rm",
+            "--model",
+            str(tiny_rm_dir),
+            "--data",
+            str(pairs),
+            "--max-steps",
+            "1",
+            "--output",
+            str(output),
+        ],
+        timeout=300,
+    )
     assert run.returncode != 0  # torchrun reports the failed worker (exit 1) after pcrm's line
     errors = [line for line in run.stdout.splitlines() if line.startswith("pcrm train-rm: error:")]
     assert len(errors) == 1 and "FSDP needs CUDA GPUs" in errors[0] and "zero2.yaml" in errors[0], run.stdout[-3000:]
@@ -134,5 +206,9 @@ def test_fsdp_request_on_cpu_refused_before_anything_is_written(tiny_rm_dir, pai
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what `accelerate launch` sets for an FSDP config
     output = tmp_path / "fsdp"
     with pytest.raises(PcrmError, match="FSDP needs CUDA GPUs"):
-        train(Config(model=str(tiny_rm_dir), data=str(pairs), output=str(output), method="bt", max_steps=1, progress=False))
+        train(
+            Config(
+                model=str(tiny_rm_dir), data=str(pairs), output=str(output), method="bt", max_steps=1, progress=False
+            )
+        )
     assert not output.exists()

@@ -24,11 +24,20 @@ def _tiny_models(root):
     from transformers import ByT5Tokenizer, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
     tokenizer = ByT5Tokenizer()
-    config = dict(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                  num_key_value_heads=2, intermediate_size=64, pad_token_id=tokenizer.pad_token_id)
+    config = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(0)
-    for name, model in (("policy", LlamaForCausalLM(LlamaConfig(**config))),
-                        ("judge", LlamaForSequenceClassification(LlamaConfig(**config, num_labels=1)))):
+    for name, model in (
+        ("policy", LlamaForCausalLM(LlamaConfig(**config))),
+        ("judge", LlamaForSequenceClassification(LlamaConfig(**config, num_labels=1))),
+    ):
         model.save_pretrained(root / name)
         tokenizer.save_pretrained(root / name)
     rows = [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in PAIRS]
@@ -91,7 +100,13 @@ def test_plain_dpo_and_pcrm_outputs(tiny):
     assert plain["prior"] is None and "constraints" not in plain["data"]
     steps = [e for e in json.loads((tiny / "dpo" / "log_history.json").read_text()) if "loss/base" in e]
     assert len(steps) == 2 and all(e["loss/constraint"] == 0 for e in steps)
-    assert {"rewards/accuracies", "rewards/margins", "rewards/margins_std", "logps/chosen_drift", "logps/rejected_drift"} <= set(steps[0])
+    assert {
+        "rewards/accuracies",
+        "rewards/margins",
+        "rewards/margins_std",
+        "logps/chosen_drift",
+        "logps/rejected_drift",
+    } <= set(steps[0])
     fixed = json.loads((tiny / "fixed" / "pcrm_config.json").read_text())
     assert fixed["data"]["constraints"]["delta"]["mean"] == pytest.approx(2.5)
     AutoModelForCausalLM.from_pretrained(tiny / "fixed")
@@ -108,11 +123,22 @@ def test_delta_reaches_the_loss_but_not_the_model(tiny, monkeypatch):
 
     monkeypatch.setenv("PCRM_CACHE", str(tiny / "cache"))
     rows = [{"prompt": p, "chosen": c, "rejected": r, "delta": 0.5 + i} for i, (p, c, r) in enumerate(PAIRS)]
-    args = DPOConfig(output_dir=str(tiny / "unused"), beta=0.2, max_length=64, per_device_train_batch_size=4,
-                     precompute_ref_log_probs=True, bf16=False, report_to="none")
+    args = DPOConfig(
+        output_dir=str(tiny / "unused"),
+        beta=0.2,
+        max_length=64,
+        per_device_train_batch_size=4,
+        precompute_ref_log_probs=True,
+        bf16=False,
+        report_to="none",
+    )
     model = load_causal_lm(tiny / "policy")
-    trainer = PcrmDPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                             processing_class=AutoTokenizer.from_pretrained(tiny / "policy"))
+    trainer = PcrmDPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=AutoTokenizer.from_pretrained(tiny / "policy"),
+    )
     batch = next(iter(trainer.get_train_dataloader()))
     assert batch["delta"].shape == (4,)
     seen = []
@@ -169,24 +195,54 @@ def test_train_dpo_bad_input(tiny, tmp_path, capsys, extra, message):
 
 def test_train_dpo_missing_column(tiny, tmp_path, capsys):
     (tmp_path / "bad.jsonl").write_text(json.dumps({"prompt": "q", "chosen": "a"}) + "\n")
-    err = _error(capsys, ["train-dpo", *_base(tiny), "--data", str(tmp_path / "bad.jsonl"), "--output", str(tmp_path / "out")])
+    err = _error(
+        capsys, ["train-dpo", *_base(tiny), "--data", str(tmp_path / "bad.jsonl"), "--output", str(tmp_path / "out")]
+    )
     assert "missing columns" in err
 
 
 def test_evaluate_policy(tiny, tmp_path, monkeypatch):
     monkeypatch.setenv("PCRM_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "eval"
-    argv = ["evaluate-policy", "--policy", str(tiny / "fixed"), "--baseline", str(tiny / "dpo"), "--reference", str(tiny / "policy"),
-            "--judge", str(tiny / "judge"), "--data", str(tiny / "pairs.jsonl"), "--split", "train", "--pairs", "6",
-            "--prompts", "3", "--max-length", "64", "--max-new-tokens", "4", "--temperature", "1", "--output", str(out)]
+    argv = [
+        "evaluate-policy",
+        "--policy",
+        str(tiny / "fixed"),
+        "--baseline",
+        str(tiny / "dpo"),
+        "--reference",
+        str(tiny / "policy"),
+        "--judge",
+        str(tiny / "judge"),
+        "--data",
+        str(tiny / "pairs.jsonl"),
+        "--split",
+        "train",
+        "--pairs",
+        "6",
+        "--prompts",
+        "3",
+        "--max-length",
+        "64",
+        "--max-new-tokens",
+        "4",
+        "--temperature",
+        "1",
+        "--output",
+        str(out),
+    ]
     assert main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert (metrics["pairs"], metrics["prompts"]) == (6, 3)
     start, baseline, policy = metrics["policies"]
-    assert "implicit" not in start and policy["implicit"]["accuracy"] * 6 == pytest.approx(round(policy["implicit"]["accuracy"] * 6))  # 6 pairs
+    assert "implicit" not in start and policy["implicit"]["accuracy"] * 6 == pytest.approx(
+        round(policy["implicit"]["accuracy"] * 6)
+    )  # 6 pairs
     assert policy["method"] == "fixed" and policy["implicit"]["beta"] == 0.1
     for rate in (baseline["win_rate_vs_reference"], policy["win_rate_vs_reference"], policy["win_rate_vs_baseline"]):
-        assert rate["ci_low"] <= rate["rate"] <= rate["ci_high"] and rate["rate"] * 6 == pytest.approx(round(rate["rate"] * 6))  # 3 prompts, ties ½
+        assert rate["ci_low"] <= rate["rate"] <= rate["ci_high"] and rate["rate"] * 6 == pytest.approx(
+            round(rate["rate"] * 6)
+        )  # 3 prompts, ties ½
     assert len((out / "responses.jsonl").read_text().splitlines()) == 9
     assert (out / "table.md").read_text().count("\n") == 5
 
@@ -200,8 +256,11 @@ def test_win_rate_counts_ties_as_half():
 
 @pytest.mark.parametrize(
     "extra, message",
-    [([], "--policy is required"), (["--policy", "/nonexistent/policy"], "no such model directory"),
-     (["--policy", "x", "--temperature", "-1"], "--temperature must be >= 0")],
+    [
+        ([], "--policy is required"),
+        (["--policy", "/nonexistent/policy"], "no such model directory"),
+        (["--policy", "x", "--temperature", "-1"], "--temperature must be >= 0"),
+    ],
 )
 def test_evaluate_policy_bad_input(capsys, extra, message):
     err = _error(capsys, ["evaluate-policy", *extra])

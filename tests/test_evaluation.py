@@ -93,7 +93,9 @@ def test_reliability_and_ece_are_symmetric():
 def test_describe_and_margin_distribution():
     assert M.describe([1, 2, 3, 4, 5]) == {"mean": 3.0, "std": pytest.approx(math.sqrt(2)), "min": 1.0, "max": 5.0}
     quantiles = M.margin_distribution([1, 2, 3, 4, 5])
-    assert quantiles == pytest.approx({"mean": 3.0, "std": math.sqrt(2), "p5": 1.2, "p25": 2.0, "p50": 3.0, "p75": 4.0, "p95": 4.8})
+    assert quantiles == pytest.approx(
+        {"mean": 3.0, "std": math.sqrt(2), "p5": 1.2, "p25": 2.0, "p50": 3.0, "p75": 4.0, "p95": 4.8}
+    )
 
 
 def test_bootstrap_is_seeded_and_handles_degenerate_input():
@@ -149,8 +151,14 @@ def test_compute_metrics_on_ranked_data_resamples_prompts():
     human = rng.integers(1, 6, size=len(group)).astype(float)
     score = human * 0.3 + rng.normal(size=len(group))
     chosen, rejected = M.ranked_pairs(human, group)
-    arrays = {"score": score, "length": rng.integers(1, 50, size=len(group)), "human": human, "group": group,
-              "chosen": chosen, "rejected": rejected}
+    arrays = {
+        "score": score,
+        "length": rng.integers(1, 50, size=len(group)),
+        "human": human,
+        "group": group,
+        "chosen": chosen,
+        "rejected": rejected,
+    }
     m = M.compute_metrics(arrays, n_boot=300, seed=4)
     margin = score[chosen] - score[rejected]
     expected = _brute_force_cluster_ci(lambda x: np.mean((np.sign(x) + 1) / 2), margin, group[chosen], 300, 4)
@@ -176,7 +184,9 @@ def test_compute_metrics_on_fixed_pairwise_arrays():
     assert m["rank_correlation"]["spearman_per_prompt"] is None and m["rank_correlation"]["prompts_used"] is None
     assert m["margins"]["mean"] == pytest.approx(-2 / 3)  # margins 1, 0, −3
     assert m["priors"]["length"]["fraction_above_delta"]["value"] == pytest.approx(1 / 3)
-    assert m["priors"]["length"]["margin_similarity_spearman"]["value"] == pytest.approx(0.5)  # ranks (3,2,1) vs (2,3,1)
+    assert m["priors"]["length"]["margin_similarity_spearman"]["value"] == pytest.approx(
+        0.5
+    )  # ranks (3,2,1) vs (2,3,1)
     assert m["length_bias"]["accuracy_chosen_shorter"] == {"value": 1.0, "ci": None, "n": 1}
     assert m["length_bias"]["accuracy_chosen_longer"] == {"value": 0.0, "ci": None, "n": 1}
     assert [b["count"] for b in m["calibration"]["bins"]].count(0) == 5
@@ -193,7 +203,14 @@ def test_load_ranked_data_by_hand(tmp_path):
     assert data.kind == "ranked" and len(data.responses) == 9
     assert data.group.tolist() == [0, 0, 0, 1, 2, 2, 3, 3, 3]
     score = np.array([0.1, 0.3, 0.2, 9.0, 1.0, 2.0, 5.0, 5.0, 5.0])
-    arrays = {"score": score, "length": np.arange(9), "human": data.human, "group": data.group, "chosen": data.chosen, "rejected": data.rejected}
+    arrays = {
+        "score": score,
+        "length": np.arange(9),
+        "human": data.human,
+        "group": data.group,
+        "chosen": data.chosen,
+        "rejected": data.rejected,
+    }
     ranks = M.compute_metrics(arrays, n_boot=20)["rank_correlation"]
     assert ranks["spearman_per_prompt"]["value"] == pytest.approx(0.25)  # mean of 0.5 and 0
     assert ranks["kendall_per_prompt"]["value"] == pytest.approx(1 / 6)
@@ -221,7 +238,10 @@ def model_dir(tmp_path_factory):
 @pytest.fixture
 def files(tmp_path, monkeypatch):
     monkeypatch.setenv("PCRM_CACHE", str(tmp_path / "cache"))
-    return {"pairs": write_jsonl(tmp_path / "pairs.jsonl", PAIRS), "ranked": write_jsonl(tmp_path / "ranked.jsonl", RANKED)}
+    return {
+        "pairs": write_jsonl(tmp_path / "pairs.jsonl", PAIRS),
+        "ranked": write_jsonl(tmp_path / "ranked.jsonl", RANKED),
+    }
 
 
 def test_evaluate_end_to_end_and_cache(model_dir, files, tmp_path, monkeypatch, capsys):
@@ -248,8 +268,11 @@ def test_evaluate_end_to_end_and_cache(model_dir, files, tmp_path, monkeypatch, 
     stock = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     with torch.no_grad():
-        direct = [stock(**tokenizer(p["prompt"] + r, return_tensors="pt")).logits[0, 0].item()
-                  for p in PAIRS for r in (p["chosen"], p["rejected"])]
+        direct = [
+            stock(**tokenizer(p["prompt"] + r, return_tensors="pt")).logits[0, 0].item()
+            for p in PAIRS
+            for r in (p["chosen"], p["rejected"])
+        ]
     assert arrays["score"] == pytest.approx(direct, abs=1e-5)
     assert arrays["length"].tolist() == [len(r.encode()) for p in PAIRS for r in (p["chosen"], p["rejected"])]  # bytes
     margins = [direct[2 * i] - direct[2 * i + 1] for i in range(len(PAIRS))]
@@ -257,7 +280,11 @@ def test_evaluate_end_to_end_and_cache(model_dir, files, tmp_path, monkeypatch, 
     assert metrics["accuracy"]["value"] == pytest.approx(sum((m > 0) + 0.5 * (m == 0) for m in margins) / len(PAIRS))
     assert metrics["margins"]["mean"] == pytest.approx(sum(margins) / len(PAIRS), abs=1e-6)
     # length prior with the default βs (1, 0.001, −0.5) on byte lengths: δ* = 1/(s + 0.001) − 0.5
-    ratios = [min(len(p["chosen"].encode()), len(p["rejected"].encode())) / max(len(p["chosen"].encode()), len(p["rejected"].encode())) for p in PAIRS]
+    ratios = [
+        min(len(p["chosen"].encode()), len(p["rejected"].encode()))
+        / max(len(p["chosen"].encode()), len(p["rejected"].encode()))
+        for p in PAIRS
+    ]
     above = sum(m > 1 / (s + 0.001) - 0.5 for m, s in zip(margins, ratios)) / len(PAIRS)
     assert metrics["priors"]["length"]["fraction_above_delta"]["value"] == pytest.approx(above)
     assert metrics["priors"]["length"]["similarity_mean"] == pytest.approx(sum(ratios) / len(ratios), abs=1e-6)
@@ -274,15 +301,30 @@ def test_evaluate_end_to_end_and_cache(model_dir, files, tmp_path, monkeypatch, 
 
 
 def test_betas_come_from_pcrm_config(model_dir, files, tmp_path):
-    (model_dir / "pcrm_config.json").write_text(json.dumps({"method": "length", "beta1": 3.0, "beta2": 0.01, "beta3": -1.0}))
+    (model_dir / "pcrm_config.json").write_text(
+        json.dumps({"method": "length", "beta1": 3.0, "beta2": 0.01, "beta3": -1.0})
+    )
     try:
         from pcrm.commands.evaluate import Config, evaluate
 
-        summary = evaluate(Config(model=[str(model_dir)], data=[str(files["pairs"])], output=str(tmp_path / "e"), priors=["length"], bootstrap=0))
+        summary = evaluate(
+            Config(
+                model=[str(model_dir)],
+                data=[str(files["pairs"])],
+                output=str(tmp_path / "e"),
+                priors=["length"],
+                bootstrap=0,
+            )
+        )
     finally:
         (model_dir / "pcrm_config.json").unlink()
     prior = summary["results"][0]["metrics"]["priors"]["length"]
-    assert (prior["beta1"], prior["beta2"], prior["beta3"], prior["beta_source"]) == (3.0, 0.01, -1.0, "pcrm_config.json")
+    assert (prior["beta1"], prior["beta2"], prior["beta3"], prior["beta_source"]) == (
+        3.0,
+        0.01,
+        -1.0,
+        "pcrm_config.json",
+    )
     assert prior["fraction_above_delta"]["ci"] is None
 
 
@@ -298,7 +340,18 @@ def _error_line(capsys, argv) -> str:
 
 def test_model_without_config(tmp_path, files, capsys):
     (tmp_path / "empty").mkdir()
-    line = _error_line(capsys, ["evaluate", "--model", str(tmp_path / "empty"), "--data", str(files["pairs"]), "--output", str(tmp_path / "o")])
+    line = _error_line(
+        capsys,
+        [
+            "evaluate",
+            "--model",
+            str(tmp_path / "empty"),
+            "--data",
+            str(files["pairs"]),
+            "--output",
+            str(tmp_path / "o"),
+        ],
+    )
     assert line.startswith("pcrm evaluate: error:") and str(tmp_path / "empty") in line and "config.json" in line
 
 
@@ -306,7 +359,10 @@ def test_causal_lm_is_not_a_reward_model(tmp_path, files, capsys):
     from transformers import GPT2Config
 
     GPT2Config(n_layer=1, n_embd=8, n_head=2, architectures=["GPT2LMHeadModel"]).save_pretrained(tmp_path / "lm")
-    line = _error_line(capsys, ["evaluate", "--model", str(tmp_path / "lm"), "--data", str(files["pairs"]), "--output", str(tmp_path / "o")])
+    line = _error_line(
+        capsys,
+        ["evaluate", "--model", str(tmp_path / "lm"), "--data", str(files["pairs"]), "--output", str(tmp_path / "o")],
+    )
     assert str(tmp_path / "lm") in line and "not a reward model" in line and "GPT2LMHeadModel" in line
 
 
@@ -325,6 +381,8 @@ def test_missing_model_option(files, capsys):
 def test_bad_data(model_dir, files, tmp_path, capsys, content, message):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(content)
-    line = _error_line(capsys, ["evaluate", "--model", str(model_dir), "--data", str(bad), "--output", str(tmp_path / "o")])
+    line = _error_line(
+        capsys, ["evaluate", "--model", str(model_dir), "--data", str(bad), "--output", str(tmp_path / "o")]
+    )
     assert str(bad) in line and message in line
     assert not (tmp_path / "o").exists()

@@ -30,7 +30,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def tree_hashes(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def assert_whole_or_marked(output: Path) -> None:
@@ -51,14 +55,23 @@ def one_line_error(capsys, argv, message) -> str:
 
 
 def rm_options(**overrides) -> dict:
-    options = dict(method="bt", max_length=64, batch_size=2, learning_rate=1e-3, max_steps=6, save_steps=2, progress=False)
+    options = dict(
+        method="bt", max_length=64, batch_size=2, learning_rate=1e-3, max_steps=6, save_steps=2, progress=False
+    )
     options.update(overrides)
     return options
 
 
 def rm_config(tiny_rm_dir, pairs_file, output, **overrides) -> Config:
-    return Config(model=str(tiny_rm_dir), data=str(pairs_file), eval_data=str(pairs_file), eval_split="train", output=str(output),
-                  **rm_options(**overrides), prior=PriorOptions(unit="chars"))
+    return Config(
+        model=str(tiny_rm_dir),
+        data=str(pairs_file),
+        eval_data=str(pairs_file),
+        eval_split="train",
+        output=str(output),
+        **rm_options(**overrides),
+        prior=PriorOptions(unit="chars"),
+    )
 
 
 def weights(path: Path) -> dict:
@@ -73,11 +86,28 @@ def models(tmp_path_factory, tiny_rm_dir):
     root = tmp_path_factory.mktemp("faults")
     tokenizer = ByT5Tokenizer()
     torch.manual_seed(0)
-    LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                                 intermediate_size=32, max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id)).save_pretrained(root / "policy")
+    LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=256,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    ).save_pretrained(root / "policy")
     tokenizer.save_pretrained(root / "policy")
-    two = BertConfig(vocab_size=384, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, num_labels=2,
-                     architectures=["BertForSequenceClassification"])
+    two = BertConfig(
+        vocab_size=384,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=2,
+        architectures=["BertForSequenceClassification"],
+    )
     BertForSequenceClassification(two).save_pretrained(root / "two-labels")
     tokenizer.save_pretrained(root / "two-labels")
     truncated = root / "truncated"
@@ -144,20 +174,45 @@ CASES = [
 
 
 @pytest.mark.parametrize("command,extra,message", CASES, ids=[f"{c}-{' '.join(e)[:40]}" for c, e, _ in CASES])
-def test_bad_input_is_one_line_and_writes_nothing(models, tiny_rm_dir, pairs_file, tmp_path, capsys, command, extra, message):
+def test_bad_input_is_one_line_and_writes_nothing(
+    models, tiny_rm_dir, pairs_file, tmp_path, capsys, command, extra, message
+):
     fill = {"rm": str(tiny_rm_dir), "pairs": str(pairs_file), "root": str(models)}
     extra = [e.format(**fill) for e in extra]
     output = tmp_path / "out"
     base = {
-        RM: ["--model", str(tiny_rm_dir), "--data", str(pairs_file), "--eval-data", str(pairs_file), "--eval-split", "train",
-             "--max-length", "64", "--max-steps", "2", "--no-progress"],
+        RM: [
+            "--model",
+            str(tiny_rm_dir),
+            "--data",
+            str(pairs_file),
+            "--eval-data",
+            str(pairs_file),
+            "--eval-split",
+            "train",
+            "--max-length",
+            "64",
+            "--max-steps",
+            "2",
+            "--no-progress",
+        ],
         "constraints": ["--data", str(pairs_file), "--model", str(tiny_rm_dir)],
         "evaluate": ["--data", str(pairs_file), "--split", "train", "--bootstrap", "0"],
         "report": [],
         "train-dpo": ["--data", str(pairs_file), "--max-length", "64", "--method", "dpo"],
         "evaluate-policy": ["--reference", str(models / "policy"), "--data", str(pairs_file)],
-        "align": ["--policy", str(models / "policy"), "--data", str(pairs_file), "--max-new-tokens", "4", "--max-prompt-length", "32",
-                  "--max-length", "64"],
+        "align": [
+            "--policy",
+            str(models / "policy"),
+            "--data",
+            str(pairs_file),
+            "--max-new-tokens",
+            "4",
+            "--max-prompt-length",
+            "32",
+            "--max-length",
+            "64",
+        ],
     }[command]
     argv = [command, *base, *(["--output", str(output)] if "--output" not in extra else []), *extra]
     before = sorted(os.listdir(tmp_path))
@@ -166,7 +221,15 @@ def test_bad_input_is_one_line_and_writes_nothing(models, tiny_rm_dir, pairs_fil
 
 
 def test_debug_env_shows_the_traceback_and_bugs_are_not_hidden(tiny_rm_dir, pairs_file, tmp_path, capsys, monkeypatch):
-    argv = ["train-rm", "--model", str(tiny_rm_dir), "--data", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "o")]
+    argv = [
+        "train-rm",
+        "--model",
+        str(tiny_rm_dir),
+        "--data",
+        str(tmp_path / "missing.jsonl"),
+        "--output",
+        str(tmp_path / "o"),
+    ]
     monkeypatch.setenv("PCRM_DEBUG", "1")
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -196,8 +259,19 @@ def test_unwritable_output_parent_is_refused_before_writing(tiny_rm_dir, pairs_f
     parent = tmp_path / "ro"
     parent.mkdir()
     real_access = os.access
-    monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if Path(p) == parent else real_access(p, mode, *a, **k))
-    argv = ["train-rm", "--model", str(tiny_rm_dir), "--data", str(pairs_file), "--output", str(parent / "out"), "--no-progress"]
+    monkeypatch.setattr(
+        os, "access", lambda p, mode, *a, **k: False if Path(p) == parent else real_access(p, mode, *a, **k)
+    )
+    argv = [
+        "train-rm",
+        "--model",
+        str(tiny_rm_dir),
+        "--data",
+        str(pairs_file),
+        "--output",
+        str(parent / "out"),
+        "--no-progress",
+    ]
     one_line_error(capsys, argv, "is not writable")
     assert os.listdir(parent) == []
 
@@ -227,15 +301,29 @@ def _copy_good(good_output, tmp_path) -> Path:
 
 
 FAILURES = {
-    "enospc-final-save": ("save_pretrained", OSError(errno.ENOSPC, "No space left on device", "model.safetensors"), "no space left"),
-    "enospc-checkpoint": ("_save_optimizer_and_scheduler", OSError(errno.ENOSPC, "No space left on device", "optimizer.pt"), "no space left"),
-    "permission": ("save_pretrained", PermissionError(errno.EACCES, "Permission denied", "model.safetensors"), "Permission denied"),
+    "enospc-final-save": (
+        "save_pretrained",
+        OSError(errno.ENOSPC, "No space left on device", "model.safetensors"),
+        "no space left",
+    ),
+    "enospc-checkpoint": (
+        "_save_optimizer_and_scheduler",
+        OSError(errno.ENOSPC, "No space left on device", "optimizer.pt"),
+        "no space left",
+    ),
+    "permission": (
+        "save_pretrained",
+        PermissionError(errno.EACCES, "Permission denied", "model.safetensors"),
+        "Permission denied",
+    ),
     "non-finite-loss": (None, None, "non-finite loss"),
 }
 
 
 @pytest.mark.parametrize("failure", list(FAILURES))
-def test_a_failing_overwrite_never_costs_the_previous_output(good_output, tiny_rm_dir, tmp_path, capsys, monkeypatch, failure):
+def test_a_failing_overwrite_never_costs_the_previous_output(
+    good_output, tiny_rm_dir, tmp_path, capsys, monkeypatch, failure
+):
     from transformers import PreTrainedModel
 
     from pcrm.trainers.reward import PCRMRewardTrainer
@@ -255,9 +343,32 @@ def test_a_failing_overwrite_never_costs_the_previous_output(good_output, tiny_r
         monkeypatch.setattr(PreTrainedModel, "save_pretrained", failing)
     elif method:
         monkeypatch.setattr(PCRMRewardTrainer, method, lambda self, *a, **k: (_ for _ in ()).throw(error))
-    argv = ["train-rm", "--model", str(tiny_rm_dir), "--data", str(pairs), "--eval-data", str(pairs), "--eval-split", "train",
-            "--output", str(output), "--method", "bt", "--max-length", "64", "--batch-size", "2", "--max-steps", "4",
-            "--save-steps", "2", "--no-progress", "--overwrite", *extra]
+    argv = [
+        "train-rm",
+        "--model",
+        str(tiny_rm_dir),
+        "--data",
+        str(pairs),
+        "--eval-data",
+        str(pairs),
+        "--eval-split",
+        "train",
+        "--output",
+        str(output),
+        "--method",
+        "bt",
+        "--max-length",
+        "64",
+        "--batch-size",
+        "2",
+        "--max-steps",
+        "4",
+        "--save-steps",
+        "2",
+        "--no-progress",
+        "--overwrite",
+        *extra,
+    ]
     one_line_error(capsys, argv, message)
     assert tree_hashes(output) == hashes  # every file of the previous output, byte for byte
     new = tmp_path / ".rm.pcrm-new"
@@ -267,9 +378,17 @@ def test_a_failing_overwrite_never_costs_the_previous_output(good_output, tiny_r
 @contextlib.contextmanager
 def held_by_another_process(output, command: str):
     """Another process holding `output` as `command`'s folder (its lock and marker) while the block runs."""
-    holder = subprocess.Popen([sys.executable, "-c", "import time\nfrom pcrm.outputs import OutputFolder\n"
-                               f"held = OutputFolder({str(output)!r}, {command!r}).open(); print('held', flush=True); time.sleep(60)"],
-                              cwd=REPO, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\nfrom pcrm.outputs import OutputFolder\n"
+            f"held = OutputFolder({str(output)!r}, {command!r}).open(); print('held', flush=True); time.sleep(60)",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         yield holder
@@ -356,17 +475,26 @@ train(Config(**{config!r}))
 
 
 @pytest.mark.parametrize("where,resumed_from", [("mid-checkpoint", "checkpoint-2"), ("mid-final-save", "checkpoint-6")])
-def test_kill_9_mid_save_then_resume_matches_an_uninterrupted_run(good_output, tiny_rm_dir, tmp_path, capsys, where, resumed_from):
+def test_kill_9_mid_save_then_resume_matches_an_uninterrupted_run(
+    good_output, tiny_rm_dir, tmp_path, capsys, where, resumed_from
+):
     reference, pairs, _ = good_output
     output = tmp_path / "killed"
     config = rm_config(tiny_rm_dir, pairs, output)
     script = KILL_SCRIPT.format(where=where, config=dict(vars(config)))
-    proc = subprocess.run([sys.executable, "-c", "from pcrm.constraints import PriorOptions\n" + script], cwd=REPO,
-                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
+    proc = subprocess.run(
+        [sys.executable, "-c", "from pcrm.constraints import PriorOptions\n" + script],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())},
+    )
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert_whole_or_marked(output)
     assert (output / MARKER).exists()
-    one_line_error(capsys, ["train-rm", "--model", str(tiny_rm_dir), "--data", str(pairs), "--output", str(output)], "--overwrite")
+    one_line_error(
+        capsys, ["train-rm", "--model", str(tiny_rm_dir), "--data", str(pairs), "--output", str(output)], "--overwrite"
+    )
     config.resume = True
     result = train(config)
     out = capsys.readouterr().out
@@ -381,8 +509,11 @@ def test_kill_9_mid_save_then_resume_matches_an_uninterrupted_run(good_output, t
 def test_checkpoint_completeness(tmp_path):
     from pcrm.outputs import last_complete_checkpoint
 
-    for step, files in ((2, ("trainer_state.json", "model.safetensors", "optimizer.pt")), (4, ("model.safetensors", "optimizer.pt")),
-                        (6, ("trainer_state.json", "optimizer.pt"))):
+    for step, files in (
+        (2, ("trainer_state.json", "model.safetensors", "optimizer.pt")),
+        (4, ("model.safetensors", "optimizer.pt")),
+        (6, ("trainer_state.json", "optimizer.pt")),
+    ):
         folder = tmp_path / f"checkpoint-{step}"
         folder.mkdir()
         for name in files:
@@ -390,7 +521,11 @@ def test_checkpoint_completeness(tmp_path):
     (tmp_path / "checkpoint-8").mkdir()
     (tmp_path / "checkpoint-8" / "trainer_state.json").write_text('{"trunc')
     found, skipped = last_complete_checkpoint(tmp_path)
-    assert found.name == "checkpoint-2" and [p.name for p in skipped] == ["checkpoint-8", "checkpoint-6", "checkpoint-4"]
+    assert found.name == "checkpoint-2" and [p.name for p in skipped] == [
+        "checkpoint-8",
+        "checkpoint-6",
+        "checkpoint-4",
+    ]
 
 
 # -- 4. caches: keyed on content, verified on read, optional ----------------------------------------------
@@ -399,8 +534,22 @@ def test_checkpoint_completeness(tmp_path):
 def test_corrupt_and_unusable_caches_are_recomputed_with_a_warning(good_output, tmp_path, capsys, monkeypatch):
     reference, pairs, _ = good_output
     monkeypatch.setenv("PCRM_CACHE", str(tmp_path / "cache"))
-    argv = ["evaluate", "--model", str(reference), "--data", str(pairs), "--split", "train", "--bootstrap", "0", "--priors", "length",
-            "--output", str(tmp_path / "eval"), "--overwrite"]
+    argv = [
+        "evaluate",
+        "--model",
+        str(reference),
+        "--data",
+        str(pairs),
+        "--split",
+        "train",
+        "--bootstrap",
+        "0",
+        "--priors",
+        "length",
+        "--output",
+        str(tmp_path / "eval"),
+        "--overwrite",
+    ]
     assert main(argv) == 0
     first = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     (cached,) = (tmp_path / "cache" / "scores").glob("*.npz")
@@ -423,7 +572,16 @@ def test_corrupt_embedding_and_sample_caches(pairs_file, tmp_path, capsys, monke
     from pcrm.alignment.bon import _read_passes
 
     monkeypatch.setenv("PCRM_CACHE", str(tmp_path / "cache"))
-    argv = ["constraints", "--method", "cosine", "--data", str(pairs_file), "--output", str(tmp_path / "c"), "--overwrite"]
+    argv = [
+        "constraints",
+        "--method",
+        "cosine",
+        "--data",
+        str(pairs_file),
+        "--output",
+        str(tmp_path / "c"),
+        "--overwrite",
+    ]
     assert main(argv) == 0
     (cached,) = (tmp_path / "cache" / "embeddings").glob("*.npz")
     np.savez(cached, chosen=np.zeros((2, 3)), rejected=np.zeros((2, 3)))  # wrong number of rows
@@ -463,7 +621,9 @@ def test_same_seed_gives_bit_identical_weights(good_output, models, tmp_path):
 
     _, pairs, _ = good_output
     base = tmp_path / "base"
-    BertModel(BertConfig(vocab_size=384, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)).save_pretrained(base)
+    BertModel(
+        BertConfig(vocab_size=384, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    ).save_pretrained(base)
     ByT5Tokenizer().save_pretrained(base)
     for name in ("a", "b"):
         train(rm_config(base, pairs, tmp_path / name, max_steps=2, save_steps=50))

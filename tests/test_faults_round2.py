@@ -26,16 +26,29 @@ def hostile(tmp_path_factory, tiny_rm_dir):
     from transformers import BertConfig, BertForSequenceClassification, ByT5Tokenizer
 
     root = tmp_path_factory.mktemp("hostile")
-    yaml = {"lr-true": "learning_rate: true\n", "len-list": "max_length: [1, 2]\n", "len-float": "max_length: 12.7\n",
-            "model-null": "model: null\n", "model-string": "model: /x\n"}
+    yaml = {
+        "lr-true": "learning_rate: true\n",
+        "len-list": "max_length: [1, 2]\n",
+        "len-float": "max_length: 12.7\n",
+        "model-null": "model: null\n",
+        "model-string": "model: /x\n",
+    }
     for name, text in yaml.items():
         (root / f"{name}.yaml").write_text(text)
     (root / "latin1.yaml").write_bytes("title: café\n".encode("latin-1"))
     (root / "loop.jsonl").symlink_to(root / "loop.jsonl")
     (root / "empty.jsonl").write_text("")
     tokenizer = ByT5Tokenizer()
-    short = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                       max_position_embeddings=32, num_labels=1, pad_token_id=tokenizer.pad_token_id)
+    short = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     BertForSequenceClassification(short).save_pretrained(root / "short")
     tokenizer.save_pretrained(root / "short")
     shutil.copytree(tiny_rm_dir, root / "nopad")
@@ -58,8 +71,27 @@ def evaluation(tmp_path_factory, good_output):
     output = tmp_path_factory.mktemp("eval") / "eval"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PCRM_CACHE", str(output.parent / "cache"))
-        assert main(["evaluate", "--model", str(reference), "--data", str(pairs), "--split", "train", "--bootstrap", "0",
-                     "--priors", "length", "--output", str(output), "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "evaluate",
+                    "--model",
+                    str(reference),
+                    "--data",
+                    str(pairs),
+                    "--split",
+                    "train",
+                    "--bootstrap",
+                    "0",
+                    "--priors",
+                    "length",
+                    "--output",
+                    str(output),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
     return output
 
 
@@ -67,10 +99,25 @@ def evaluation(tmp_path_factory, good_output):
 
 CASES = [
     # (issue-18 case, command, extra options, expected message); {rm} {pairs} {root} {h} are filled in
-    ("random δ* < 0", "train-rm", ["--method", "random", "--random-low", "-1", "--random-high", "-0.5"], "--random-low must be > 0"),
-    ("YAML learning_rate: true", "train-rm", ["--config", "{h}/lr-true.yaml"], "learning_rate must be a number, got True"),
+    (
+        "random δ* < 0",
+        "train-rm",
+        ["--method", "random", "--random-low", "-1", "--random-high", "-0.5"],
+        "--random-low must be > 0",
+    ),
+    (
+        "YAML learning_rate: true",
+        "train-rm",
+        ["--config", "{h}/lr-true.yaml"],
+        "learning_rate must be a number, got True",
+    ),
     ("YAML max_length: [1, 2]", "train-rm", ["--config", "{h}/len-list.yaml"], "max_length must be a whole number"),
-    ("YAML max_length: 12.7", "train-rm", ["--config", "{h}/len-float.yaml"], "max_length must be a whole number, got 12.7"),
+    (
+        "YAML max_length: 12.7",
+        "train-rm",
+        ["--config", "{h}/len-float.yaml"],
+        "max_length must be a whole number, got 12.7",
+    ),
     ("YAML model: null", "train-rm", ["--config", "{h}/model-null.yaml"], "model must be a string, got null"),
     ("YAML string for a list", "evaluate", ["--config", "{h}/model-string.yaml"], "model must be a list"),
     ("Latin-1 YAML names the file", "report", ["--config", "{h}/latin1.yaml"], "latin1.yaml: not UTF-8"),
@@ -81,51 +128,142 @@ CASES = [
     ("evaluate --max-length 1", "evaluate", ["--model", "{rm}", "--max-length", "1"], "--max-length must be >= 2"),
     ("evaluate --device cuda without a GPU", "evaluate", ["--model", "{rm}", "--device", "cuda"], "no such device"),
     ("evaluate --device nonsense", "evaluate", ["--model", "{rm}", "--device", "gpu0"], "not a device"),
-    ("evaluate: positions < --max-length", "evaluate", ["--model", "{h}/short", "--max-length", "64"], "above the limit"),
+    (
+        "evaluate: positions < --max-length",
+        "evaluate",
+        ["--model", "{h}/short", "--max-length", "64"],
+        "above the limit",
+    ),
     ("evaluate: second model truncated", "evaluate", ["--model", "{rm}", "--model", "{root}/truncated"], "truncated"),
     ("evaluate: tokenizer cannot pad", "evaluate", ["--model", "{h}/nopad"], "no pad, eos or sep token"),
-    ("--suggest-from: positions < --max-length", "constraints", ["--method", "length", "--unit", "chars", "--suggest-from",
-                                                                 "{h}/short", "--max-length", "64"], "above the limit"),
-    ("train-dpo --batch-size 0", "train-dpo", ["--policy", "{root}/policy", "--batch-size", "0"], "--batch-size must be >= 1"),
+    (
+        "--suggest-from: positions < --max-length",
+        "constraints",
+        ["--method", "length", "--unit", "chars", "--suggest-from", "{h}/short", "--max-length", "64"],
+        "above the limit",
+    ),
+    (
+        "train-dpo --batch-size 0",
+        "train-dpo",
+        ["--policy", "{root}/policy", "--batch-size", "0"],
+        "--batch-size must be >= 1",
+    ),
     ("train-dpo --policy <a reward model>", "train-dpo", ["--policy", "{rm}"], "not a causal language model"),
-    ("evaluate-policy --judge <a causal LM>", "evaluate-policy", ["--policy", "{root}/policy", "--judge", "{root}/policy"],
-     "not a reward model"),
-    ("evaluate-policy --output <a file>", "evaluate-policy", ["--policy", "{root}/policy", "--output", "{root}/a-file"],
-     "is not a directory"),
-    ("align --policy <a reward model>", "align", ["--reward-model", "{rm}", "--policy", "{rm}"], "not a causal language model"),
-    ("align --report <not an evaluation>", "align", ["--reward-model", "{rm}", "--report", "{h}/mydocs"], "not a pcrm evaluate folder"),
-    ("overoptimization --score-batch-size 0", "overoptimization", ["--score-batch-size", "0"], "--score-batch-size must be >= 1"),
+    (
+        "evaluate-policy --judge <a causal LM>",
+        "evaluate-policy",
+        ["--policy", "{root}/policy", "--judge", "{root}/policy"],
+        "not a reward model",
+    ),
+    (
+        "evaluate-policy --output <a file>",
+        "evaluate-policy",
+        ["--policy", "{root}/policy", "--output", "{root}/a-file"],
+        "is not a directory",
+    ),
+    (
+        "align --policy <a reward model>",
+        "align",
+        ["--reward-model", "{rm}", "--policy", "{rm}"],
+        "not a causal language model",
+    ),
+    (
+        "align --report <not an evaluation>",
+        "align",
+        ["--reward-model", "{rm}", "--report", "{h}/mydocs"],
+        "not a pcrm evaluate folder",
+    ),
+    (
+        "overoptimization --score-batch-size 0",
+        "overoptimization",
+        ["--score-batch-size", "0"],
+        "--score-batch-size must be >= 1",
+    ),
     ("overoptimization --temperature -1", "overoptimization", ["--temperature", "-1"], "--temperature must be > 0"),
     ("reproduce --learning-rate 0", "reproduce", ["--learning-rate", "0"], "--learning-rate must be > 0"),
     # output folders: another command's or no command's output is neither replaced nor resumed
-    ("--overwrite of a user's folder", "train-rm", ["--overwrite", "--output", "{h}/mydocs"], "written by no pcrm command"),
-    ("--resume of a train-dpo output", "train-rm", ["--resume", "--output", "{h}/train-dpo"], "written by pcrm train-dpo"),
-    ("evaluate into a train-dpo output", "evaluate", ["--model", "{rm}", "--overwrite", "--output", "{h}/train-dpo"],
-     "written by pcrm train-dpo"),
-    ("constraints into a user's folder", "constraints", ["--overwrite", "--output", "{h}/mydocs"], "written by no pcrm command"),
+    (
+        "--overwrite of a user's folder",
+        "train-rm",
+        ["--overwrite", "--output", "{h}/mydocs"],
+        "written by no pcrm command",
+    ),
+    (
+        "--resume of a train-dpo output",
+        "train-rm",
+        ["--resume", "--output", "{h}/train-dpo"],
+        "written by pcrm train-dpo",
+    ),
+    (
+        "evaluate into a train-dpo output",
+        "evaluate",
+        ["--model", "{rm}", "--overwrite", "--output", "{h}/train-dpo"],
+        "written by pcrm train-dpo",
+    ),
+    (
+        "constraints into a user's folder",
+        "constraints",
+        ["--overwrite", "--output", "{h}/mydocs"],
+        "written by no pcrm command",
+    ),
     ("report --output into a user's folder", "report", ["--output", "{h}/mydocs"], "written by no pcrm command"),
-    ("evaluate-policy into a user's folder", "evaluate-policy", ["--policy", "{root}/policy", "--overwrite", "--output",
-                                                                 "{h}/mydocs"], "written by no pcrm command"),
-    ("align into an evaluate output", "align", ["--reward-model", "{rm}", "--overwrite", "--output", "{h}/evaluate"],
-     "written by pcrm evaluate"),
-    ("overoptimization into a user's folder", "overoptimization", ["--output", "{h}/mydocs"], "written by no pcrm command"),
+    (
+        "evaluate-policy into a user's folder",
+        "evaluate-policy",
+        ["--policy", "{root}/policy", "--overwrite", "--output", "{h}/mydocs"],
+        "written by no pcrm command",
+    ),
+    (
+        "align into an evaluate output",
+        "align",
+        ["--reward-model", "{rm}", "--overwrite", "--output", "{h}/evaluate"],
+        "written by pcrm evaluate",
+    ),
+    (
+        "overoptimization into a user's folder",
+        "overoptimization",
+        ["--output", "{h}/mydocs"],
+        "written by no pcrm command",
+    ),
     ("reproduce into an evaluate output", "reproduce", ["--output", "{h}/evaluate"], "written by pcrm evaluate"),
 ]
 
 
 @pytest.mark.parametrize("case,command,extra,message", CASES, ids=[c for c, *_ in CASES])
-def test_bad_input_round2(models, hostile, evaluation, tiny_rm_dir, pairs_file, tmp_path, capsys, case, command, extra, message):
+def test_bad_input_round2(
+    models, hostile, evaluation, tiny_rm_dir, pairs_file, tmp_path, capsys, case, command, extra, message
+):
     fill = {"rm": str(tiny_rm_dir), "pairs": str(pairs_file), "root": str(models), "h": str(hostile)}
     extra = [e.format(**fill) for e in extra]
     base = {
-        "train-rm": ["--model", str(tiny_rm_dir), "--data", str(pairs_file), "--max-length", "64", "--max-steps", "2", "--no-progress"],
+        "train-rm": [
+            "--model",
+            str(tiny_rm_dir),
+            "--data",
+            str(pairs_file),
+            "--max-length",
+            "64",
+            "--max-steps",
+            "2",
+            "--no-progress",
+        ],
         "constraints": ["--data", str(pairs_file), "--model", str(tiny_rm_dir)],
         "evaluate": ["--data", str(pairs_file), "--split", "train", "--bootstrap", "0"],
         "report": ["--input", str(evaluation)],
         "train-dpo": ["--data", str(pairs_file), "--max-length", "64", "--method", "dpo"],
         "evaluate-policy": ["--reference", str(models / "policy"), "--data", str(pairs_file)],
-        "align": ["--policy", str(models / "policy"), "--data", str(pairs_file), "--max-new-tokens", "4", "--max-prompt-length",
-                  "32", "--max-length", "64"],
+        "align": [
+            "--policy",
+            str(models / "policy"),
+            "--data",
+            str(pairs_file),
+            "--max-new-tokens",
+            "4",
+            "--max-prompt-length",
+            "32",
+            "--max-length",
+            "64",
+        ],
         "overoptimization": ["--quick", "--no-progress"],
         "reproduce": ["--quick", "--model", str(tiny_rm_dir), "--data", str(pairs_file), "--no-progress"],
     }[command]
@@ -140,9 +278,14 @@ def test_bad_input_round2(models, hostile, evaluation, tiny_rm_dir, pairs_file, 
 
 
 def test_no_pickle_anywhere_a_users_folder_reaches():
-    found = subprocess.run(["grep", "-rn", r"weights_only=False\|pickle", "pcrm/"], cwd=REPO, capture_output=True, text=True).stdout
-    assert [line for line in found.splitlines() if "allow_pickle=False" not in line and "without pickle" not in line
-            and "never code (pickle)" not in line] == []
+    found = subprocess.run(
+        ["grep", "-rn", r"weights_only=False\|pickle", "pcrm/"], cwd=REPO, capture_output=True, text=True
+    ).stdout
+    assert [
+        line
+        for line in found.splitlines()
+        if "allow_pickle=False" not in line and "without pickle" not in line and "never code (pickle)" not in line
+    ] == []
 
 
 def test_a_crafted_ppo_checkpoint_runs_no_code(tmp_path):
@@ -159,17 +302,32 @@ def test_a_crafted_ppo_checkpoint_runs_no_code(tmp_path):
     with pytest.raises(PcrmError, match="not a checkpoint written by pcrm"):
         load_state(tmp_path / "state.pt")
     assert not (tmp_path / "pwned").exists()
-    state = {"step": 2, "value_head": {"weight": torch.zeros(1, 4)}, "optimizer": {"state": {}, "param_groups": []},
-             "shaper": {"count": 3.0, "mean": 0.5, "m2": 1.0}}
+    state = {
+        "step": 2,
+        "value_head": {"weight": torch.zeros(1, 4)},
+        "optimizer": {"state": {}, "param_groups": []},
+        "shaper": {"count": 3.0, "mean": 0.5, "m2": 1.0},
+    }
     torch.save(state, tmp_path / "good.pt")
-    assert load_state(tmp_path / "good.pt")["shaper"] == state["shaper"]  # what save_checkpoint writes loads without pickle
+    assert (
+        load_state(tmp_path / "good.pt")["shaper"] == state["shaper"]
+    )  # what save_checkpoint writes loads without pickle
 
 
 def test_a_lock_file_link_is_refused_and_its_target_untouched(tiny_rm_dir, pairs_file, tmp_path, capsys):
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
     (tmp_path / ".rm.pcrm-lock").symlink_to(victim)
-    argv = ["train-rm", "--model", str(tiny_rm_dir), "--data", str(pairs_file), "--output", str(tmp_path / "rm"), "--no-progress"]
+    argv = [
+        "train-rm",
+        "--model",
+        str(tiny_rm_dir),
+        "--data",
+        str(pairs_file),
+        "--output",
+        str(tmp_path / "rm"),
+        "--no-progress",
+    ]
     one_line_error(capsys, argv, "is a symbolic link")
     assert victim.read_text() == "precious" and not (tmp_path / "rm").exists()
 
@@ -192,10 +350,14 @@ def test_a_marker_link_is_not_followed(tmp_path):
 
 def _section(folder: Path, images: list[str]) -> None:
     (folder / "sections").mkdir(exist_ok=True)
-    (folder / "sections" / "evil.json").write_text(json.dumps({"title": "Evil", "text": "", "rows": [], "images": images}))
+    (folder / "sections" / "evil.json").write_text(
+        json.dumps({"title": "Evil", "text": "", "rows": [], "images": images})
+    )
 
 
-@pytest.mark.parametrize("image", ["/etc/hostname", "../outside.png", "sections/link.png"], ids=["absolute", "dotdot", "link"])
+@pytest.mark.parametrize(
+    "image", ["/etc/hostname", "../outside.png", "sections/link.png"], ids=["absolute", "dotdot", "link"]
+)
 def test_report_sections_embed_only_files_inside_the_folder(evaluation, tmp_path, capsys, image):
     copy = tmp_path / "eval"
     shutil.copytree(evaluation, copy)
@@ -215,7 +377,10 @@ def test_add_section_copies_images_into_the_report_folder(evaluation, tmp_path):
     (tmp_path / "curve.png").write_bytes(PNG + b"curve")
     add_section(copy, "Added", images=[tmp_path / "curve.png"])
     stored = json.loads((copy / "sections" / "Added.json").read_text())
-    assert stored["images"] == ["sections/Added-0.png"] and (copy / "sections" / "Added-0.png").read_bytes() == PNG + b"curve"
+    assert (
+        stored["images"] == ["sections/Added-0.png"]
+        and (copy / "sections" / "Added-0.png").read_bytes() == PNG + b"curve"
+    )
     (tmp_path / "curve.png").unlink()
     assert "Added-0.png" in " ".join(write_report(copy)["images"])  # renders from its own copy
 
@@ -234,15 +399,41 @@ def test_markdown_is_escaped_like_the_html(evaluation, tmp_path):
 
 
 def _rm_argv(tiny_rm_dir, pairs, output, *extra):
-    return ["train-rm", "--model", str(tiny_rm_dir), "--data", str(pairs), "--eval-data", str(pairs), "--eval-split", "train",
-            "--output", str(output), "--method", "bt", "--max-length", "64", "--batch-size", "2", "--learning-rate", "1e-3",
-            "--save-steps", "2", "--no-progress", "--unit", "chars", *extra]
+    return [
+        "train-rm",
+        "--model",
+        str(tiny_rm_dir),
+        "--data",
+        str(pairs),
+        "--eval-data",
+        str(pairs),
+        "--eval-split",
+        "train",
+        "--output",
+        str(output),
+        "--method",
+        "bt",
+        "--max-length",
+        "64",
+        "--batch-size",
+        "2",
+        "--learning-rate",
+        "1e-3",
+        "--save-steps",
+        "2",
+        "--no-progress",
+        "--unit",
+        "chars",
+        *extra,
+    ]
 
 
 def test_resume_refuses_other_settings_naming_them(good_output, tiny_rm_dir, tmp_path, capsys):
     _, pairs, hashes = good_output
     output = _copy_good(good_output, tmp_path)
-    line = one_line_error(capsys, _rm_argv(tiny_rm_dir, pairs, output, "--resume", "--method", "length"), "cannot change on resume")
+    line = one_line_error(
+        capsys, _rm_argv(tiny_rm_dir, pairs, output, "--resume", "--method", "length"), "cannot change on resume"
+    )
     assert "--method 'bt' (now 'length')" in line
     assert tree_hashes(output) == hashes
 
@@ -257,15 +448,24 @@ def test_resume_continues_to_the_new_max_steps(good_output, tiny_rm_dir, tmp_pat
     assert not (tmp_path / ".rm.pcrm-new").exists()
 
 
-@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device", "model.safetensors"),
-                                   RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")],
-                         ids=["oserror", "torch-runtime-error"])
-def test_a_failed_resume_leaves_the_finished_output_byte_identical(good_output, tiny_rm_dir, tmp_path, capsys, monkeypatch, error):
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(errno.ENOSPC, "No space left on device", "model.safetensors"),
+        RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"),
+    ],
+    ids=["oserror", "torch-runtime-error"],
+)
+def test_a_failed_resume_leaves_the_finished_output_byte_identical(
+    good_output, tiny_rm_dir, tmp_path, capsys, monkeypatch, error
+):
     from pcrm.trainers.reward import PCRMRewardTrainer
 
     _, pairs, hashes = good_output
     output = _copy_good(good_output, tmp_path)
-    monkeypatch.setattr(PCRMRewardTrainer, "_save_optimizer_and_scheduler", lambda self, *a, **k: (_ for _ in ()).throw(error))
+    monkeypatch.setattr(
+        PCRMRewardTrainer, "_save_optimizer_and_scheduler", lambda self, *a, **k: (_ for _ in ()).throw(error)
+    )
     one_line_error(capsys, _rm_argv(tiny_rm_dir, pairs, output, "--resume", "--max-steps", "8"), "no space left")
     assert tree_hashes(output) == hashes
     assert not (tmp_path / ".rm.pcrm-new").exists() and not (tmp_path / ".rm.pcrm-lock").exists()
@@ -274,7 +474,9 @@ def test_a_failed_resume_leaves_the_finished_output_byte_identical(good_output, 
 def test_full_disk_from_torch_and_safetensors_is_one_line():
     from pcrm.cli import user_error
 
-    safetensors = RuntimeError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })')
+    safetensors = RuntimeError(
+        'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+    )
     torch_error = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
     chained = RuntimeError("save failed")
     chained.__cause__ = OSError(errno.ENOSPC, "No space left on device")
@@ -289,8 +491,22 @@ def test_evaluate_holds_its_folder_like_training(good_output, evaluation, tmp_pa
     shutil.copytree(evaluation, output)
     (output / "scores" / "stale.npz").write_bytes(b"stale")
     hashes = tree_hashes(output)
-    argv = ["evaluate", "--model", str(reference), "--data", str(pairs), "--split", "train", "--bootstrap", "0", "--priors", "length",
-            "--output", str(output), "--no-progress"]
+    argv = [
+        "evaluate",
+        "--model",
+        str(reference),
+        "--data",
+        str(pairs),
+        "--split",
+        "train",
+        "--bootstrap",
+        "0",
+        "--priors",
+        "length",
+        "--output",
+        str(output),
+        "--no-progress",
+    ]
     one_line_error(capsys, argv, "pass --overwrite")  # no silent replacement of metrics.json
     assert tree_hashes(output) == hashes
 
@@ -306,7 +522,10 @@ def test_evaluate_holds_its_folder_like_training(good_output, evaluation, tmp_pa
         assert main([*argv[:-3], "--output", str(tmp_path / "fresh"), "--no-progress"]) == 130
         assert_whole_or_marked(tmp_path / "fresh")
     assert main([*argv, "--overwrite"]) == 0
-    assert not (output / "scores" / "stale.npz").exists() and json.loads((output / FINAL).read_text())["output"]["command"] == "evaluate"
+    assert (
+        not (output / "scores" / "stale.npz").exists()
+        and json.loads((output / FINAL).read_text())["output"]["command"] == "evaluate"
+    )
 
 
 def test_concurrent_evaluations_are_refused(good_output, tmp_path, capsys):
@@ -315,19 +534,51 @@ def test_concurrent_evaluations_are_refused(good_output, tmp_path, capsys):
     reference, pairs, _ = good_output
     output = tmp_path / "busy"
     with held_by_another_process(output, "evaluate") as holder:
-        argv = ["evaluate", "--model", str(reference), "--data", str(pairs), "--split", "train", "--bootstrap", "0",
-                "--output", str(output), "--overwrite"]
+        argv = [
+            "evaluate",
+            "--model",
+            str(reference),
+            "--data",
+            str(pairs),
+            "--split",
+            "train",
+            "--bootstrap",
+            "0",
+            "--output",
+            str(output),
+            "--overwrite",
+        ]
         assert f"pid {holder.pid}" in one_line_error(capsys, argv, "in use by another pcrm run")
 
 
-def test_align_report_destination_is_checked_before_the_run(evaluation, tiny_rm_dir, models, pairs_file, tmp_path, capsys, monkeypatch):
+def test_align_report_destination_is_checked_before_the_run(
+    evaluation, tiny_rm_dir, models, pairs_file, tmp_path, capsys, monkeypatch
+):
     report = tmp_path / "eval"
     shutil.copytree(evaluation, report)
     real_access = os.access
-    monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if Path(p) == report else real_access(p, mode, *a, **k))
-    argv = ["align", "--reward-model", str(tiny_rm_dir), "--policy", str(models / "policy"), "--data", str(pairs_file),
-            "--max-new-tokens", "4", "--max-prompt-length", "32", "--max-length", "64", "--report", str(report),
-            "--output", str(tmp_path / "align")]
+    monkeypatch.setattr(
+        os, "access", lambda p, mode, *a, **k: False if Path(p) == report else real_access(p, mode, *a, **k)
+    )
+    argv = [
+        "align",
+        "--reward-model",
+        str(tiny_rm_dir),
+        "--policy",
+        str(models / "policy"),
+        "--data",
+        str(pairs_file),
+        "--max-new-tokens",
+        "4",
+        "--max-prompt-length",
+        "32",
+        "--max-length",
+        "64",
+        "--report",
+        str(report),
+        "--output",
+        str(tmp_path / "align"),
+    ]
     one_line_error(capsys, argv, "is not a writable directory")
     assert not (tmp_path / "align").exists()
 
@@ -337,7 +588,11 @@ def test_corrupt_study_json_is_one_line(tmp_path, capsys):
         (folder.work / "study.json").write_text("{not json")
         folder.close(failed=True)  # an interrupted study: kept, marked
     hashes = tree_hashes(tmp_path / "study")
-    one_line_error(capsys, ["overoptimization", "--quick", "--no-progress", "--output", str(tmp_path / "study")], "study.json: unreadable")
+    one_line_error(
+        capsys,
+        ["overoptimization", "--quick", "--no-progress", "--output", str(tmp_path / "study")],
+        "study.json: unreadable",
+    )
     assert tree_hashes(tmp_path / "study") == hashes
 
 
@@ -345,8 +600,16 @@ def test_reproduce_retrains_a_model_whose_settings_changed(tiny_rm_dir, pairs_fi
     from pcrm.commands import reproduce
 
     def config(lr):
-        return reproduce.Config(output=str(tmp_path / "repro"), methods=["bt"], seeds=[0], model=str(tiny_rm_dir),
-                                data=str(pairs_file), max_length=64, learning_rate=lr, progress=False)
+        return reproduce.Config(
+            output=str(tmp_path / "repro"),
+            methods=["bt"],
+            seeds=[0],
+            model=str(tiny_rm_dir),
+            data=str(pairs_file),
+            max_length=64,
+            learning_rate=lr,
+            progress=False,
+        )
 
     (directory,) = reproduce.train_all(config(1e-3))
     first = tree_hashes(directory)
@@ -364,18 +627,40 @@ def test_reproduce_retrains_a_model_whose_settings_changed(tiny_rm_dir, pairs_fi
 def test_a_single_data_file_holds_out_a_seeded_fraction(tiny_rm_dir, tmp_path, capsys):
     from tests.conftest import PAIRS, write_jsonl
 
-    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in PAIRS * 5])  # 40 rows
-    argv = ["train-rm", "--model", str(tiny_rm_dir), "--data", str(pairs), "--method", "bt", "--max-length", "64", "--max-steps", "2",
-            "--no-progress", "--eval-fraction", "0.25"]
+    pairs = write_jsonl(
+        tmp_path / "pairs.jsonl", [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in PAIRS * 5]
+    )  # 40 rows
+    argv = [
+        "train-rm",
+        "--model",
+        str(tiny_rm_dir),
+        "--data",
+        str(pairs),
+        "--method",
+        "bt",
+        "--max-length",
+        "64",
+        "--max-steps",
+        "2",
+        "--no-progress",
+        "--eval-fraction",
+        "0.25",
+    ]
     assert main([*argv, "--output", str(tmp_path / "a")]) == 0
     out = capsys.readouterr().out
     assert "held-out: 10 of the 40 rows" in out and "held-out (10 pairs)" in out
     record = json.loads((tmp_path / "a" / FINAL).read_text())
-    assert record["train_pairs"] == 30 and record["heldout_source"]["fraction"] == 0.25 and record["heldout"]["pairs"] == 10
+    assert (
+        record["train_pairs"] == 30
+        and record["heldout_source"]["fraction"] == 0.25
+        and record["heldout"]["pairs"] == 10
+    )
     assert main([*argv, "--output", str(tmp_path / "b"), "--eval-fraction", "0"]) == 0
     assert "no held-out metrics" in capsys.readouterr().out
     assert json.loads((tmp_path / "b" / FINAL).read_text())["heldout"] is None
-    assert main([*argv, "--output", str(tmp_path / "c"), "--eval-split", "train[:5]"]) == 0  # a slice applies to one file
+    assert (
+        main([*argv, "--output", str(tmp_path / "c"), "--eval-split", "train[:5]"]) == 0
+    )  # a slice applies to one file
     assert json.loads((tmp_path / "c" / FINAL).read_text())["heldout"]["pairs"] == 5
 
 
@@ -393,6 +678,13 @@ def test_report_on_damaged_evaluation_is_one_line(evaluation, tmp_path, capsys, 
         del metrics["results"][0]["metrics"]["calibration"]
         (copy / "metrics.json").write_text(json.dumps(metrics))
     hashes = tree_hashes(copy)
-    one_line_error(capsys, ["report", "--input", str(copy)], {"corrupt-scores": "unreadable score file", "scores-missing-a-key":
-                                                              "not a score file", "metrics-missing-a-key": "metrics.calibration"}[damage])
+    one_line_error(
+        capsys,
+        ["report", "--input", str(copy)],
+        {
+            "corrupt-scores": "unreadable score file",
+            "scores-missing-a-key": "not a score file",
+            "metrics-missing-a-key": "metrics.calibration",
+        }[damage],
+    )
     assert tree_hashes(copy) == hashes

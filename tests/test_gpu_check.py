@@ -20,10 +20,28 @@ from tests.rm_fixtures import slow
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPES = ("smollm2-135m", "llama-1b")
-TRAIN = {"steps", "train_seconds", "steps_per_s", "pairs", "real_tokens", "real_tokens_per_s", "peak_memory_gib",
-         "heldout_accuracy", "command_wall_s"}
-EVALUATE = {"responses", "max_abs_score_diff", "mean_abs_score_diff", "score_std_cpu", "accuracy_accelerator", "accuracy_cpu_fp32",
-            "accuracy_diff", "command_wall_s_accelerator", "command_wall_s_cpu_fp32"}
+TRAIN = {
+    "steps",
+    "train_seconds",
+    "steps_per_s",
+    "pairs",
+    "real_tokens",
+    "real_tokens_per_s",
+    "peak_memory_gib",
+    "heldout_accuracy",
+    "command_wall_s",
+}
+EVALUATE = {
+    "responses",
+    "max_abs_score_diff",
+    "mean_abs_score_diff",
+    "score_std_cpu",
+    "accuracy_accelerator",
+    "accuracy_cpu_fp32",
+    "accuracy_diff",
+    "command_wall_s_accelerator",
+    "command_wall_s_cpu_fp32",
+}
 BON = {"prompts", "samples", "samples_per_s", "samples_per_s_end_to_end", "command_wall_s", "peak_memory_gib"}
 DPO = {"steps", "train_seconds", "steps_per_s", "pairs_per_s", "peak_memory_gib", "command_wall_s"}
 
@@ -33,8 +51,14 @@ def dry_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("gpu-check")
     output = work / "figures.json"
     env = {**os.environ, "PYTHON": sys.executable, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(["bash", "scripts/gpu_check.sh", "--dry-run", "--work", str(work), "--output", str(output)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        ["bash", "scripts/gpu_check.sh", "--dry-run", "--work", str(work), "--output", str(output)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return json.loads(output.read_text()), work
 
@@ -84,9 +108,14 @@ def test_training_figures_are_those_of_the_runs(dry_run):
     # Real tokens recomputed here without pcrm: prompt + response, at most --max-length tokens (left truncation keeps that many).
     tokenizer = AutoTokenizer.from_pretrained(work / "models" / "smollm2-135m")
     cap = settings["max_length"]
-    tokens = sum(min(len(tokenizer(p["prompt"] + p[side])["input_ids"]), cap) for p in pairs for side in ("chosen", "rejected"))
-    runs = [(f"train-rm/{shape}/{variant}", figures) for shape, by_variant in report["figures"]["train_rm"].items()
-            for variant, figures in by_variant.items()]
+    tokens = sum(
+        min(len(tokenizer(p["prompt"] + p[side])["input_ids"]), cap) for p in pairs for side in ("chosen", "rejected")
+    )
+    runs = [
+        (f"train-rm/{shape}/{variant}", figures)
+        for shape, by_variant in report["figures"]["train_rm"].items()
+        for variant, figures in by_variant.items()
+    ]
     runs.append(("launch/smollm2-135m/full", report["figures"]["launch"]["smollm2-135m"]["full"]))
     for name, figures in runs:
         output = Path(report["runs"][name]["argv"][report["runs"][name]["argv"].index("--output") + 1])
@@ -111,7 +140,10 @@ def test_training_figures_are_those_of_the_runs(dry_run):
     dpo = report["figures"]["train_dpo"]
     assert dpo["steps"] == settings["dpo_steps"]
     assert dpo["steps_per_s"] == pytest.approx(dpo["steps"] / dpo["train_seconds"])
-    assert dpo["train_seconds"] == json.loads((work / "runs" / "train-dpo" / "pcrm_config.json").read_text())["train_seconds"]
+    assert (
+        dpo["train_seconds"]
+        == json.loads((work / "runs" / "train-dpo" / "pcrm_config.json").read_text())["train_seconds"]
+    )
 
 
 @slow("the dry run of scripts/gpu_check.sh, 40-100 s")
@@ -125,7 +157,9 @@ def test_evaluate_and_bon_figures_are_those_of_the_runs(dry_run):
         scores[label] = arrays["score"]
         accuracy[label] = float(np.mean(arrays["score"][arrays["chosen"]] > arrays["score"][arrays["rejected"]]))
     diff = np.abs(scores["accelerator"] - scores["cpu_fp32"])
-    assert figures["max_abs_score_diff"] == pytest.approx(diff.max()) and figures["mean_abs_score_diff"] == pytest.approx(diff.mean())
+    assert figures["max_abs_score_diff"] == pytest.approx(diff.max()) and figures[
+        "mean_abs_score_diff"
+    ] == pytest.approx(diff.mean())
     assert figures["accuracy_accelerator"] == pytest.approx(accuracy["accelerator"])
     assert figures["accuracy_cpu_fp32"] == pytest.approx(accuracy["cpu_fp32"])
     assert figures["responses"] == len(scores["cpu_fp32"]) == 2 * report["settings"]["heldout_pairs"]
@@ -137,7 +171,9 @@ def test_evaluate_and_bon_figures_are_those_of_the_runs(dry_run):
     settings = report["settings"]
     samples = _jsonl(work / "runs" / "bon" / "samples.jsonl")
     assert bon["samples"] == len(samples) == settings["bon_prompts"] * max(settings["bon_n"])
-    assert bon["samples_per_s_end_to_end"] == pytest.approx(bon["samples"] / json.loads((work / "runs" / "bon" / "bon.json").read_text())["seconds"])
+    assert bon["samples_per_s_end_to_end"] == pytest.approx(
+        bon["samples"] / json.loads((work / "runs" / "bon" / "bon.json").read_text())["seconds"]
+    )
 
 
 def test_environment_check_accepts_this_environment_and_names_what_is_missing(monkeypatch):

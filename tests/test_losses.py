@@ -58,7 +58,11 @@ def test_stable_at_huge_margins(fn):
     chosen = torch.tensor([1e4, -1e4, 0.0], requires_grad=True)
     rejected = torch.tensor([-1e4, 1e4, 0.0])
     delta = torch.tensor([3.0, 3.0, 3.0])
-    loss = losses.bradley_terry_loss(chosen, rejected) if fn == "bradley_terry" else losses.pcrm_loss(chosen, rejected, delta)
+    loss = (
+        losses.bradley_terry_loss(chosen, rejected)
+        if fn == "bradley_terry"
+        else losses.pcrm_loss(chosen, rejected, delta)
+    )
     loss.sum().backward()
     assert torch.isfinite(loss).all() and torch.isfinite(chosen.grad).all()
     if fn == "pcrm":

@@ -66,8 +66,13 @@ def test_cli_offline_error(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     env["HF_HUB_ETAG_TIMEOUT"] = env["HF_HUB_DOWNLOAD_TIMEOUT"] = "5"  # when online, the Hub answers 404 anyway
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "pcrm.cli", "train-rm", "--model", MISSING, "--output", str(tmp_path / "rm")],
-                          capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "pcrm.cli", "train-rm", "--model", MISSING, "--output", str(tmp_path / "rm")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     seconds = time.perf_counter() - start
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
@@ -116,7 +121,9 @@ def test_cli_filters_only_known_warnings():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         _quiet_libraries()
-        warnings.warn("'pin_memory' argument is set as true but no accelerator is found, then device pinned memory won't be used.")
+        warnings.warn(
+            "'pin_memory' argument is set as true but no accelerator is found, then device pinned memory won't be used."
+        )
         warnings.warn("some other user warning")
         warnings.warn("a deprecation", DeprecationWarning)
     from pcrm.console import release_console

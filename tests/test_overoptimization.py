@@ -114,8 +114,12 @@ def test_pool_file_round_trip_and_errors(tmp_path):
     prompts, responses, read = ovo.read_pool(tmp_path / "pool.jsonl")
     assert prompts == ["p1", "p2"] and responses == [["a", "b"], ["c", "d"]] and (read == gold).all()
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"prompt": "p", "sample": 0, "response": "a", "gold": 1}) + "\n"
-                   + json.dumps({"prompt": "p", "sample": 2, "response": "b", "gold": 1}) + "\n")
+    bad.write_text(
+        json.dumps({"prompt": "p", "sample": 0, "response": "a", "gold": 1})
+        + "\n"
+        + json.dumps({"prompt": "p", "sample": 2, "response": "b", "gold": 1})
+        + "\n"
+    )
     with pytest.raises(ovo.PcrmError, match="samples 0..n"):
         ovo.read_pool(bad)
     with pytest.raises(ovo.PcrmError, match="no such file"):
@@ -150,8 +154,18 @@ def study(tmp_path_factory):
 
 def test_quick_study_writes_every_stage(study):
     out, _ = study
-    for name in ("labels/train.jsonl", "labels/test.jsonl", "labels/gold.npz", "pool/pool.jsonl", "bestofn.json", "fit.json",
-                 "report.html", "report.md", "summary.json", "overoptimization.png"):
+    for name in (
+        "labels/train.jsonl",
+        "labels/test.jsonl",
+        "labels/gold.npz",
+        "pool/pool.jsonl",
+        "bestofn.json",
+        "fit.json",
+        "report.html",
+        "report.md",
+        "summary.json",
+        "overoptimization.png",
+    ):
         assert (out / name).is_file(), name
     for label in ("bt-seed0", "bt-seed1", "cosine-seed0", "cosine-seed1"):
         assert (out / "proxies" / label / "pcrm_config.json").is_file()
@@ -203,9 +217,34 @@ def test_warmup_steps():
 
 def test_train_rm_betas_auto(tiny_rm_dir, pairs_file, tmp_path):
     output = tmp_path / "auto"
-    args = ["train-rm", "--model", str(tiny_rm_dir), "--data", str(pairs_file), "--eval-data", str(pairs_file),
-            "--eval-split", "train", "--output", str(output), "--method", "length", "--unit", "chars", "--betas", "auto",
-            "--max-steps", "2", "--batch-size", "4", "--max-length", "64", "--learning-rate", "1e-3", "--no-progress"]
+    args = [
+        "train-rm",
+        "--model",
+        str(tiny_rm_dir),
+        "--data",
+        str(pairs_file),
+        "--eval-data",
+        str(pairs_file),
+        "--eval-split",
+        "train",
+        "--output",
+        str(output),
+        "--method",
+        "length",
+        "--unit",
+        "chars",
+        "--betas",
+        "auto",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--max-length",
+        "64",
+        "--learning-rate",
+        "1e-3",
+        "--no-progress",
+    ]
     assert main(args) == 0
     record = json.loads((output / "pcrm_config.json").read_text())
     calibration = record["calibration"]

@@ -30,9 +30,18 @@ def _tiny(kind: str, vocab_size: int = 384, attn: str = "sdpa"):
     )
 
     torch.manual_seed(0)
-    common = {"vocab_size": vocab_size, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-              "intermediate_size": 64, "max_position_embeddings": 512, "num_labels": 1, "pad_token_id": 0,
-              "initializer_range": 0.2, "attn_implementation": attn}
+    common = {
+        "vocab_size": vocab_size,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 64,
+        "max_position_embeddings": 512,
+        "num_labels": 1,
+        "pad_token_id": 0,
+        "initializer_range": 0.2,
+        "attn_implementation": attn,
+    }
     if kind == "bert":
         config = BertConfig(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **common)
         return BertForSequenceClassification(config)
@@ -70,8 +79,13 @@ def test_packed_rewards_equal_the_padded_forward(kind, attn):
         assert padded.abs().max() > 0.3  # rewards of a useful scale
         # rows of the longest sequence (40, the default), of at most 64 or 200 tokens, and chosen by the cost estimate
         # (attention dear: rows of the longest; attention free: the fewest tokens, all 152 in one row)
-        widths = {(): 40, ("row_tokens", 64): 64, ("row_tokens", 200): 152, ("attention_tokens", 1): 40,
-                  ("attention_tokens", 10**9): 152}
+        widths = {
+            (): 40,
+            ("row_tokens", 64): 64,
+            ("row_tokens", 200): 152,
+            ("attention_tokens", 1): 40,
+            ("attention_tokens", 10**9): 152,
+        }
         for option, width in widths.items():
             batch = pack(sequences, 0, read_position(model), **dict([option] if option else []))
             assert batch["input_ids"].shape[1] in (width, width - 1) and len(batch["input_ids"]) < len(sequences)
@@ -87,9 +101,19 @@ def _trainer(rm_dir, pairs_file, output, padding_free: bool, **overrides):
     from pcrm.constraints import PriorOptions
     from pcrm.trainers.reward import build_trainer
 
-    options = {"model": str(rm_dir), "data": str(pairs_file), "output": str(output), "method": "length",
-               "max_length": 128, "batch_size": 8, "learning_rate": 1e-3, "max_steps": 2, "save_steps": 100,
-               "progress": False, "padding_free": padding_free}
+    options = {
+        "model": str(rm_dir),
+        "data": str(pairs_file),
+        "output": str(output),
+        "method": "length",
+        "max_length": 128,
+        "batch_size": 8,
+        "learning_rate": 1e-3,
+        "max_steps": 2,
+        "save_steps": 100,
+        "progress": False,
+        "padding_free": padding_free,
+    }
     options.update(overrides)
     config = Config(**options, prior=PriorOptions(unit="chars"))
     Path(output).mkdir(parents=True, exist_ok=True)
@@ -133,10 +157,24 @@ def test_lora_gradient_checkpointing_and_packing_train(rm_dirs, pairs_file, tmp_
     results = {}
     for padding_free in (True, False):
         output = tmp_path / f"lora-{padding_free}"
-        config = Config(model=str(rm_dirs["llama"]), data=str(pairs_file), eval_data=str(pairs_file),
-                        eval_split="train", output=str(output), method="length", max_length=128, batch_size=4,
-                        learning_rate=1e-2, max_steps=3, save_steps=100, progress=False, lora_r=4,
-                        gradient_checkpointing=True, padding_free=padding_free, prior=PriorOptions(unit="chars"))
+        config = Config(
+            model=str(rm_dirs["llama"]),
+            data=str(pairs_file),
+            eval_data=str(pairs_file),
+            eval_split="train",
+            output=str(output),
+            method="length",
+            max_length=128,
+            batch_size=4,
+            learning_rate=1e-2,
+            max_steps=3,
+            save_steps=100,
+            progress=False,
+            lora_r=4,
+            gradient_checkpointing=True,
+            padding_free=padding_free,
+            prior=PriorOptions(unit="chars"),
+        )
         results[padding_free] = train(config), _losses(output)
     (packed, packed_losses), (padded, padded_losses) = results[True], results[False]
     assert packed["padding_free"] and not padded["padding_free"]
@@ -172,24 +210,65 @@ def test_packed_scores_equal_score_texts(rm_dirs):
         assert packed == pytest.approx(expected, abs=TOL), kind
 
 
-
-
 @slow("two processes under accelerate, about 25 s")
 def test_two_packed_processes_match_one_padded_with_the_same_global_batch(rm_dirs, pairs_file, tmp_path):
     from safetensors.torch import load_file
 
-    common = ["train-rm", "--model", str(rm_dirs["llama"]), "--data", str(pairs_file), "--eval-data", str(pairs_file),
-              "--eval-split", "train", "--method", "length", "--unit", "chars", "--max-steps", "3",
-              "--max-length", "128", "--learning-rate", "1e-3", "--sampler", "sequential", "--no-progress"]
+    common = [
+        "train-rm",
+        "--model",
+        str(rm_dirs["llama"]),
+        "--data",
+        str(pairs_file),
+        "--eval-data",
+        str(pairs_file),
+        "--eval-split",
+        "train",
+        "--method",
+        "length",
+        "--unit",
+        "chars",
+        "--max-steps",
+        "3",
+        "--max-length",
+        "128",
+        "--learning-rate",
+        "1e-3",
+        "--sampler",
+        "sequential",
+        "--no-progress",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no", "--num_processes", "2",
-              "--main_process_port", str(free_port())]
-    runs = {"two": launch + ["-m", "pcrm.cli", *common, "--padding-free", "--batch-size", "2"],
-            "one": [sys.executable, "-m", "pcrm.cli", *common, "--no-padding-free", "--batch-size", "4"]}
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--num_processes",
+        "2",
+        "--main_process_port",
+        str(free_port()),
+    ]
+    runs = {
+        "two": launch + ["-m", "pcrm.cli", *common, "--padding-free", "--batch-size", "2"],
+        "one": [sys.executable, "-m", "pcrm.cli", *common, "--no-padding-free", "--batch-size", "4"],
+    }
     for name, command in runs.items():
-        done = subprocess.run([*command, "--output", str(tmp_path / name)], cwd=REPO, capture_output=True, text=True,
-                              env=env, timeout=300, check=False)
+        done = subprocess.run(
+            [*command, "--output", str(tmp_path / name)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((tmp_path / "two" / "pcrm_config.json").read_text())["padding_free"] is True
     expected, actual = (load_file(tmp_path / name / "model.safetensors") for name in ("one", "two"))
@@ -210,8 +289,9 @@ def test_benchmark_smoke_run(rm_dirs, pairs_file, tmp_path):
     try:
         module = importlib.import_module("padding_free")
         output = tmp_path / "padding_free.json"
-        module.main(["--quick", "--data", str(pairs_file), "--output", str(output), "--row-tokens", "128",
-                     "--cases", *cases])
+        module.main(
+            ["--quick", "--data", str(pairs_file), "--output", str(output), "--row-tokens", "128", "--cases", *cases]
+        )
     finally:
         sys.path.remove(str(REPO / "benchmarks"))
         torch.set_num_threads(threads)

@@ -47,12 +47,21 @@ def _backbone(kind: str, tokenizer, path):
     from transformers import BertConfig, BertForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
 
     torch.manual_seed(0)
-    common = dict(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                  num_labels=1, pad_token_id=tokenizer.pad_token_id)
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     if kind == "bert":  # the MiniLM tokenizer and its 512 positions
         model = BertForSequenceClassification(BertConfig(max_position_embeddings=512, **common))
     else:  # the SmolLM2 tokenizer (BPE, ChatML template, no BOS added)
-        model = LlamaForSequenceClassification(LlamaConfig(num_key_value_heads=2, max_position_embeddings=2048, **common))
+        model = LlamaForSequenceClassification(
+            LlamaConfig(num_key_value_heads=2, max_position_embeddings=2048, **common)
+        )
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
@@ -103,13 +112,38 @@ def trained(tmp_path_factory, smollm2_tokenizer_dir):
     data = write_jsonl(root / "pairs.jsonl", [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in PAIRS] + special)
     tokenizers = {"bert": load_tokenizer("minilm"), "llama": AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)}
     folders = {}
-    runs = (("bert", "bert", []), ("llama", "llama", []), ("llama-lora", "llama", ["--lora-r", "4"]), ("minilm", "minilm", []))
+    runs = (
+        ("bert", "bert", []),
+        ("llama", "llama", []),
+        ("llama-lora", "llama", ["--lora-r", "4"]),
+        ("minilm", "minilm", []),
+    )
     for name, kind, extra in runs:
         backbone = "minilm" if kind == "minilm" else _backbone(kind, tokenizers[kind], root / f"backbone-{name}")
         out = root / name
-        argv = ["train-rm", "--model", str(backbone), "--data", str(data), "--eval-data", str(data), "--method", "bt",
-                "--max-steps", "2", "--batch-size", "4", "--max-length", str(MAX_LENGTH), "--learning-rate", "1e-3",
-                "--no-progress", "--output", str(out), *extra]
+        argv = [
+            "train-rm",
+            "--model",
+            str(backbone),
+            "--data",
+            str(data),
+            "--eval-data",
+            str(data),
+            "--method",
+            "bt",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--max-length",
+            str(MAX_LENGTH),
+            "--learning-rate",
+            "1e-3",
+            "--no-progress",
+            "--output",
+            str(out),
+            *extra,
+        ]
         assert main(argv) == 0
         folders[name] = out
     return folders
@@ -142,7 +176,11 @@ def oracle(folder, kind, texts, max_length=MAX_LENGTH):
     for text in texts:
         content = tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
         if kind == "bert":
-            ids = [tokenizer.cls_token_id, *content[len(content) - min(len(content), max_length - 2):], tokenizer.sep_token_id]
+            ids = [
+                tokenizer.cls_token_id,
+                *content[len(content) - min(len(content), max_length - 2) :],
+                tokenizer.sep_token_id,
+            ]
         else:
             ids = content[-max_length:]
         scores.append(model(input_ids=torch.tensor([ids])).logits[0, 0].item())
@@ -185,9 +223,28 @@ def test_texts_cover_short_long_and_special(folder):
 def test_pcrm_evaluate_scores_with_the_recorded_length(folder, tmp_path):
     name, path = folder
     prompts, responses = _texts_of(name)
-    data = write_jsonl(tmp_path / "eval.jsonl", [{"prompt": p, "chosen": r, "rejected": " x"} for p, r in zip(prompts, responses)])
-    assert main(["evaluate", "--model", str(path), "--data", str(data), "--bootstrap", "0", "--priors", "length",
-                 "--no-progress", "--output", str(tmp_path / "eval")]) == 0  # no --max-length: the recorded one
+    data = write_jsonl(
+        tmp_path / "eval.jsonl", [{"prompt": p, "chosen": r, "rejected": " x"} for p, r in zip(prompts, responses)]
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(path),
+                "--data",
+                str(data),
+                "--bootstrap",
+                "0",
+                "--priors",
+                "length",
+                "--no-progress",
+                "--output",
+                str(tmp_path / "eval"),
+            ]
+        )
+        == 0
+    )  # no --max-length: the recorded one
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     (result,) = metrics["results"]
     assert result["max_length"] == MAX_LENGTH
@@ -207,7 +264,12 @@ def test_reward_function_of_align_scores_as_evaluate(folder):
     assert RewardScorer.load(path, device="cpu").max_length == MAX_LENGTH  # what `pcrm align` loads
     scores = reward(prompts=prompts, completions=responses, completion_ids=None, trainer_state=None)
     assert isinstance(scores, list) and all(isinstance(s, float) for s in scores)
-    _check(name, "load_reward_function (pcrm align)", scores, oracle(path, _kind(name), [p + r for p, r in zip(prompts, responses)]))
+    _check(
+        name,
+        "load_reward_function (pcrm align)",
+        scores,
+        oracle(path, _kind(name), [p + r for p, r in zip(prompts, responses)]),
+    )
 
 
 def test_pipeline(folder):
@@ -220,27 +282,48 @@ def test_pipeline(folder):
     classifier = pipeline("text-classification", model=str(path), device="cpu")
     # the raw score, cut as pcrm cuts
     _check(name, "pipeline truncation=True", [o["score"] for o in classifier(texts, truncation=True)], expected)
-    _check(name, "pipeline truncation=True, batch_size=4",
-           [o["score"] for o in classifier(texts, truncation=True, batch_size=4)], expected)
+    _check(
+        name,
+        "pipeline truncation=True, batch_size=4",
+        [o["score"] for o in classifier(texts, truncation=True, batch_size=4)],
+        expected,
+    )
     # default arguments: texts within the training length score the same; longer ones are read whole (documented)
     short = [i for i, t in enumerate(texts) if _token_count(path, t) <= MAX_LENGTH]
-    _check(name, "pipeline default, texts within --max-length", [o["score"] for o in classifier([texts[i] for i in short])],
-           expected[short])
+    _check(
+        name,
+        "pipeline default, texts within --max-length",
+        [o["score"] for o in classifier([texts[i] for i in short])],
+        expected[short],
+    )
     longest = max(range(len(texts)), key=lambda i: _token_count(path, texts[i]))
     if _kind(name) == "bert":  # past the 512 positions the default pipeline fails (documented: pass truncation=True)
         with pytest.raises(Exception):
             classifier([texts[longest]])
     else:  # read whole: another score than pcrm's (documented)
-        _check(name, "pipeline default, text over --max-length", [classifier([texts[longest]])[0]["score"]],
-               expected[[longest]], equal=False)
+        _check(
+            name,
+            "pipeline default, text over --max-length",
+            [classifier([texts[longest]])[0]["score"]],
+            expected[[longest]],
+            equal=False,
+        )
 
 
 def _grpo(reward_funcs, policy_dir, tmp_path):
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    args = GRPOConfig(output_dir=str(tmp_path / "grpo"), per_device_train_batch_size=2, num_generations=2,
-                      max_completion_length=4, report_to=[], use_cpu=True, logging_steps=1, bf16=False)  # fp32: exact
+    args = GRPOConfig(
+        output_dir=str(tmp_path / "grpo"),
+        per_device_train_batch_size=2,
+        num_generations=2,
+        max_completion_length=4,
+        report_to=[],
+        use_cpu=True,
+        logging_steps=1,
+        bf16=False,
+    )  # fp32: exact
     dataset = Dataset.from_dict({"prompt": ["a", "b"]})
     return GRPOTrainer(model=str(policy_dir), reward_funcs=reward_funcs, args=args, train_dataset=dataset)
 
@@ -251,8 +334,15 @@ def policy_dir(tmp_path_factory, smollm2_tokenizer_dir):
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                         num_key_value_heads=1, intermediate_size=32, pad_token_id=tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=32,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     path = tmp_path_factory.mktemp("policy")
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -274,8 +364,13 @@ def test_trl_grpo_trainer(folder, policy_dir, tmp_path):
     rewards = trainer._calculate_rewards([{"prompt": p} for p in prompts], prompts, responses, [[0]] * len(prompts))
     rewards = rewards.cpu().numpy()
     _check(name, "TRL GRPOTrainer, reward_funcs=load_reward_function(folder)", rewards[:, 0], expected)
-    _check(name, "TRL GRPOTrainer, reward_funcs=folder path (texts within --max-length)", rewards[:, 1], expected,
-           equal=_kind(name) == "llama")
+    _check(
+        name,
+        "TRL GRPOTrainer, reward_funcs=folder path (texts within --max-length)",
+        rewards[:, 1],
+        expected,
+        equal=_kind(name) == "llama",
+    )
 
 
 @torch.no_grad()
@@ -309,20 +404,59 @@ def test_conversational_training_keeps_template_tokens_real(tmp_path, smollm2_to
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
     backbone = _backbone("llama", tokenizer, tmp_path / "backbone")
-    rows = [{"prompt": [{"role": "user", "content": p}], "chosen": [{"role": "assistant", "content": c}],
-             "rejected": [{"role": "assistant", "content": r}]} for p, c, r in PAIRS]
-    rows.append({"prompt": [{"role": "user", "content": "say <|im_start|>system"}],
-                 "chosen": [{"role": "assistant", "content": "<|im_end|> done"}], "rejected": [{"role": "assistant", "content": "no"}]})
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": p}],
+            "chosen": [{"role": "assistant", "content": c}],
+            "rejected": [{"role": "assistant", "content": r}],
+        }
+        for p, c, r in PAIRS
+    ]
+    rows.append(
+        {
+            "prompt": [{"role": "user", "content": "say <|im_start|>system"}],
+            "chosen": [{"role": "assistant", "content": "<|im_end|> done"}],
+            "rejected": [{"role": "assistant", "content": "no"}],
+        }
+    )
     data = write_jsonl(tmp_path / "conv.jsonl", rows)
     out = tmp_path / "rm"
-    assert main(["train-rm", "--model", str(backbone), "--data", str(data), "--eval-data", str(data), "--method", "bt",
-                 "--max-steps", "1", "--max-length", str(MAX_LENGTH), "--no-progress", "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train-rm",
+                "--model",
+                str(backbone),
+                "--data",
+                str(data),
+                "--eval-data",
+                str(data),
+                "--method",
+                "bt",
+                "--max-steps",
+                "1",
+                "--max-length",
+                str(MAX_LENGTH),
+                "--no-progress",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     saved = AutoTokenizer.from_pretrained(out)
     assert saved.split_special_tokens is False
     prompt, completion = rows[-1]["prompt"], rows[-1]["chosen"]
     reward = load_reward_function(out, device="cpu")
-    escaped = [{**m, "content": m["content"].replace("<|im_start|>", "<" + ZWSP + "|im_start|>")
-                .replace("<|im_end|>", "<" + ZWSP + "|im_end|>")} for m in prompt + completion]
+    escaped = [
+        {
+            **m,
+            "content": m["content"]
+            .replace("<|im_start|>", "<" + ZWSP + "|im_start|>")
+            .replace("<|im_end|>", "<" + ZWSP + "|im_end|>"),
+        }
+        for m in prompt + completion
+    ]
     ids = saved.apply_chat_template(escaped, tokenize=False)
     ids = saved(ids)["input_ids"][-MAX_LENGTH:]
     assert ids.count(saved.convert_tokens_to_ids("<|im_start|>")) == 2  # the template's two turns, not the data's

@@ -12,8 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_names_import():
-    from pcrm import (PCRMRewardConfig, PCRMRewardTrainer, add_constraints, load_preferences,  # noqa: F401
-                      load_reward_function)
+    from pcrm import PCRMRewardConfig, PCRMRewardTrainer, add_constraints, load_preferences, load_reward_function  # noqa: F401
     import pcrm
 
     assert set(pcrm.__all__) <= set(dir(pcrm))
@@ -27,14 +26,28 @@ def test_trl_script_trains_and_saves_a_pcrm_folder(tiny_rm_dir, pairs_file, tmp_
 
     out = tmp_path / "trl"
     script = runpy.run_path(str(REPO / "examples" / "trl_script.py"))
-    trainer = script["main"](["--model_name_or_path", str(tiny_rm_dir), "--dataset_name", str(pairs_file),
-                              "--output_dir", str(out), "--max_steps", "2"])
+    trainer = script["main"](
+        [
+            "--model_name_or_path",
+            str(tiny_rm_dir),
+            "--dataset_name",
+            str(pairs_file),
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "2",
+        ]
+    )
     assert trainer.state.global_step == 2
     logs = [entry for entry in trainer.state.log_history if "loss_constraint" in entry]
     assert logs and all(math.isfinite(entry["loss_constraint"]) for entry in logs)  # the prior term was trained
     assert AutoConfig.from_pretrained(out).problem_type == "regression"
     tokenizer = AutoTokenizer.from_pretrained(out)
-    assert (tokenizer.truncation_side, tokenizer.model_max_length, tokenizer.split_special_tokens) == ("left", 128, True)
+    assert (tokenizer.truncation_side, tokenizer.model_max_length, tokenizer.split_special_tokens) == (
+        "left",
+        128,
+        True,
+    )
 
 
 def test_prior_method_needs_delta(tiny_rm_dir, pairs_file, tmp_path):
@@ -46,10 +59,20 @@ def test_prior_method_needs_delta(tiny_rm_dir, pairs_file, tmp_path):
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_rm_dir)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_rm_dir, num_labels=1)
-    args = PCRMRewardConfig(output_dir=str(tmp_path), method="length", max_steps=1, report_to=[], use_cpu=True,
-                            per_device_train_batch_size=4)
-    trainer = PCRMRewardTrainer(model=model, args=args, processing_class=tokenizer,
-                                train_dataset=load_dataset("json", data_files=str(pairs_file), split="train"))
+    args = PCRMRewardConfig(
+        output_dir=str(tmp_path),
+        method="length",
+        max_steps=1,
+        report_to=[],
+        use_cpu=True,
+        per_device_train_batch_size=4,
+    )
+    trainer = PCRMRewardTrainer(
+        model=model,
+        args=args,
+        processing_class=tokenizer,
+        train_dataset=load_dataset("json", data_files=str(pairs_file), split="train"),
+    )
     with pytest.raises(PcrmError, match="δ"):  # no add_constraints: refuse, do not train plain BT
         trainer.train()
     with pytest.raises(PcrmError, match="method"):
@@ -67,10 +90,21 @@ def test_two_sided_loss_matches_the_hand_formula(tiny_rm_dir, tmp_path):
     model = AutoModelForSequenceClassification.from_pretrained(tiny_rm_dir, num_labels=1)
     with torch.no_grad():
         model.classifier.weight.normal_(0, 2.0)  # margins of order 1: every term matters
-    rows = {"prompt": ["Q1 ", "Q2 ", "Q3 "], "chosen": ["yes indeed", "fine", "ok then"], "rejected": ["no", "bad one", "x"],
-            "delta": [0.3, 0.8, 1.5], "margin": [0.1, -0.2, 0.5]}
-    args = PCRMRewardConfig(output_dir=str(tmp_path), method="length", lower_margin=0.25, report_to=[], use_cpu=True,
-                            per_device_train_batch_size=3)
+    rows = {
+        "prompt": ["Q1 ", "Q2 ", "Q3 "],
+        "chosen": ["yes indeed", "fine", "ok then"],
+        "rejected": ["no", "bad one", "x"],
+        "delta": [0.3, 0.8, 1.5],
+        "margin": [0.1, -0.2, 0.5],
+    }
+    args = PCRMRewardConfig(
+        output_dir=str(tmp_path),
+        method="length",
+        lower_margin=0.25,
+        report_to=[],
+        use_cpu=True,
+        per_device_train_batch_size=3,
+    )
     for with_column in (False, True):
         data = Dataset.from_dict(rows if with_column else {k: v for k, v in rows.items() if k != "margin"})
         trainer = PCRMRewardTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=data)
@@ -88,8 +122,8 @@ def test_two_sided_loss_matches_the_hand_formula(tiny_rm_dir, tmp_path):
 
 def test_readme_python_example_runs(tmp_path, monkeypatch):
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## From Python"):]
-    code = section[section.index("```python") + len("```python"): section.index("```\n", section.index("```python"))]
+    section = readme[readme.index("## From Python") :]
+    code = section[section.index("```python") + len("```python") : section.index("```\n", section.index("```python"))]
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
@@ -117,9 +151,18 @@ def test_train_reward_model_twice_leaves_the_process_as_it_was(tiny_rm_dir, pair
     try:
         group = dist.group.WORLD
         for run in range(2):
-            config = RewardModelConfig(method="length", model=str(tiny_rm_dir), data=str(pairs_file),
-                                       eval_data=str(pairs_file), eval_split="train", output=str(tmp_path / f"rm{run}"),
-                                       max_steps=1, batch_size=4, max_length=64, progress=False)
+            config = RewardModelConfig(
+                method="length",
+                model=str(tiny_rm_dir),
+                data=str(pairs_file),
+                eval_data=str(pairs_file),
+                eval_split="train",
+                output=str(tmp_path / f"rm{run}"),
+                max_steps=1,
+                batch_size=4,
+                max_length=64,
+                progress=False,
+            )
             config.prior.unit = "chars"
             result = train_reward_model(config)
             assert result["steps"] == 1 and (tmp_path / f"rm{run}" / "pcrm_config.json").is_file()

@@ -10,8 +10,15 @@ def _tiny_llama(seed: int):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                         num_key_value_heads=2, intermediate_size=32, pad_token_id=0)
+    config = LlamaConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        intermediate_size=32,
+        pad_token_id=0,
+    )
     return LlamaForCausalLM(config).eval()
 
 
@@ -32,9 +39,15 @@ def test_probe_kl_is_exact_and_never_negative():
     row = {k: v if k == "width" else v[1:2] for k, v in batch.items()}
     mask = row["attention_mask"]
     with torch.no_grad():
-        p, q = (torch.log_softmax(m(input_ids=row["input_ids"], attention_mask=mask,
-                                    position_ids=(mask.cumsum(1) - 1).clamp(min=0)).logits[0, row["width"] - 1], -1)
-                for m in (policy, reference))
+        p, q = (
+            torch.log_softmax(
+                m(
+                    input_ids=row["input_ids"], attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0)
+                ).logits[0, row["width"] - 1],
+                -1,
+            )
+            for m in (policy, reference)
+        )
     assert abs(kl[1].item() - torch.sum(p.exp() * (p - q)).item()) < 1e-5
 
 
@@ -54,7 +67,9 @@ def test_warmup_never_leaves_the_first_step_at_learning_rate_zero():
             optimizer.step()
             scheduler.step()
         assert min(rates) > 0, (kind, rates)
-        assert rates[:warmup + 1] == sorted(rates[:warmup + 1]) and rates[warmup] == 1.0  # still a warm-up to the peak
+        assert (
+            rates[: warmup + 1] == sorted(rates[: warmup + 1]) and rates[warmup] == 1.0
+        )  # still a warm-up to the peak
         assert rates[0] == 1 / (warmup + 1)
 
 
@@ -64,12 +79,29 @@ def test_a_short_run_learns_from_its_first_step_and_says_it_is_short(tiny_rm_dir
     from pcrm.cli import main
 
     output = tmp_path / "rm"
-    args = ["train-rm", "--model", str(tiny_rm_dir), "--data", str(pairs_file), "--output", str(output),
-            "--max-steps", "2", "--warmup-ratio", "0.5", "--max-length", "32", "--no-progress"]
+    args = [
+        "train-rm",
+        "--model",
+        str(tiny_rm_dir),
+        "--data",
+        str(pairs_file),
+        "--output",
+        str(output),
+        "--max-steps",
+        "2",
+        "--warmup-ratio",
+        "0.5",
+        "--max-length",
+        "32",
+        "--no-progress",
+    ]
     with caplog.at_level("WARNING", logger="pcrm"):
         assert main(args) == 0
-    rates = [row["learning_rate"] for row in map(json.loads, (output / "train_log.jsonl").read_text().splitlines())
-             if "learning_rate" in row]
+    rates = [
+        row["learning_rate"]
+        for row in map(json.loads, (output / "train_log.jsonl").read_text().splitlines())
+        if "learning_rate" in row
+    ]
     assert rates and min(rates) > 0
     assert "only 2 optimizer step(s): too few to learn much" in caplog.text
 
@@ -100,8 +132,11 @@ def test_every_boolean_option_says_its_default_and_what_it_does(command):
 
     parser = command_parser(command)
     formatter = parser._get_formatter()
-    switches = [a for a in parser._actions if a.option_strings and isinstance(a.default, bool)
-                and not isinstance(a, argparse._StoreFalseAction)]
+    switches = [
+        a
+        for a in parser._actions
+        if a.option_strings and isinstance(a.default, bool) and not isinstance(a, argparse._StoreFalseAction)
+    ]
     assert switches or command == "report"
     for action in switches:
         name = action.option_strings[-1]  # --dashed-name
@@ -128,10 +163,30 @@ def test_no_progress_prints_no_progress_bar(tiny_rm_dir, pairs_file, tmp_path, c
     capfd.readouterr()
     commands = [
         ["constraints", "--data", str(pairs_file), "--method", "length", "--output", str(tmp_path / "c")],
-        ["train-rm", "--model", str(tiny_rm_dir), "--data", str(pairs_file), "--output", str(tmp_path / "rm"),
-         "--max-steps", "12", "--max-length", "32"],
-        ["evaluate", "--model", str(tmp_path / "rm"), "--data", str(pairs_file), "--output", str(tmp_path / "ev"),
-         "--bootstrap", "20"],
+        [
+            "train-rm",
+            "--model",
+            str(tiny_rm_dir),
+            "--data",
+            str(pairs_file),
+            "--output",
+            str(tmp_path / "rm"),
+            "--max-steps",
+            "12",
+            "--max-length",
+            "32",
+        ],
+        [
+            "evaluate",
+            "--model",
+            str(tmp_path / "rm"),
+            "--data",
+            str(pairs_file),
+            "--output",
+            str(tmp_path / "ev"),
+            "--bootstrap",
+            "20",
+        ],
     ]
     for argv in commands:
         assert main([*argv, "--no-progress"]) == 0, argv
@@ -166,15 +221,18 @@ def test_the_console_shows_each_warning_once_and_counts_the_rest():
                 logging.getLogger("pcrm").warning("dropped 2 pair(s) with an empty response")
                 warnings.warn("gradient_checkpointing is deprecated", FutureWarning)
             logging.getLogger("transformers.tokenization_utils_base").warning(
-                "Token indices sequence length is longer than the specified maximum sequence length (929 > 512)")
+                "Token indices sequence length is longer than the specified maximum sequence length (929 > 512)"
+            )
             lines = report_repeats(file=io.StringIO())
     finally:
         logging.getLogger().removeHandler(handler)
         pcrm.console._show = warnings.showwarning
         pcrm.console.release_console()
     assert stream.getvalue().count("dropped 2 pair(s)") == 1 and shown == ["gradient_checkpointing is deprecated"]
-    assert sorted(lines) == ["pcrm: 3× in all (FutureWarning): gradient_checkpointing is deprecated",
-                             "pcrm: 3× in all (warning): dropped 2 pair(s) with an empty response"]
+    assert sorted(lines) == [
+        "pcrm: 3× in all (FutureWarning): gradient_checkpointing is deprecated",
+        "pcrm: 3× in all (warning): dropped 2 pair(s) with an empty response",
+    ]
     assert "Token indices" not in stream.getvalue()
     assert report_repeats(file=io.StringIO()) == []
     assert not pcrm.console._FILTERED  # released: the caller's logging as it was
@@ -186,12 +244,27 @@ def test_constraints_writes_one_row_per_pair(pairs_file, tmp_path):
 
     from pcrm.cli import main
 
-    argv = ["constraints", "--data", str(pairs_file), "--method", "length", "--output", str(tmp_path / "c"),
-            "--no-progress"]
+    argv = [
+        "constraints",
+        "--data",
+        str(pairs_file),
+        "--method",
+        "length",
+        "--output",
+        str(tmp_path / "c"),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     rows = list(csv.DictReader((tmp_path / "c" / "pairs.csv").open()))
     summary = json.loads((tmp_path / "c" / "summary.json").read_text())
     assert [int(r["id"]) for r in rows] == list(range(summary["pairs"])) and summary["pairs"] > 0
-    assert list(rows[0]) == ["id", "similarity", "delta", "chosen_chars", "rejected_chars", "chosen_words",
-                             "rejected_words"]
+    assert list(rows[0]) == [
+        "id",
+        "similarity",
+        "delta",
+        "chosen_chars",
+        "rejected_chars",
+        "chosen_words",
+        "rejected_words",
+    ]
     assert all(0 < float(r["similarity"]) <= 1 and float(r["delta"]) > 0 and int(r["chosen_words"]) > 0 for r in rows)

@@ -25,7 +25,10 @@ def _stock_scores(model_dir, texts, max_length):
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir, truncation_side="left")
     with torch.no_grad():
-        return [model(**tokenizer(t, truncation=True, max_length=max_length, return_tensors="pt")).logits[0, 0].item() for t in texts]
+        return [
+            model(**tokenizer(t, truncation=True, max_length=max_length, return_tensors="pt")).logits[0, 0].item()
+            for t in texts
+        ]
 
 
 # ---- the bundled MiniLM, trained and evaluated ---------------------------------------------
@@ -41,9 +44,33 @@ def test_minilm_trains_and_evaluates(tmp_path):
     assert all(isinstance(r["prompt"], str) for r in rows)
     held_out = write_jsonl(tmp_path / "test16.jsonl", rows)
     rm = tmp_path / "rm"
-    assert main(["train-rm", "--model", "minilm", "--method", "bt", "--max-pairs", "16", "--max-length", "64",
-                 "--batch-size", "8", "--max-steps", "2", "--eval-data", str(held_out), "--eval-split", "train",
-                 "--output", str(rm), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train-rm",
+                "--model",
+                "minilm",
+                "--method",
+                "bt",
+                "--max-pairs",
+                "16",
+                "--max-length",
+                "64",
+                "--batch-size",
+                "8",
+                "--max-steps",
+                "2",
+                "--eval-data",
+                str(held_out),
+                "--eval-split",
+                "train",
+                "--output",
+                str(rm),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     for name in ("config.json", "model.safetensors", "pcrm_config.json", "train_log.jsonl", "tokenizer_config.json"):
         assert (rm / name).is_file(), name
     assert AutoConfig.from_pretrained(rm).num_labels == 1
@@ -51,8 +78,29 @@ def test_minilm_trains_and_evaluates(tmp_path):
     assert (saved["train_pairs"], saved["steps"], saved["heldout"]["pairs"]) == (16, 2, 16)
 
     out = tmp_path / "eval"
-    assert main(["evaluate", "--model", str(rm), "--data", str(held_out), "--split", "train", "--max-length", "64",
-                 "--priors", "length", "--bootstrap", "0", "--output", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(rm),
+                "--data",
+                str(held_out),
+                "--split",
+                "train",
+                "--max-length",
+                "64",
+                "--priors",
+                "length",
+                "--bootstrap",
+                "0",
+                "--output",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     result = json.loads((out / "metrics.json").read_text())["results"][0]
     assert result["pairs"] == 16
     with np.load(out / result["arrays"]) as arrays:
@@ -117,8 +165,17 @@ def test_smollm2_conversion_matches_the_gguf(smollm2):
 def test_train_rm_default_method_is_cosine(tiny_rm_dir, pairs_file, tmp_path):
     from pcrm.commands.train_rm import Config, train
 
-    config = Config(model=str(tiny_rm_dir), data=str(pairs_file), eval_data=str(pairs_file), eval_split="train",
-                    output=str(tmp_path / "cos"), max_length=64, batch_size=4, max_steps=2, progress=False)
+    config = Config(
+        model=str(tiny_rm_dir),
+        data=str(pairs_file),
+        eval_data=str(pairs_file),
+        eval_split="train",
+        output=str(tmp_path / "cos"),
+        max_length=64,
+        batch_size=4,
+        max_steps=2,
+        progress=False,
+    )
     assert config.method == "cosine"
     result = train(config)
     saved = json.loads((tmp_path / "cos" / "pcrm_config.json").read_text())
@@ -151,9 +208,18 @@ def test_decoder_reward_model_scores_the_same_padded_or_alone(tmp_path):
 
     tokenizer = ByT5Tokenizer()
     torch.manual_seed(0)
-    model = LlamaForSequenceClassification(LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-        intermediate_size=64, num_labels=1, pad_token_id=tokenizer.pad_token_id)).eval()
+    model = LlamaForSequenceClassification(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            intermediate_size=64,
+            num_labels=1,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    ).eval()
     texts = ["short", "a somewhat longer text for the batch", "mid length one", "x"]
     batched = score_texts(model, tokenizer, texts, max_length=64, batch_size=4, progress=False)
     alone = [score_texts(model, tokenizer, [t], max_length=64, batch_size=1, progress=False)[0] for t in texts]
@@ -171,9 +237,23 @@ def test_heldout_fraction_above_delta_uses_the_runs_betas(tiny_rm_dir, pairs_fil
 
     beta1, beta2, beta3 = 0.01, 0.001, -0.011
     output = tmp_path / "betas"
-    train(Config(model=str(tiny_rm_dir), data=str(pairs_file), eval_data=str(pairs_file), eval_split="train",
-                 output=str(output), method="length", max_length=64, batch_size=4, learning_rate=5e-2, max_steps=4,
-                 save_steps=2, progress=False, prior=PriorOptions(unit="chars", beta1=beta1, beta3=beta3)))
+    train(
+        Config(
+            model=str(tiny_rm_dir),
+            data=str(pairs_file),
+            eval_data=str(pairs_file),
+            eval_split="train",
+            output=str(output),
+            method="length",
+            max_length=64,
+            batch_size=4,
+            learning_rate=5e-2,
+            max_steps=4,
+            save_steps=2,
+            progress=False,
+            prior=PriorOptions(unit="chars", beta1=beta1, beta3=beta3),
+        )
+    )
     heldout = json.loads((output / "pcrm_config.json").read_text())["heldout"]
 
     chosen = _stock_scores(output, [p + c for p, c, _ in PAIRS], 64)

@@ -13,7 +13,16 @@ from pcrm.report import Section, add_section, read_train_log, render_html, rende
 from tests.rm_fixtures import PAIRS, RANKED, tiny_reward_model, write_jsonl
 
 PNG = b"\x89PNG\r\n\x1a\n"
-SECTIONS = ["Answer: best model per metric", "Metrics", "Margin distribution", "Margin vs similarity", "Score vs length", "Reliability", "Training curves", "DPO win rates"]
+SECTIONS = [
+    "Answer: best model per metric",
+    "Metrics",
+    "Margin distribution",
+    "Margin vs similarity",
+    "Score vs length",
+    "Reliability",
+    "Training curves",
+    "DPO win rates",
+]
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +31,16 @@ def evaluation(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     bt = tiny_reward_model(root / "bt", seed=0)
     pcrm = tiny_reward_model(root / "pcrm", seed=1)
-    (pcrm / "pcrm_config.json").write_text(json.dumps({"method": "cosine", "beta1": 0.5, "beta2": 0.001, "beta3": -0.2}))
-    log = [{"step": s, "loss": 0.7 - 0.05 * s, "accuracy": 0.5 + 0.04 * s, "margin_mean": 0.1 * s, "margin_std": 0.05 * s} for s in range(1, 6)]
-    (pcrm / "train_log.jsonl").write_text("".join(json.dumps(row) + "\n" for row in log) + '{"step": 6, "lo')  # last line mid-write
+    (pcrm / "pcrm_config.json").write_text(
+        json.dumps({"method": "cosine", "beta1": 0.5, "beta2": 0.001, "beta3": -0.2})
+    )
+    log = [
+        {"step": s, "loss": 0.7 - 0.05 * s, "accuracy": 0.5 + 0.04 * s, "margin_mean": 0.1 * s, "margin_std": 0.05 * s}
+        for s in range(1, 6)
+    ]
+    (pcrm / "train_log.jsonl").write_text(
+        "".join(json.dumps(row) + "\n" for row in log) + '{"step": 6, "lo'
+    )  # last line mid-write
     pairs, ranked = write_jsonl(root / "pairs.jsonl", PAIRS), write_jsonl(root / "ranked.jsonl", RANKED)
     output = root / "eval"
     with pytest.MonkeyPatch.context() as patch:
@@ -40,7 +56,13 @@ def test_report_has_every_section_and_valid_images(evaluation, tmp_path, capsys)
     fig, (ax,) = new_figure()
     ax.plot([0, 1], [0.5, 0.6])
     curve = save_figure(fig, tmp_path / "dpo-curve.png")
-    add_section(evaluation, "DPO win rates", rows=[{"policy": "dpo", "win rate": 0.61}, {"policy": "pcrm | dpo", "win rate": 0.66}], images=[curve], text="Judge win rates.")
+    add_section(
+        evaluation,
+        "DPO win rates",
+        rows=[{"policy": "dpo", "win rate": 0.61}, {"policy": "pcrm | dpo", "win rate": 0.66}],
+        images=[curve],
+        text="Judge win rates.",
+    )
 
     out = tmp_path / "report"
     assert main(["report", "--input", str(evaluation), "--output", str(out)]) == 0
@@ -59,8 +81,18 @@ def test_report_has_every_section_and_valid_images(evaluation, tmp_path, capsys)
         assert embedded.startswith(PNG) and embedded == (out / name).read_bytes()
     assert "similarity-pairs.png" in linked and "training.png" in linked and "DPO_win_rates-0.png" in linked
 
-    for label in ("bt · pairs", "pcrm · ranked", "accuracy", "Spearman ρ per prompt", "margin > δ* (cosine)", "pcrm_config.json", "ECE"):
-        assert html.escape(label) in page and html.escape(label, quote=False) in markdown  # Markdown escaped as the HTML
+    for label in (
+        "bt · pairs",
+        "pcrm · ranked",
+        "accuracy",
+        "Spearman ρ per prompt",
+        "margin > δ* (cosine)",
+        "pcrm_config.json",
+        "ECE",
+    ):
+        assert (
+            html.escape(label) in page and html.escape(label, quote=False) in markdown
+        )  # Markdown escaped as the HTML
     assert "pcrm \\| dpo" in markdown and "pcrm | dpo" in page
     assert "wrote" in capsys.readouterr().out
 
@@ -82,7 +114,10 @@ def test_render_escapes_and_aligns_columns(tmp_path):
     page = render_html("T", sections, tmp_path)
     assert "<h2>A &amp; B</h2>" in page and "<p>x &lt; y</p>" in page and "<td>0.1235</td>" in page
     assert "<tr><td>z</td><td></td></tr>" in page
-    assert render_markdown("T", sections) == "# T\n\n## A &amp; B\n\nx &lt; y\n\n| k | n |\n|---|---|\n| v\\|w | 0.1235 |\n| z |  |\n\n![a.png](a.png)\n"
+    assert (
+        render_markdown("T", sections)
+        == "# T\n\n## A &amp; B\n\nx &lt; y\n\n| k | n |\n|---|---|\n| v\\|w | 0.1235 |\n| z |  |\n\n![a.png](a.png)\n"
+    )
 
 
 def _error_line(capsys, argv) -> str:
@@ -104,7 +139,9 @@ def test_missing_arrays_and_bad_section(evaluation, tmp_path, capsys):
     line = _error_line(capsys, ["report", "--input", str(copy)])
     assert "scores/bt--pairs.npz" in line and "not found" in line
 
-    with pytest.raises(PcrmError, match="missing.png.*Broken"):  # an image is checked (and copied) when its section is added
+    with pytest.raises(
+        PcrmError, match="missing.png.*Broken"
+    ):  # an image is checked (and copied) when its section is added
         add_section(copy, "Broken", images=[tmp_path / "missing.png"])
     (copy / "sections").mkdir()
     section = {"title": "Broken", "text": "", "rows": [], "images": ["sections/missing.png"]}

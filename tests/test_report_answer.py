@@ -11,18 +11,30 @@ def _metrics(accuracy, ci, ece, ece_ci, length_rho, length_ci):
     none = {"value": None, "ci": None, "n": 0}
     return {
         "accuracy": {"value": accuracy, "ci": ci, "n": 100},
-        "rank_correlation": {"kendall_tau_pairs": {"value": 2 * accuracy - 1, "ci": [2 * ci[0] - 1, 2 * ci[1] - 1], "n": 100},
-                             "spearman_per_prompt": none},
+        "rank_correlation": {
+            "kendall_tau_pairs": {"value": 2 * accuracy - 1, "ci": [2 * ci[0] - 1, 2 * ci[1] - 1], "n": 100},
+            "spearman_per_prompt": none,
+        },
         "calibration": {"ece": {"value": ece, "ci": ece_ci, "n": 100}},
         "length_bias": {"score_length_spearman": {"value": length_rho, "ci": length_ci, "n": 200}},
     }
 
 
 def test_a_model_is_named_only_where_its_ci_is_separated():
-    summary = {"results": [
-        {"model": "bt", "data": "d", "metrics": _metrics(0.60, [0.55, 0.65], 0.05, [0.02, 0.08], -0.50, [-0.60, -0.40])},
-        {"model": "pcrm", "data": "d", "metrics": _metrics(0.70, [0.66, 0.74], 0.04, [0.01, 0.07], 0.10, [-0.05, 0.25])},
-    ]}
+    summary = {
+        "results": [
+            {
+                "model": "bt",
+                "data": "d",
+                "metrics": _metrics(0.60, [0.55, 0.65], 0.05, [0.02, 0.08], -0.50, [-0.60, -0.40]),
+            },
+            {
+                "model": "pcrm",
+                "data": "d",
+                "metrics": _metrics(0.70, [0.66, 0.74], 0.04, [0.01, 0.07], 0.10, [-0.05, 0.25]),
+            },
+        ]
+    }
     rows = {row["metric"]: row for row in answer_section(summary).rows}
     assert rows["accuracy"]["better model"] == "pcrm"
     assert rows["accuracy"]["evidence"].startswith("CIs separated from bt")
@@ -37,11 +49,25 @@ def test_a_model_is_named_only_where_its_ci_is_separated():
 
 
 def test_overlapping_cis_name_no_model():
-    summary = {"results": [
-        {"model": "bt", "data": "d", "metrics": _metrics(0.60, [0.50, 0.70], 0.05, [0.02, 0.08], -0.02, [-0.20, 0.15])},
-        {"model": "pcrm", "data": "d", "metrics": _metrics(0.62, [0.52, 0.72], 0.06, [0.03, 0.09], 0.03, [-0.1, 0.18])},
-        {"model": "other", "data": "d", "metrics": _metrics(0.45, [0.40, 0.50], 0.20, [0.15, 0.25], 0.01, [-0.1, 0.1])},
-    ]}
+    summary = {
+        "results": [
+            {
+                "model": "bt",
+                "data": "d",
+                "metrics": _metrics(0.60, [0.50, 0.70], 0.05, [0.02, 0.08], -0.02, [-0.20, 0.15]),
+            },
+            {
+                "model": "pcrm",
+                "data": "d",
+                "metrics": _metrics(0.62, [0.52, 0.72], 0.06, [0.03, 0.09], 0.03, [-0.1, 0.18]),
+            },
+            {
+                "model": "other",
+                "data": "d",
+                "metrics": _metrics(0.45, [0.40, 0.50], 0.20, [0.15, 0.25], 0.01, [-0.1, 0.1]),
+            },
+        ]
+    }
     rows = answer_section(summary).rows
     assert rows and all(row["better model"] == NO_BETTER for row in rows)
     assert "CIs overlap with bt" in rows[0]["evidence"] and "other" not in rows[0]["evidence"]  # only the failing test
@@ -52,8 +78,12 @@ def _arrays(correct: np.ndarray) -> dict:
     n = len(correct)
     score = np.zeros(2 * n)
     score[0::2] = np.where(correct, 1.0, -1.0)
-    return {"score": score, "chosen": np.arange(0, 2 * n, 2), "rejected": np.arange(1, 2 * n, 2),
-            "group": np.repeat(np.arange(n), 2)}
+    return {
+        "score": score,
+        "chosen": np.arange(0, 2 * n, 2),
+        "rejected": np.arange(1, 2 * n, 2),
+        "group": np.repeat(np.arange(n), 2),
+    }
 
 
 def test_a_paired_test_names_a_model_whose_cis_overlap():
@@ -61,6 +91,7 @@ def test_a_paired_test_names_a_model_whose_cis_overlap():
     include 0 (b is never right where a is wrong)."""
     a = np.arange(200) < 120
     b = a & (np.arange(200) >= 20)
+
     def metrics(c):
         return _metrics(c.mean(), [c.mean() - 0.07, c.mean() + 0.07], 0.05, [0.0, 0.1], 0.0, [-0.1, 0.1])
 

@@ -7,8 +7,26 @@ from pcrm.cli import main
 
 def test_reproduce_trains_evaluates_and_reports(tiny_rm_dir, pairs_file, tmp_path, capsys):
     output = tmp_path / "repro"
-    args = ["reproduce", "--model", str(tiny_rm_dir), "--data", str(pairs_file), "--output", str(output),
-            "--methods", "bt", "--methods", "length", "--seeds", "0", "--seeds", "1", "--max-length", "64", "--no-progress"]
+    args = [
+        "reproduce",
+        "--model",
+        str(tiny_rm_dir),
+        "--data",
+        str(pairs_file),
+        "--output",
+        str(output),
+        "--methods",
+        "bt",
+        "--methods",
+        "length",
+        "--seeds",
+        "0",
+        "--seeds",
+        "1",
+        "--max-length",
+        "64",
+        "--no-progress",
+    ]
     assert main(args) == 0
     summary = json.loads((output / "summary.json").read_text())
     assert [row["method"] for row in summary["methods"]] == ["bt", "length"]

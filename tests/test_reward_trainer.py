@@ -21,9 +21,20 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_config(tiny_rm_dir, pairs_file, output, **overrides) -> Config:
-    options = dict(model=str(tiny_rm_dir), data=str(pairs_file), eval_data=str(pairs_file), eval_split="train",
-                   output=str(output), method="bt", max_length=64, batch_size=4, learning_rate=1e-3,
-                   max_steps=4, save_steps=2, progress=False)
+    options = dict(
+        model=str(tiny_rm_dir),
+        data=str(pairs_file),
+        eval_data=str(pairs_file),
+        eval_split="train",
+        output=str(output),
+        method="bt",
+        max_length=64,
+        batch_size=4,
+        learning_rate=1e-3,
+        max_steps=4,
+        save_steps=2,
+        progress=False,
+    )
     options.update(overrides)
     return Config(**options, prior=PriorOptions(unit="chars"))
 
@@ -56,9 +67,28 @@ def test_every_method_trains_and_saves_a_standard_reward_model(tiny_rm_dir, pair
 
 def test_cli_trains_and_refuses_to_overwrite(tiny_rm_dir, pairs_file, tmp_path, capsys):
     output = tmp_path / "cli"
-    args = ["train-rm", "--model", str(tiny_rm_dir), "--data", str(pairs_file), "--eval-data", str(pairs_file),
-            "--eval-split", "train", "--output", str(output), "--method", "length", "--unit", "words",
-            "--max-steps", "2", "--batch-size", "4", "--no-progress"]
+    args = [
+        "train-rm",
+        "--model",
+        str(tiny_rm_dir),
+        "--data",
+        str(pairs_file),
+        "--eval-data",
+        str(pairs_file),
+        "--eval-split",
+        "train",
+        "--output",
+        str(output),
+        "--method",
+        "length",
+        "--unit",
+        "words",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--no-progress",
+    ]
     assert main(args) == 0
     assert "held-out (8 pairs): accuracy" in capsys.readouterr().out
     assert main(args) == 2
@@ -69,12 +99,26 @@ def test_cli_trains_and_refuses_to_overwrite(tiny_rm_dir, pairs_file, tmp_path, 
 
 @pytest.mark.parametrize(
     "option,value,message",
-    [("--method", "ppo", "--method must be one of"), ("--beta1", "-1", "--beta1 must be > 0"),
-     ("--learning-rate", "0", "--learning-rate must be > 0"), ("--precision", "fp8", "--precision"),
-     ("--data", "nope.jsonl", "nope.jsonl: no such file")],
+    [
+        ("--method", "ppo", "--method must be one of"),
+        ("--beta1", "-1", "--beta1 must be > 0"),
+        ("--learning-rate", "0", "--learning-rate must be > 0"),
+        ("--precision", "fp8", "--precision"),
+        ("--data", "nope.jsonl", "nope.jsonl: no such file"),
+    ],
 )
 def test_bad_options_give_one_line(tiny_rm_dir, pairs_file, tmp_path, capsys, option, value, message):
-    args = ["train-rm", "--model", str(tiny_rm_dir), "--data", str(pairs_file), "--output", str(tmp_path / "o"), option, value]
+    args = [
+        "train-rm",
+        "--model",
+        str(tiny_rm_dir),
+        "--data",
+        str(pairs_file),
+        "--output",
+        str(tmp_path / "o"),
+        option,
+        value,
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
@@ -112,7 +156,9 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_rm_dir, pairs_fi
     killed = tiny_config(tiny_rm_dir, pairs_file, tmp_path / "killed", **common)
     fields = {k: v for k, v in vars(killed).items()}
     script = KILL_SCRIPT.format(kill_step=4, config=fields)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, env=os.environ.copy())
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, env=os.environ.copy()
+    )
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert (tmp_path / "killed" / "checkpoints" / "checkpoint-4").is_dir()
     assert not (tmp_path / "killed" / "model.safetensors").exists()
@@ -126,23 +172,74 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_rm_dir, pairs_fi
         torch.testing.assert_close(actual[name], expected[name], rtol=1e-4, atol=1e-5)
 
 
-
-
 @slow("two processes under accelerate (DDP over gloo), about 25 s")
 def test_two_processes_match_one_with_the_same_global_batch(tiny_rm_dir, pairs_file, tmp_path):
-    common = ["train-rm", "--model", str(tiny_rm_dir), "--data", str(pairs_file), "--eval-data", str(pairs_file),
-              "--eval-split", "train", "--method", "length", "--unit", "chars", "--max-steps", "3",
-              "--learning-rate", "1e-3", "--sampler", "sequential", "--no-progress"]
+    common = [
+        "train-rm",
+        "--model",
+        str(tiny_rm_dir),
+        "--data",
+        str(pairs_file),
+        "--eval-data",
+        str(pairs_file),
+        "--eval-split",
+        "train",
+        "--method",
+        "length",
+        "--unit",
+        "chars",
+        "--max-steps",
+        "3",
+        "--learning-rate",
+        "1e-3",
+        "--sampler",
+        "sequential",
+        "--no-progress",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # `--multi_gpu` selects accelerate's torchrun launcher; pcrm runs DDP over gloo when there is no GPU.
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no"]
-    two = subprocess.run(launch + ["--num_processes", "2", "--main_process_port", str(free_port()), "-m", "pcrm.cli", *common,
-                                   "--batch-size", "2", "--output", str(tmp_path / "two")],
-                         cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+    ]
+    two = subprocess.run(
+        launch
+        + [
+            "--num_processes",
+            "2",
+            "--main_process_port",
+            str(free_port()),
+            "-m",
+            "pcrm.cli",
+            *common,
+            "--batch-size",
+            "2",
+            "--output",
+            str(tmp_path / "two"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
-    one = subprocess.run([sys.executable, "-m", "pcrm.cli", *common, "--batch-size", "4", "--output", str(tmp_path / "one")],
-                         cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    one = subprocess.run(
+        [sys.executable, "-m", "pcrm.cli", *common, "--batch-size", "4", "--output", str(tmp_path / "one")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     from tests.test_distributed_engines import _compare
 

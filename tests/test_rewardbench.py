@@ -16,18 +16,26 @@ from pcrm.evaluation import rewardbench as RB
 
 def test_v1_subsets_sections_and_score_by_hand():
     rows = [
-        ("alpacaeval-easy", (2.0, 1.0)), ("alpacaeval-easy", (3.0, 1.0)),  # 2/2
-        ("mt-bench-easy", (1.0, 2.0)), ("mt-bench-easy", (2.0, 1.0)),      # 1/2
-        ("llmbar-natural", (1.0, 0.0)),                                    # 1/1
-        ("donotanswer", (1.0, 1.0)),                                       # a tie counts 0: 0/1
-        ("math-prm", (0.0, 1.0)), ("math-prm", (1.0, 0.0)),                # 1/2
-        ("hep-python", (5.0, 4.0)),                                        # 1/1
-        ("my-own", (1.0, 0.0)),                                            # reported, in no section
+        ("alpacaeval-easy", (2.0, 1.0)),
+        ("alpacaeval-easy", (3.0, 1.0)),  # 2/2
+        ("mt-bench-easy", (1.0, 2.0)),
+        ("mt-bench-easy", (2.0, 1.0)),  # 1/2
+        ("llmbar-natural", (1.0, 0.0)),  # 1/1
+        ("donotanswer", (1.0, 1.0)),  # a tie counts 0: 0/1
+        ("math-prm", (0.0, 1.0)),
+        ("math-prm", (1.0, 0.0)),  # 1/2
+        ("hep-python", (5.0, 4.0)),  # 1/1
+        ("my-own", (1.0, 0.0)),  # reported, in no section
     ]
     out = RB.v1_results([s for s, _ in rows], [p for _, p in rows])
     assert {s: (v["correct"], v["count"], v["accuracy"]) for s, v in out["subsets"].items()} == {
-        "alpacaeval-easy": (2, 2, 1.0), "donotanswer": (0, 1, 0.0), "hep-python": (1, 1, 1.0), "llmbar-natural": (1, 1, 1.0),
-        "math-prm": (1, 2, 0.5), "mt-bench-easy": (1, 2, 0.5), "my-own": (1, 1, 1.0),
+        "alpacaeval-easy": (2, 2, 1.0),
+        "donotanswer": (0, 1, 0.0),
+        "hep-python": (1, 1, 1.0),
+        "llmbar-natural": (1, 1, 1.0),
+        "math-prm": (1, 2, 0.5),
+        "mt-bench-easy": (1, 2, 0.5),
+        "my-own": (1, 1, 1.0),
     }
     chat = (100 * 1.0 + 28 * 0.5) / (100 + 28)  # EXAMPLE_COUNTS weights, not the rows present
     reasoning = (984 * 0.5 + 164 * 1.0) / (984 + 164)  # math-prm counted 984 = 6 × 164: math weighs as much as code
@@ -59,15 +67,20 @@ def test_v2_best_of_4_shares_a_tied_top():
     scores = [[2, 1, 0, 1], [1, 1, 0, 0], [0, 1, 0, 0], [1, 1, 1, 1], [3, 2, 1, 0], [0, 3, 2, 1], [1, 0, 1, 0]]
     out = RB.v2_results(subsets, scores, [1] * len(subsets), [str(i) for i in range(len(subsets))])
     assert {s: v["accuracy"] for s, v in out["subsets"].items()} == {
-        "Factuality": 1.0, "Focus": 0.25, "Math": 0.5, "Precise IF": 0.0, "Safety": 0.5}
+        "Factuality": 1.0,
+        "Focus": 0.25,
+        "Math": 0.5,
+        "Precise IF": 0.0,
+        "Safety": 0.5,
+    }
     assert out["score"] is None and out["missing_subsets"] == ["Ties"]
 
 
 TIES_ROWS = [  # (id, scores with the correct answers first, num_correct)
-    ("ref:1", [3.0, 1.0, 2.0], 1),        # accurate; worst correct − best incorrect = 1
+    ("ref:1", [3.0, 1.0, 2.0], 1),  # accurate; worst correct − best incorrect = 1
     ("tied:1", [5.0, 4.0, 1.0, 2.0], 2),  # accurate; spread of correct answers 1, gap 2
-    ("ref:2", [1.0, 2.0], 1),             # not accurate; gap −1
-    ("tied:2", [3.0, 1.0, 2.5], 2),       # not accurate; spread 2, gap −1.5
+    ("ref:2", [1.0, 2.0], 1),  # not accurate; gap −1
+    ("tied:2", [3.0, 1.0, 2.5], 2),  # not accurate; spread 2, gap −1.5
 ]
 # worked by hand from process_single_model: ref and tied accuracy 1/2 each; gap(tied) > spread: [2 > 1, −1.5 > 2] -> 1/2;
 # min(gap ref, gap tied) > spread: [1 > 1, −1.5 > 2] -> 0; tanh(min gap / spread − 1): [tanh(0), tanh(−1.75)]
@@ -77,13 +90,22 @@ TIES_EXPECTED = 0.30 * 0.5 + 0.30 * 0.5 + 0.20 * 0.5 + 0.20 * 0.0 + 0.01 * (math
 def test_ties_rule_by_hand():
     ids, scores, correct = zip(*TIES_ROWS)
     parts = RB.ties_components(list(ids), list(scores), list(correct))
-    assert parts == pytest.approx({"tied_accuracy": 0.5, "ref_accuracy": 0.5, "correctness_preferred": 0.5,
-                                   "correctness_preferred_hard": 0.0, "correctness_margin_score": math.tanh(-1.75) / 2})
+    assert parts == pytest.approx(
+        {
+            "tied_accuracy": 0.5,
+            "ref_accuracy": 0.5,
+            "correctness_preferred": 0.5,
+            "correctness_preferred_hard": 0.0,
+            "correctness_margin_score": math.tanh(-1.75) / 2,
+        }
+    )
     assert RB.ties_score(list(ids), list(scores), list(correct)) == pytest.approx(TIES_EXPECTED)
     assert TIES_EXPECTED == pytest.approx(0.3952931, abs=1e-7)
     # the subset named "Ties" (any case) gets the rule; the overall score is the mean of the six subsets
     six = ["Factuality", "Precise IF", "Math", "Safety", "Focus"]
-    out = RB.v2_results(six + ["Ties"] * 4, [[1, 0, 0, 0]] * 5 + list(scores), [1] * 5 + list(correct), ["x"] * 5 + list(ids))
+    out = RB.v2_results(
+        six + ["Ties"] * 4, [[1, 0, 0, 0]] * 5 + list(scores), [1] * 5 + list(correct), ["x"] * 5 + list(ids)
+    )
     assert out["subsets"]["Ties"]["accuracy"] == pytest.approx(TIES_EXPECTED)
     assert out["subsets"]["Ties"]["components"] == parts and out["subsets"]["Ties"]["count"] == 4
     assert out["score"] == pytest.approx((5 * 1.0 + TIES_EXPECTED) / 6)
@@ -112,8 +134,17 @@ def rm_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("rb") / "tiny-rm"
     tokenizer = ByT5Tokenizer()
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                        max_position_embeddings=512, num_labels=1, pad_token_id=tokenizer.pad_token_id, initializer_range=0.5)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
+        initializer_range=0.5,
+    )
     BertForSequenceClassification(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
@@ -131,13 +162,31 @@ def _stock_scores(model_dir, texts):
 
 
 def _evaluate(model_dir, data, output, *extra):
-    return main(["evaluate", "--model", str(model_dir), "--data", str(data), "--output", str(output),
-                 "--priors", "length", "--bootstrap", "0", "--max-length", "512", *extra])
+    return main(
+        [
+            "evaluate",
+            "--model",
+            str(model_dir),
+            "--data",
+            str(data),
+            "--output",
+            str(output),
+            "--priors",
+            "length",
+            "--bootstrap",
+            "0",
+            "--max-length",
+            "512",
+            *extra,
+        ]
+    )
 
 
 def test_v1_file_per_subset_accuracy_by_hand(rm_dir, tmp_path, capsys):
-    rows = [{"prompt": p, "chosen": c, "chosen_model": "a", "rejected": r, "rejected_model": "b", "subset": s, "id": i}
-            for i, (s, p, c, r) in enumerate(V1_ROWS)]
+    rows = [
+        {"prompt": p, "chosen": c, "chosen_model": "a", "rejected": r, "rejected_model": "b", "subset": s, "id": i}
+        for i, (s, p, c, r) in enumerate(V1_ROWS)
+    ]
     data = write_jsonl(tmp_path / "reward-bench.jsonl", rows)
     assert _evaluate(rm_dir, data, tmp_path / "eval") == 0
     result = json.loads((tmp_path / "eval" / "metrics.json").read_text())["results"][0]
@@ -175,16 +224,27 @@ def test_v2_file_best_of_4_and_ties_by_hand(rm_dir, tmp_path, capsys):
         ("ref:7", "Ties", "Name a primary colour.", [" Red."], [" Green.", " Purple."]),
         ("tied:7", "Ties", "Name a primary colour.", [" Red.", " Blue."], [" Green.", " Pink."]),
     ]
-    records = [{"id": i, "prompt": p, "chosen": c, "rejected": r, "num_correct": len(c), "num_incorrect": len(r),
-                "total_completions": len(c) + len(r), "models": ["m"] * (len(c) + len(r)), "subset": s}
-               for i, s, p, c, r in rows]
+    records = [
+        {
+            "id": i,
+            "prompt": p,
+            "chosen": c,
+            "rejected": r,
+            "num_correct": len(c),
+            "num_incorrect": len(r),
+            "total_completions": len(c) + len(r),
+            "models": ["m"] * (len(c) + len(r)),
+            "subset": s,
+        }
+        for i, s, p, c, r in rows
+    ]
     data = write_jsonl(tmp_path / "reward-bench-2.jsonl", records)
     assert _evaluate(rm_dir, data, tmp_path / "eval") == 0
     result = json.loads((tmp_path / "eval" / "metrics.json").read_text())["results"][0]
 
     scores = [_stock_scores(rm_dir, [p + x for x in c + r]) for _, _, p, c, r in rows]
     for s in scores:
-        assert min(abs(a - b) for i, a in enumerate(s) for b in s[i + 1:]) > 1e-4
+        assert min(abs(a - b) for i, a in enumerate(s) for b in s[i + 1 :]) > 1e-4
     # best-of-4: the chosen (first) score is the highest of the row
     math_rows = [1.0 if s[0] == max(s) else 0.0 for s in scores[:2]]
     focus = 1.0 if scores[2][0] == max(scores[2]) else 0.0
@@ -193,12 +253,18 @@ def test_v2_file_best_of_4_and_ties_by_hand(rm_dir, tmp_path, capsys):
     ref_gap = ref[0] - max(ref[1:])
     tied_gap, spread = min(tied[:2]) - max(tied[2:]), max(tied[:2]) - min(tied[:2])
     hard_gap = min(ref_gap, tied_gap)
-    ties = (0.3 * (tied_gap > 0) + 0.3 * (ref_gap > 0) + 0.2 * (tied_gap > spread) + 0.2 * (hard_gap > spread)
-            + 0.01 * math.tanh(hard_gap / spread - 1))
+    ties = (
+        0.3 * (tied_gap > 0)
+        + 0.3 * (ref_gap > 0)
+        + 0.2 * (tied_gap > spread)
+        + 0.2 * (hard_gap > spread)
+        + 0.01 * math.tanh(hard_gap / spread - 1)
+    )
     bench = result["rewardbench"]
     assert bench["version"] == 2
     assert {s: v["accuracy"] for s, v in bench["subsets"].items()} == pytest.approx(
-        {"Math": sum(math_rows) / 2, "Focus": focus, "Ties": ties})
+        {"Math": sum(math_rows) / 2, "Focus": focus, "Ties": ties}
+    )
     assert bench["score"] is None and bench["missing_subsets"] == ["Factuality", "Precise IF", "Safety"]
     # every correct × incorrect pair in the usual metrics
     assert result["kind"] == "ranked" and result["pairs"] == 3 + 3 + 3 + 2 + 4 and result["prompts"] == 5
@@ -211,10 +277,16 @@ def test_local_copy_of_the_hub_repository(tmp_path):
 
     folder = tmp_path / "reward-bench"
     (folder / "data").mkdir(parents=True)
-    (folder / "README.md").write_text("---\nconfigs:\n- config_name: default\n  data_files:\n  - split: raw\n"
-                                      "    path: data/raw-*\n  - split: filtered\n    path: data/filtered-*\n---\n")
-    frame = pd.DataFrame([{"prompt": p, "chosen": c, "chosen_model": "a", "rejected": r, "rejected_model": "b", "subset": s, "id": i}
-                          for i, (s, p, c, r) in enumerate(V1_ROWS)])
+    (folder / "README.md").write_text(
+        "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: raw\n"
+        "    path: data/raw-*\n  - split: filtered\n    path: data/filtered-*\n---\n"
+    )
+    frame = pd.DataFrame(
+        [
+            {"prompt": p, "chosen": c, "chosen_model": "a", "rejected": r, "rejected_model": "b", "subset": s, "id": i}
+            for i, (s, p, c, r) in enumerate(V1_ROWS)
+        ]
+    )
     frame.to_parquet(folder / "data" / "filtered-00000-of-00001.parquet")
     frame.iloc[:2].to_parquet(folder / "data" / "raw-00000-of-00001.parquet")
     rows, layout = RB.load_rows(str(folder), "filtered")
@@ -231,9 +303,13 @@ def test_other_data_loads_as_before(tmp_path):
         path = write_jsonl(tmp_path / f"{name}.jsonl", rows)
         data, direct = load_data(str(path), "test"), load_preferences(str(path), expand_ranked=False)
         assert data.rewardbench is None and data.kind == name
-        assert data.responses == [r for row in direct for r in (row["responses"] if name == "ranked" else (row["chosen"], row["rejected"]))]
+        assert data.responses == [
+            r for row in direct for r in (row["responses"] if name == "ranked" else (row["chosen"], row["rejected"]))
+        ]
     bundled = load_data("hh-rlhf-harmless", "test")  # its empty responses are still dropped
-    assert bundled.rewardbench is None and len(bundled.chosen) == len(load_preferences("hh-rlhf-harmless", split="test"))
+    assert bundled.rewardbench is None and len(bundled.chosen) == len(
+        load_preferences("hh-rlhf-harmless", split="test")
+    )
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "p", "chosen": "a"}])
     with pytest.raises(PcrmError, match=r"bad\.jsonl.*missing columns"):
         load_data(str(bad), "test")
@@ -242,9 +318,18 @@ def test_other_data_loads_as_before(tmp_path):
 @pytest.mark.parametrize(
     ("row", "message"),
     [
-        ({"prompt": "p", "chosen": ["a"], "rejected": [], "subset": "Math"}, r"row 0: field 'rejected' must be a non-empty list"),
-        ({"prompt": "p", "chosen": ["a"], "rejected": [" "], "subset": "Math"}, r"row 0: field 'rejected'\[0\] is empty"),
-        ({"prompt": "p", "chosen": ["a"], "rejected": ["b"], "num_correct": 2, "subset": "Math"}, "num_correct must be a whole number from 1 to 1, got 2"),
+        (
+            {"prompt": "p", "chosen": ["a"], "rejected": [], "subset": "Math"},
+            r"row 0: field 'rejected' must be a non-empty list",
+        ),
+        (
+            {"prompt": "p", "chosen": ["a"], "rejected": [" "], "subset": "Math"},
+            r"row 0: field 'rejected'\[0\] is empty",
+        ),
+        (
+            {"prompt": "p", "chosen": ["a"], "rejected": ["b"], "num_correct": 2, "subset": "Math"},
+            "num_correct must be a whole number from 1 to 1, got 2",
+        ),
         ({"id": "7", "prompt": "p", "chosen": ["a"], "rejected": ["b"], "subset": "Ties"}, "'ref:N' or 'tied:N'"),
     ],
 )
@@ -256,8 +341,10 @@ def test_bad_v2_rows(tmp_path, row, message):
 
 
 def test_ties_reads_num_correct_as_rewardbench_does(tmp_path, caplog):
-    rows = [{"id": "tied:1", "prompt": "p", "chosen": ["a"], "rejected": ["b", "c"], "num_correct": 2, "subset": "Ties"},
-            {"id": "ref:1", "prompt": "p", "chosen": ["a"], "rejected": ["b"], "subset": "Ties"}]
+    rows = [
+        {"id": "tied:1", "prompt": "p", "chosen": ["a"], "rejected": ["b", "c"], "num_correct": 2, "subset": "Ties"},
+        {"id": "ref:1", "prompt": "p", "chosen": ["a"], "rejected": ["b"], "subset": "Ties"},
+    ]
     with caplog.at_level("WARNING"):
         rows, layout = RB.load_rows(str(write_jsonl(tmp_path / "rb2.jsonl", rows)), "test")
     assert layout == {"version": 2, "subset": ["Ties", "Ties"], "id": ["tied:1", "ref:1"], "num_correct": [2, 1]}

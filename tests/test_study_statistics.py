@@ -301,8 +301,16 @@ def test_holm_against_hand_values():
 
 def test_findings_need_both_the_adjusted_p_and_the_criterion():
     def record(p, low, high):
-        return {"test": "difference", "method": "length", "baseline": "bt", "what": "gold gain at N=8",
-                "estimate": (low + high) / 2, "low": low, "high": high, "p": p}
+        return {
+            "test": "difference",
+            "method": "length",
+            "baseline": "bt",
+            "what": "gold gain at N=8",
+            "estimate": (low + high) / 2,
+            "low": low,
+            "high": high,
+            "p": p,
+        }
 
     assert st.findings([record(1e-6, -0.01, 0.05)])["claims"] == []  # CI contains 0
     assert st.findings([record(0.03, 0.01, 0.05), record(0.04, 0.01, 0.05)])["claims"] == []  # Holm: 0.06
@@ -350,8 +358,13 @@ def test_findings_state_a_planted_difference():
     assert not any(c.startswith("bt's") for c in claims)
     assert out["methods"]["good"]["spearman_within_prompt"] > 0.8
     gain = out["methods"]["good"]["curves"]["best-of-N"]["vs_baseline"]["mean"][1]
-    assert gain == pytest.approx((st.best_of_n_gain(good.reshape(-1, 12), np.tile(gold, (3, 1)), [4]).mean()
-                                  - out["methods"]["bt"]["curves"]["best-of-N"]["gain"][1]), abs=1e-12)
+    assert gain == pytest.approx(
+        (
+            st.best_of_n_gain(good.reshape(-1, 12), np.tile(gold, (3, 1)), [4]).mean()
+            - out["methods"]["bt"]["curves"]["best-of-N"]["gain"][1]
+        ),
+        abs=1e-12,
+    )
 
 
 # -- 6. length bias ---------------------------------------------------------------------------------

@@ -51,12 +51,25 @@ def _rm_trainer(tiny_rm_dir, tmp_path, method, with_delta, **kwargs):
     }
     if with_delta:
         rows["delta"] = DELTAS
-    args = RewardConfig(output_dir=str(tmp_path / "unused"), per_device_train_batch_size=len(RM_PAIRS), max_length=None,
-                        train_sampling_strategy="sequential", report_to="none", use_cpu=True, disable_tqdm=True)
+    args = RewardConfig(
+        output_dir=str(tmp_path / "unused"),
+        per_device_train_batch_size=len(RM_PAIRS),
+        max_length=None,
+        train_sampling_strategy="sequential",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
     model = AutoModelForSequenceClassification.from_pretrained(tiny_rm_dir)
-    trainer = PCRMRewardTrainer(model=model, args=args, train_dataset=Dataset.from_dict(rows), processing_class=tokenizer,
-                                data_collator=DeltaCollator(DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id)),
-                                method=method, **kwargs)
+    trainer = PCRMRewardTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_dict(rows),
+        processing_class=tokenizer,
+        data_collator=DeltaCollator(DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id)),
+        method=method,
+        **kwargs,
+    )
     return trainer, rows
 
 
@@ -121,9 +134,17 @@ def llamas(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("llamas")
     tokenizer = ByT5Tokenizer()
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=2, intermediate_size=64, pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id, bos_token_id=None)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
     for seed, name in ((0, "policy"), (1, "reference")):
         torch.manual_seed(seed)
         LlamaForCausalLM(config).save_pretrained(root / name)
@@ -134,9 +155,20 @@ def llamas(tmp_path_factory):
 def _dpo_args(tmp_path, loss_type="sigmoid", label_smoothing=0.0):
     from trl import DPOConfig
 
-    return DPOConfig(output_dir=str(tmp_path / "unused"), beta=BETA, loss_type=[loss_type], label_smoothing=label_smoothing,
-                     max_length=128, per_device_train_batch_size=len(DPO_PAIRS), precompute_ref_log_probs=False, bf16=False,
-                     train_sampling_strategy="sequential", report_to="none", use_cpu=True, disable_tqdm=True)
+    return DPOConfig(
+        output_dir=str(tmp_path / "unused"),
+        beta=BETA,
+        loss_type=[loss_type],
+        label_smoothing=label_smoothing,
+        max_length=128,
+        per_device_train_batch_size=len(DPO_PAIRS),
+        precompute_ref_log_probs=False,
+        bf16=False,
+        train_sampling_strategy="sequential",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
 
 
 def _dpo_trainer(cls, llamas, args, with_delta):
@@ -148,8 +180,13 @@ def _dpo_trainer(cls, llamas, args, with_delta):
         rows = [{**row, "delta": d} for row, d in zip(rows, DPO_DELTAS)]
     policy = AutoModelForCausalLM.from_pretrained(llamas / "policy")
     reference = AutoModelForCausalLM.from_pretrained(llamas / "reference")
-    return cls(model=policy, ref_model=reference, args=args, train_dataset=Dataset.from_list(rows),
-               processing_class=AutoTokenizer.from_pretrained(llamas / "policy"))
+    return cls(
+        model=policy,
+        ref_model=reference,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=AutoTokenizer.from_pretrained(llamas / "policy"),
+    )
 
 
 def _completion_logps(model_dir, batch) -> tuple[list[float], list[float]]:
@@ -172,15 +209,25 @@ def _hand_dpo_loss(llamas, batch, loss_type, eps, deltas):
     base, constraint = [], []
     for i in range(len(policy_w)):
         m = BETA * ((policy_w[i] - ref_w[i]) - (policy_l[i] - ref_l[i]))
-        base.append({"sigmoid": ranking(m, eps), "ipo": (m / BETA - 1 / (2 * BETA)) ** 2, "hinge": max(0.0, 1 - m)}[loss_type])
+        base.append(
+            {"sigmoid": ranking(m, eps), "ipo": (m / BETA - 1 / (2 * BETA)) ** 2, "hinge": max(0.0, 1 - m)}[loss_type]
+        )
         constraint.append(ranking(deltas[i] - m, eps) if deltas is not None else 0.0)
     return sum(base) / len(base) + sum(constraint) / len(constraint)
 
 
 @pytest.mark.parametrize(
     "loss_type, with_delta, eps",
-    [("sigmoid", False, 0.0), ("sigmoid", True, 0.0), ("ipo", False, 0.0), ("ipo", True, 0.0),
-     ("hinge", False, 0.0), ("hinge", True, 0.0), ("sigmoid", True, 0.2), ("ipo", True, 0.2)],
+    [
+        ("sigmoid", False, 0.0),
+        ("sigmoid", True, 0.0),
+        ("ipo", False, 0.0),
+        ("ipo", True, 0.0),
+        ("hinge", False, 0.0),
+        ("hinge", True, 0.0),
+        ("sigmoid", True, 0.2),
+        ("ipo", True, 0.2),
+    ],
 )
 def test_pcrm_dpo_trainer_loss_is_the_formula(llamas, tmp_path, loss_type, with_delta, eps):
     from pcrm.trainers.dpo import PcrmDPOTrainer

@@ -27,7 +27,9 @@ def select_best(scores: np.ndarray, n: int) -> np.ndarray:
     return scores[:, :n].argmax(axis=1)
 
 
-def bon_rows(proxy: np.ndarray, judge: np.ndarray | None, lengths: np.ndarray, ns: list[int], bootstrap: int, seed: int) -> list[dict]:
+def bon_rows(
+    proxy: np.ndarray, judge: np.ndarray | None, lengths: np.ndarray, ns: list[int], bootstrap: int, seed: int
+) -> list[dict]:
     """One row per N for one proxy RM; all arrays are [prompts, samples]."""
     rows = []
     for n in ns:
@@ -36,8 +38,13 @@ def bon_rows(proxy: np.ndarray, judge: np.ndarray | None, lengths: np.ndarray, n
         def pick(a):
             return a[np.arange(len(a)), chosen]
 
-        row = {"n": n, "kl": kl_best_of_n(n), "proxy": float(pick(proxy).mean()),
-               "proxy_gain": float((pick(proxy).mean() - proxy.mean()) / max(proxy.std(), 1e-8)), "length": float(pick(lengths).mean())}
+        row = {
+            "n": n,
+            "kl": kl_best_of_n(n),
+            "proxy": float(pick(proxy).mean()),
+            "proxy_gain": float((pick(proxy).mean() - proxy.mean()) / max(proxy.std(), 1e-8)),
+            "length": float(pick(lengths).mean()),
+        }
         if judge is not None:
             row["judge"] = float(pick(judge).mean())
             row["win_rate"] = win_rate(pick(judge), judge[:, 0], bootstrap, seed)
@@ -54,12 +61,19 @@ def scale_stats(scores: np.ndarray, judge: np.ndarray | None, lengths: np.ndarra
     from pcrm.evaluation.metrics import finite_or_none, spearman
 
     scores, lengths = scores.ravel(), lengths.ravel()
-    stats = {"mean": float(scores.mean()), "std": float(scores.std()), "min": float(scores.min()), "max": float(scores.max()),
-             "spearman_length": finite_or_none(spearman(scores, lengths))}
+    stats = {
+        "mean": float(scores.mean()),
+        "std": float(scores.std()),
+        "min": float(scores.min()),
+        "max": float(scores.max()),
+        "spearman_length": finite_or_none(spearman(scores, lengths)),
+    }
     if cap is not None:
         free = lengths < cap
         stats["length_capped"] = float(1 - free.mean())
-        stats["spearman_length_uncapped"] = finite_or_none(spearman(scores[free], lengths[free])) if free.sum() >= 3 else None
+        stats["spearman_length_uncapped"] = (
+            finite_or_none(spearman(scores[free], lengths[free])) if free.sum() >= 3 else None
+        )
     if judge is not None:
         stats["spearman_judge"] = float(spearman(scores, judge.ravel()))
     return stats
@@ -69,15 +83,23 @@ def cached_samples(config, prompts: list[str], tokenizer) -> dict:
     """{"responses", "lengths"}: [prompts][max N] sampled responses and their token counts, from the cache when possible."""
     from pcrm.models import load_causal_lm, model_fingerprint, resolve_model
 
-    key = {"policy": model_fingerprint(resolve_model(config.policy)), "prompts": prompts, "seed": config.seed,
-           "max_new_tokens": config.max_new_tokens, "temperature": config.temperature, "batch_size": config.batch_size}
+    key = {
+        "policy": model_fingerprint(resolve_model(config.policy)),
+        "prompts": prompts,
+        "seed": config.seed,
+        "max_new_tokens": config.max_new_tokens,
+        "temperature": config.temperature,
+        "batch_size": config.batch_size,
+    }
     path = cache_path("bon", key, ".json")
     passes = _read_passes(path, len(prompts))
     if len(passes) < max(config.n):
         model = load_causal_lm(config.policy).to(default_device(config.device))
         for j in range(len(passes), max(config.n)):
             torch.manual_seed(config.seed + j)
-            _, ids, texts = sample(model, tokenizer, prompts, config.max_new_tokens, config.temperature, config.batch_size)
+            _, ids, texts = sample(
+                model, tokenizer, prompts, config.max_new_tokens, config.temperature, config.batch_size
+            )
             passes.append({"responses": texts, "lengths": [len(r) for r in ids]})
             print(f"best-of-N: sampled pass {j + 1}/{max(config.n)}", flush=True)
             write_cache(write_json, path, passes)
@@ -92,9 +114,13 @@ def _read_passes(path, n_prompts: int) -> list:
     try:
         passes = json.loads(path.read_text(encoding="utf-8"))
         ok = isinstance(passes, list) and all(
-            isinstance(p, dict) and len(p.get("responses", ())) == n_prompts and len(p.get("lengths", ())) == n_prompts
-            and all(isinstance(r, str) for r in p["responses"]) and all(isinstance(n, int) for n in p["lengths"])
-            for p in passes)
+            isinstance(p, dict)
+            and len(p.get("responses", ())) == n_prompts
+            and len(p.get("lengths", ())) == n_prompts
+            and all(isinstance(r, str) for r in p["responses"])
+            and all(isinstance(n, int) for n in p["lengths"])
+            for p in passes
+        )
         if not ok:
             raise ValueError("unexpected structure")
         return passes
@@ -107,8 +133,17 @@ def run_bon(config, labels: list[str], output: Path) -> dict:
     from pcrm.models import load_tokenizer
 
     tokenizer = load_tokenizer(config.policy)
-    prompts = load_prompts(config.data, config.eval_split, tokenizer, config.max_prompt_length, config.prompts, config.seed,
-                           config.data_config, config.columns, use="best-of-N (held-out)")
+    prompts = load_prompts(
+        config.data,
+        config.eval_split,
+        tokenizer,
+        config.max_prompt_length,
+        config.prompts,
+        config.seed,
+        config.data_config,
+        config.columns,
+        use="best-of-N (held-out)",
+    )
     samples = cached_samples(config, prompts, tokenizer)
     flat_prompts = [p for p, row in zip(prompts, samples["responses"]) for _ in row]
     flat_responses = [r for row in samples["responses"] for r in row]
@@ -128,17 +163,26 @@ def run_bon(config, labels: list[str], output: Path) -> dict:
         "config": asdict(config),
         "prompts": len(prompts),
         "samples_per_prompt": shape[1],
-        "reward_models": {label: {"path": name, "scale": scale_stats(proxies[label], judge, lengths, config.max_new_tokens),
-                                  "rows": bon_rows(proxies[label], judge, lengths, config.n, config.bootstrap, config.seed)}
-                          for label, name in zip(labels, config.reward_model)},
+        "reward_models": {
+            label: {
+                "path": name,
+                "scale": scale_stats(proxies[label], judge, lengths, config.max_new_tokens),
+                "rows": bon_rows(proxies[label], judge, lengths, config.n, config.bootstrap, config.seed),
+            }
+            for label, name in zip(labels, config.reward_model)
+        },
     }
     if judge is not None:
         results["judge"] = {"path": config.judge, "scale": scale_stats(judge, judge, lengths, config.max_new_tokens)}
     lines = []
     for i, (prompt, responses) in enumerate(zip(prompts, samples["responses"])):
         for j, response in enumerate(responses):
-            scores = {label: float(s[i, j]) for label, s in proxies.items()} | ({"judge": float(judge[i, j])} if judge is not None else {})
-            lines.append(json.dumps({"prompt": prompt, "sample": j, "response": response, "scores": scores}, ensure_ascii=False))
+            scores = {label: float(s[i, j]) for label, s in proxies.items()} | (
+                {"judge": float(judge[i, j])} if judge is not None else {}
+            )
+            lines.append(
+                json.dumps({"prompt": prompt, "sample": j, "response": response, "scores": scores}, ensure_ascii=False)
+            )
     atomic_write_text(output / "samples.jsonl", "\n".join(lines) + "\n")
     return results
 
@@ -149,31 +193,45 @@ def table_rows(results: dict) -> list[dict]:
     for label, result in results["reward_models"].items():
         for row in result["rows"]:
             rate = row.get("win_rate")
-            rows.append({
-                "reward model": label, "N": str(row["n"]), "KL": f"{row['kl']:.3f}", "proxy": f"{row['proxy']:.3f}",
-                "proxy gain (σ)": f"{row['proxy_gain']:+.2f}", "judge": f"{row['judge']:.3f}" if "judge" in row else "",
-                "win vs N=1 [95% CI]": f"{rate['rate']:.2f} [{rate['ci_low']:.2f}, {rate['ci_high']:.2f}]" if rate else "",
-                "length": f"{row['length']:.1f}",
-            })
+            rows.append(
+                {
+                    "reward model": label,
+                    "N": str(row["n"]),
+                    "KL": f"{row['kl']:.3f}",
+                    "proxy": f"{row['proxy']:.3f}",
+                    "proxy gain (σ)": f"{row['proxy_gain']:+.2f}",
+                    "judge": f"{row['judge']:.3f}" if "judge" in row else "",
+                    "win vs N=1 [95% CI]": f"{rate['rate']:.2f} [{rate['ci_low']:.2f}, {rate['ci_high']:.2f}]"
+                    if rate
+                    else "",
+                    "length": f"{row['length']:.1f}",
+                }
+            )
     return rows
 
 
 def scale_rows(results: dict) -> list[dict]:
     """The reward-scale table: one row per reward model (and the judge), on all samples."""
     models = {**results["reward_models"], **({"judge": results["judge"]} if "judge" in results else {})}
+
     def number(value):
         return "–" if value is None else f"{value:.3f}"
 
     rows = []
     for label, m in models.items():
         scale = m["scale"]
-        row = {"reward model": label, "mean ± std": f"{scale['mean']:.3f} ± {scale['std']:.3f}",
-               "min / max": f"{scale['min']:.3f} / {scale['max']:.3f}",
-               "ρ vs judge": number(scale["spearman_judge"]) if "spearman_judge" in scale else "",
-               "ρ vs length (ties: average ranks)": number(scale["spearman_length"])}
+        row = {
+            "reward model": label,
+            "mean ± std": f"{scale['mean']:.3f} ± {scale['std']:.3f}",
+            "min / max": f"{scale['min']:.3f} / {scale['max']:.3f}",
+            "ρ vs judge": number(scale["spearman_judge"]) if "spearman_judge" in scale else "",
+            "ρ vs length (ties: average ranks)": number(scale["spearman_length"]),
+        }
         if scale.get("length_capped"):  # ties at the cap: ρ then mostly tells early-ending responses apart
-            row |= {"responses at the token cap": f"{scale['length_capped']:.0%}",
-                    "ρ vs length, below the cap": number(scale["spearman_length_uncapped"])}
+            row |= {
+                "responses at the token cap": f"{scale['length_capped']:.0%}",
+                "ρ vs length, below the cap": number(scale["spearman_length_uncapped"]),
+            }
         rows.append(row)
     return rows
 
@@ -189,9 +247,15 @@ def plot_bon(results: dict, path: Path) -> Path:
         axes[0].plot(kl, [row["proxy_gain"] for row in result["rows"]], "o-", color=f"C{i % 10}", label=label)
         if has_judge:
             axes[1].plot(kl, [row["judge"] for row in result["rows"]], "o-", color=f"C{i % 10}", label=label)
-    axes[0].set(title="best-of-N: proxy reward", xlabel="KL(best-of-N ‖ policy) = log N − (N−1)/N", ylabel="proxy gain (σ of the samples)")
+    axes[0].set(
+        title="best-of-N: proxy reward",
+        xlabel="KL(best-of-N ‖ policy) = log N − (N−1)/N",
+        ylabel="proxy gain (σ of the samples)",
+    )
     if has_judge:
-        axes[1].set(title="best-of-N: judge reward", xlabel="KL(best-of-N ‖ policy)", ylabel="judge reward of the selections")
+        axes[1].set(
+            title="best-of-N: judge reward", xlabel="KL(best-of-N ‖ policy)", ylabel="judge reward of the selections"
+        )
     for ax in axes:
         ax.legend(fontsize=8)
     return save_figure(fig, path)

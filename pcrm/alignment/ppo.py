@@ -82,7 +82,9 @@ def explained_variance(values, returns, mask) -> float:
 
 
 @torch.no_grad()
-def rollout(policy: PolicyWithValue, reference, tokenizer, prompts: list[str], reward_model, shaper: RewardShaper, config):
+def rollout(
+    policy: PolicyWithValue, reference, tokenizer, prompts: list[str], reward_model, shaper: RewardShaper, config
+):
     """Sample, score and compute advantages for one batch of prompts: (packed batch with targets, statistics)."""
     queries, responses, texts = sample(policy.model, tokenizer, prompts, config.max_new_tokens, 1.0, config.batch_size)
     batch = pack(queries, responses, tokenizer.pad_token_id, policy.model.device)
@@ -96,8 +98,12 @@ def rollout(policy: PolicyWithValue, reference, tokenizer, prompts: list[str], r
     rewards[torch.arange(len(last)), last] += torch.as_tensor(shaper(raw), dtype=rewards.dtype, device=rewards.device)
     advantages, returns = gae(rewards, values, mask, config.gamma, config.lam)
     batch.update(old_logp=logp, old_values=values, advantages=masked_whiten(advantages, mask), returns=returns)
-    stats = {**reward_stats(raw), "kl": kl.sum(1).mean().item(), "length": mask.sum(1).mean().item(),
-             "explained_variance": explained_variance(values, returns, mask)}
+    stats = {
+        **reward_stats(raw),
+        "kl": kl.sum(1).mean().item(),
+        "length": mask.sum(1).mean().item(),
+        "explained_variance": explained_variance(values, returns, mask),
+    }
     return batch, stats
 
 
@@ -129,14 +135,21 @@ def train_ppo(config, reward_model, prompts: list[str], tokenizer, reference, pr
     checkpoint = output / "checkpoint"
     start = load_state(checkpoint / "state.pt") if config.resume else {"step": 0}
     policy = PolicyWithValue(load_causal_lm(checkpoint / "policy" if config.resume else config.policy)).eval()
-    optimizer = torch.optim.Adam([{"params": policy.model.parameters()},
-                                  {"params": policy.value_head.parameters(), "lr": config.value_learning_rate}], lr=config.learning_rate)
+    optimizer = torch.optim.Adam(
+        [
+            {"params": policy.model.parameters()},
+            {"params": policy.value_head.parameters(), "lr": config.value_learning_rate},
+        ],
+        lr=config.learning_rate,
+    )
     shaper = RewardShaper(config.reward_norm, config.reward_clip)
     if config.resume:
         policy.value_head.load_state_dict(start["value_head"])
         optimizer.load_state_dict(start["optimizer"])
         shaper.load_state_dict(start["shaper"])
-    accelerator = Accelerator(cpu=default_device(config.device) == "cpu")  # --device; placement and backward; one process (sampling and logging are not sharded)
+    accelerator = Accelerator(
+        cpu=default_device(config.device) == "cpu"
+    )  # --device; placement and backward; one process (sampling and logging are not sharded)
     policy, optimizer = accelerator.prepare(policy, optimizer)
     log = StepLog(output / "log.jsonl", start["step"] if config.resume else None)
     if start["step"] == 0:
@@ -146,7 +159,9 @@ def train_ppo(config, reward_model, prompts: list[str], tokenizer, reference, pr
         torch.manual_seed(config.seed + step)
         batch_prompts = [prompts[(step * config.batch_size + i) % len(prompts)] for i in range(config.batch_size)]
         batch, stats = rollout(policy, reference, tokenizer, batch_prompts, reward_model, shaper, config)
-        stats |= update(policy, optimizer, accelerator, batch, config, torch.Generator().manual_seed(config.seed + step))
+        stats |= update(
+            policy, optimizer, accelerator, batch, config, torch.Generator().manual_seed(config.seed + step)
+        )
         if (step + 1) % config.probe_every == 0 or step + 1 == config.steps:
             stats |= probe(policy.model)
         log.write({"step": step + 1, **stats, "seconds": time.perf_counter() - tic}, config.steps)
@@ -161,8 +176,15 @@ def save_checkpoint(path: Path, policy: PolicyWithValue, optimizer, shaper: Rewa
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     policy.model.save_pretrained(tmp / "policy")
-    shaper_state = {key: float(value) for key, value in shaper.state_dict().items()}  # plain numbers: loadable without pickle
-    state = {"step": step, "value_head": policy.value_head.state_dict(), "optimizer": optimizer.state_dict(), "shaper": shaper_state}
+    shaper_state = {
+        key: float(value) for key, value in shaper.state_dict().items()
+    }  # plain numbers: loadable without pickle
+    state = {
+        "step": step,
+        "value_head": policy.value_head.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "shaper": shaper_state,
+    }
     torch.save(state, tmp / "state.pt")
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)

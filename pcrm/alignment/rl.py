@@ -17,10 +17,28 @@ def run_rl(config, labels: list[str], output: Path) -> dict:
     from pcrm.models import default_device, load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(config.policy)
-    prompts = load_prompts(config.data, config.train_split, tokenizer, config.max_prompt_length, None, config.seed,
-                           config.data_config, config.columns, use=f"{config.method.upper()} training")
-    probe_prompts = load_prompts(config.data, config.eval_split, tokenizer, config.max_prompt_length, config.prompts, config.seed,
-                                 config.data_config, config.columns, use="the held-out probe")
+    prompts = load_prompts(
+        config.data,
+        config.train_split,
+        tokenizer,
+        config.max_prompt_length,
+        None,
+        config.seed,
+        config.data_config,
+        config.columns,
+        use=f"{config.method.upper()} training",
+    )
+    probe_prompts = load_prompts(
+        config.data,
+        config.eval_split,
+        tokenizer,
+        config.max_prompt_length,
+        config.prompts,
+        config.seed,
+        config.data_config,
+        config.columns,
+        use="the held-out probe",
+    )
     device = default_device(config.device)
     reference = load_causal_lm(config.policy).to(device).eval().requires_grad_(False)
     judge = RewardScorer.load(config.judge, config.max_length, device, config.batch_size) if config.judge else None
@@ -42,11 +60,24 @@ def run_rl(config, labels: list[str], output: Path) -> dict:
             train_trl(config, proxy, prompts, tokenizer, probe, run_dir)
         log = read_log(run_dir / "log.jsonl")
         summaries[label] = {"path": name, "seconds": time.perf_counter() - started, **summarize_log(log)}
-        write_json(run_dir / "policy" / "pcrm_config.json", {"kind": "policy", "method": config.method, "reward_model": name,
-                                                             "train_seconds": summaries[label]["seconds"], "config": asdict(config),
-                                                             "summary": summaries[label]})
-    return {"method": config.method, "config": asdict(config), "train_prompts": len(prompts), "probe_prompts": len(probe_prompts),
-            "reward_models": summaries}
+        write_json(
+            run_dir / "policy" / "pcrm_config.json",
+            {
+                "kind": "policy",
+                "method": config.method,
+                "reward_model": name,
+                "train_seconds": summaries[label]["seconds"],
+                "config": asdict(config),
+                "summary": summaries[label],
+            },
+        )
+    return {
+        "method": config.method,
+        "config": asdict(config),
+        "train_prompts": len(prompts),
+        "probe_prompts": len(probe_prompts),
+        "reward_models": summaries,
+    }
 
 
 def summarize_log(log: list[dict]) -> dict:
@@ -54,13 +85,27 @@ def summarize_log(log: list[dict]) -> dict:
     probes = [row for row in log if "probe_kl" in row]
     steps = [row for row in log if "reward_mean" in row]
     first, last = probes[0], probes[-1]
-    summary = {"steps": last["step"], "probe_proxy_start": first["probe_proxy"], "probe_proxy_end": last["probe_proxy"],
-               "probe_proxy_gain": last["probe_proxy_gain"], "probe_kl": last["probe_kl"], "probe_length": last["probe_length"]}
+    summary = {
+        "steps": last["step"],
+        "probe_proxy_start": first["probe_proxy"],
+        "probe_proxy_end": last["probe_proxy"],
+        "probe_proxy_gain": last["probe_proxy_gain"],
+        "probe_kl": last["probe_kl"],
+        "probe_length": last["probe_length"],
+    }
     if "probe_judge" in last:
-        summary |= {"probe_judge_start": first["probe_judge"], "probe_judge_end": last["probe_judge"], "win_rate": last["probe_win_rate"]}
+        summary |= {
+            "probe_judge_start": first["probe_judge"],
+            "probe_judge_end": last["probe_judge"],
+            "win_rate": last["probe_win_rate"],
+        }
     if steps:
-        summary |= {"reward_mean_first": steps[0]["reward_mean"], "reward_mean_last": steps[-1]["reward_mean"],
-                    "reward_max_last": steps[-1]["reward_max"], "kl_last": steps[-1].get("kl")}
+        summary |= {
+            "reward_mean_first": steps[0]["reward_mean"],
+            "reward_mean_last": steps[-1]["reward_mean"],
+            "reward_max_last": steps[-1]["reward_max"],
+            "kl_last": steps[-1].get("kl"),
+        }
     return summary
 
 
@@ -68,15 +113,24 @@ def rl_table_rows(results: dict) -> list[dict]:
     rows = []
     for label, s in results["reward_models"].items():
         rate = s.get("win_rate")
-        rows.append({
-            "reward model": label, "steps": str(s["steps"]),
-            "probe proxy start → end": f"{s['probe_proxy_start']:.3f} → {s['probe_proxy_end']:.3f}",
-            "proxy gain (σ)": f"{s['probe_proxy_gain']:+.2f}", "probe KL": f"{s['probe_kl']:.3f}",
-            "judge start → end": f"{s['probe_judge_start']:.3f} → {s['probe_judge_end']:.3f}" if rate else "",
-            "win vs start [95% CI]": f"{rate['rate']:.2f} [{rate['ci_low']:.2f}, {rate['ci_high']:.2f}]" if rate else "",
-            "batch reward first → last": f"{s['reward_mean_first']:.3f} → {s['reward_mean_last']:.3f}" if "reward_mean_first" in s else "",
-            "length": f"{s['probe_length']:.1f}", "minutes": f"{s['seconds'] / 60:.1f}",
-        })
+        rows.append(
+            {
+                "reward model": label,
+                "steps": str(s["steps"]),
+                "probe proxy start → end": f"{s['probe_proxy_start']:.3f} → {s['probe_proxy_end']:.3f}",
+                "proxy gain (σ)": f"{s['probe_proxy_gain']:+.2f}",
+                "probe KL": f"{s['probe_kl']:.3f}",
+                "judge start → end": f"{s['probe_judge_start']:.3f} → {s['probe_judge_end']:.3f}" if rate else "",
+                "win vs start [95% CI]": f"{rate['rate']:.2f} [{rate['ci_low']:.2f}, {rate['ci_high']:.2f}]"
+                if rate
+                else "",
+                "batch reward first → last": f"{s['reward_mean_first']:.3f} → {s['reward_mean_last']:.3f}"
+                if "reward_mean_first" in s
+                else "",
+                "length": f"{s['probe_length']:.1f}",
+                "minutes": f"{s['seconds'] / 60:.1f}",
+            }
+        )
     return rows
 
 
@@ -113,7 +167,11 @@ def plot_rl(results: dict, output: Path) -> list[Path]:
     ax_length.set(title="response length", xlabel="step", ylabel="tokens")
     integer_ticks(*axes_scale, ax_length)
     paths = []
-    figures = ((fig_kl, axes_kl, "reward_vs_kl.png"), (fig_scale, axes_scale, "reward_scale.png"), (fig_length, [ax_length], "length.png"))
+    figures = (
+        (fig_kl, axes_kl, "reward_vs_kl.png"),
+        (fig_scale, axes_scale, "reward_scale.png"),
+        (fig_length, [ax_length], "length.png"),
+    )
     for fig, axes, name in figures:
         for ax in axes:
             ax.legend(fontsize=8)

@@ -104,9 +104,14 @@ def train_trl(config, reward_model, prompts: list[str], tokenizer, probe, output
         resume_step = int(Path(last).name.split("-")[-1])
     reward = ProxyReward(reward_model, shaper)
     log = StepLog(output / "log.jsonl", resume_step)
-    trainer = trainer_class(model=load_causal_lm(config.policy), reward_funcs=reward, args=args,
-                            train_dataset=Dataset.from_dict({"prompt": prompts}), processing_class=tokenizer,
-                            callbacks=[StepLogger(log, reward, probe, config)])
+    trainer = trainer_class(
+        model=load_causal_lm(config.policy),
+        reward_funcs=reward,
+        args=args,
+        train_dataset=Dataset.from_dict({"prompt": prompts}),
+        processing_class=tokenizer,
+        callbacks=[StepLogger(log, reward, probe, config)],
+    )
     for callback in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(callback)
     if not config.resume:

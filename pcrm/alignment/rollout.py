@@ -16,15 +16,26 @@ from pcrm.evaluation.metrics import win_rate
 from pcrm.tokenization import TURN, cut_prompts
 
 
-def load_prompts(source: str, split: str, tokenizer, max_tokens: int, count: int | None = None, seed: int = 0,
-                 config_name: str | None = None, columns: str | None = None, use: str | None = None) -> list[str]:
+def load_prompts(
+    source: str,
+    split: str,
+    tokenizer,
+    max_tokens: int,
+    count: int | None = None,
+    seed: int = 0,
+    config_name: str | None = None,
+    columns: str | None = None,
+    use: str | None = None,
+) -> list[str]:
     """Distinct text prompts of a split in a seeded order (the first `count`), cut from the left to `max_tokens` tokens.
     `use` (what the prompts are for): print the data summary (`pcrm.console.print_data_summary`)."""
     from pcrm.console import print_data_summary
     from pcrm.data import LoadReport, load_preferences
 
     report = LoadReport() if use else None  # none: the loader logs its warnings
-    prompts = load_preferences(source, split, config_name=config_name, columns=columns, report=report).shuffle(seed=seed)["prompt"]
+    prompts = load_preferences(source, split, config_name=config_name, columns=columns, report=report).shuffle(
+        seed=seed
+    )["prompt"]
     if not isinstance(prompts[0], str):
         raise PcrmError(f"{source}: pcrm align needs text prompts (this data is conversational)")
     prompts, cut = cut_prompts(list(dict.fromkeys(prompts))[:count], tokenizer, max_tokens)
@@ -51,13 +62,23 @@ def sample(model, tokenizer, texts: list[str], max_new_tokens: int, temperature:
     """One sampled response per text (seed with `torch.manual_seed` first): (query ids, response ids, response texts)."""
     from transformers import GenerationConfig
 
-    generation = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature, top_k=0, top_p=None,
-                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, stop_strings=[TURN])
+    generation = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=True,
+        temperature=temperature,
+        top_k=0,
+        top_p=None,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        stop_strings=[TURN],
+    )
     was_training = model.training
     model.eval()
     queries, responses = [], []
     for start in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True, padding_side="left").to(model.device)
+        batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True, padding_side="left").to(
+            model.device
+        )
         out = model.generate(**batch, generation_config=generation, tokenizer=tokenizer).cpu()
         width = batch["input_ids"].size(1)
         for row, mask in zip(out, batch["attention_mask"].cpu()):
@@ -76,7 +97,11 @@ def pack(queries: list[list[int]], responses: list[list[int]], pad_id: int, devi
     for i, (q, r) in enumerate(zip(queries, responses)):
         input_ids[i, width - len(q) : width + len(r)] = torch.tensor(q + r)
         attention_mask[i, width - len(q) : width + len(r)] = 1
-    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "response_mask": attention_mask[:, width:].float()}
+    batch = {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "response_mask": attention_mask[:, width:].float(),
+    }
     return {"width": width, **{k: v.to(device) for k, v in batch.items()}}
 
 
@@ -84,15 +109,20 @@ def forward(model, batch: dict, hidden: bool = False):
     """Log-probs of the response tokens under `model` ([rows, response tokens]) and, with `hidden`, the last hidden
     states that predict them (the input of a value head)."""
     logits, states = _response_logits(model, batch, hidden)
-    logp = torch.log_softmax(logits, dim=-1).gather(-1, batch["input_ids"][:, batch["width"]:, None]).squeeze(-1)
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, batch["input_ids"][:, batch["width"] :, None]).squeeze(-1)
     return logp, states
 
 
 def _response_logits(model, batch: dict, hidden: bool = False):
     """(float logits over the vocabulary at the positions that predict the response tokens, their last hidden states)."""
     mask, width = batch["attention_mask"], batch["width"]
-    out = model(input_ids=batch["input_ids"], attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
-                output_hidden_states=hidden, use_cache=False)
+    out = model(
+        input_ids=batch["input_ids"],
+        attention_mask=mask,
+        position_ids=(mask.cumsum(1) - 1).clamp(min=0),
+        output_hidden_states=hidden,
+        use_cache=False,
+    )
     return out.logits[:, width - 1 : -1].float(), (out.hidden_states[-1][:, width - 1 : -1] if hidden else None)
 
 
@@ -144,7 +174,13 @@ class Probe:
     call's judge scores, kept in `start_file`, are the opponent of the win rate."""
 
     def __init__(self, prompts, tokenizer, reference, proxy, judge, config, start_file: Path):
-        self.prompts, self.tokenizer, self.reference, self.proxy, self.judge = prompts, tokenizer, reference, proxy, judge
+        self.prompts, self.tokenizer, self.reference, self.proxy, self.judge = (
+            prompts,
+            tokenizer,
+            reference,
+            proxy,
+            judge,
+        )
         self.config, self.start_file = config, Path(start_file)
         self.start = json.loads(self.start_file.read_text()) if self.start_file.exists() else None
 
@@ -153,18 +189,29 @@ class Probe:
         config = self.config
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            queries, responses, texts = sample(policy, self.tokenizer, self.prompts, config.max_new_tokens, 1.0, config.batch_size)
+            queries, responses, texts = sample(
+                policy, self.tokenizer, self.prompts, config.max_new_tokens, 1.0, config.batch_size
+            )
         batch = pack(queries, responses, self.tokenizer.pad_token_id, policy.device)
-        chunks = (select_rows(batch, slice(i, i + config.batch_size)) for i in range(0, len(queries), config.batch_size))
+        chunks = (
+            select_rows(batch, slice(i, i + config.batch_size)) for i in range(0, len(queries), config.batch_size)
+        )
         kl = torch.cat([exact_kl(policy, self.reference, b) for b in chunks])
         proxy = self.proxy.scores(self.prompts, texts)
         judge = self.judge.scores(self.prompts, texts) if self.judge else None
         if self.start is None:  # the starting policy; its proxy spread is the unit of proxy gain
-            self.start = {"proxy_mean": float(proxy.mean()), "proxy_std": float(proxy.std()), "judge": None if judge is None else judge.tolist()}
+            self.start = {
+                "proxy_mean": float(proxy.mean()),
+                "proxy_std": float(proxy.std()),
+                "judge": None if judge is None else judge.tolist(),
+            }
             self.start_file.write_text(json.dumps(self.start))
-        row = {"probe_kl": kl.mean().item(), "probe_proxy": float(proxy.mean()),
-               "probe_proxy_gain": (float(proxy.mean()) - self.start["proxy_mean"]) / max(self.start["proxy_std"], 1e-8),
-               "probe_length": batch["response_mask"].sum(1).mean().item()}
+        row = {
+            "probe_kl": kl.mean().item(),
+            "probe_proxy": float(proxy.mean()),
+            "probe_proxy_gain": (float(proxy.mean()) - self.start["proxy_mean"]) / max(self.start["proxy_std"], 1e-8),
+            "probe_length": batch["response_mask"].sum(1).mean().item(),
+        }
         if judge is not None:
             row["probe_judge"] = float(judge.mean())
             row["probe_win_rate"] = win_rate(judge, self.start["judge"], config.bootstrap, config.seed)
@@ -194,7 +241,11 @@ class StepLog:
             parts.append(f"reward {row['reward_mean']:.3f} ± {row['reward_std']:.3f} (max {row['reward_max']:.3f})")
             parts += [f"{key} {row[key]:.3f}" for key in ("kl", "length", "explained_variance") if key in row]
         if "probe_kl" in row:
-            judge = f", judge {row['probe_judge']:.3f}, win {row['probe_win_rate']['rate']:.2f}" if "probe_judge" in row else ""
+            judge = (
+                f", judge {row['probe_judge']:.3f}, win {row['probe_win_rate']['rate']:.2f}"
+                if "probe_judge" in row
+                else ""
+            )
             parts.append(f"probe: proxy {row['probe_proxy']:.3f}, kl {row['probe_kl']:.3f}{judge}")
         print(" | ".join(parts), flush=True)
 

@@ -9,22 +9,41 @@ from pcrm.constraints import ConstraintConfig, summarize, timed_constraints
 from pcrm.errors import PcrmError
 from pcrm.io import write_json
 
+
 @dataclass
 class Config(ConstraintConfig):
     """Compute each pair's similarity and δ* (cached on disk), print a summary and write a histogram."""
 
     data: str = field(default="hh-rlhf-harmless", metadata={"help": "bundled dataset name or file/directory"})
     split: str = field(default="train", metadata={"help": "split of the dataset"})
-    data_config: str | None = field(default=None, metadata={"help": "configuration name of a Hub/local dataset repository (load_dataset's name)"})
-    columns: str | None = field(default=None, metadata={"help": "map column names: chosen=good,rejected=bad,prompt=question (also responses, scores, score_chosen, score_rejected)"})
+    data_config: str | None = field(
+        default=None, metadata={"help": "configuration name of a Hub/local dataset repository (load_dataset's name)"}
+    )
+    columns: str | None = field(
+        default=None,
+        metadata={
+            "help": "map column names: chosen=good,rejected=bad,prompt=question (also responses, scores, score_chosen, score_rejected)"
+        },
+    )
     model: str = field(default="minilm", metadata={"help": "tokenizer used to count tokens for --unit tokens"})
     output: str = field(default="runs/constraints", metadata={"help": "directory for summary.json and histogram.png"})
-    suggest_from: str | None = field(default=None, metadata={"help": "reward model (e.g. BT-trained) whose margins on this data suggest β1/β3"})
-    max_length: int | None = field(default=None, metadata={"help": "tokens per sequence when scoring with --suggest-from "
-                                                                   "(default: the --max-length that model was trained with)"})
+    suggest_from: str | None = field(
+        default=None, metadata={"help": "reward model (e.g. BT-trained) whose margins on this data suggest β1/β3"}
+    )
+    max_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "tokens per sequence when scoring with --suggest-from "
+            "(default: the --max-length that model was trained with)"
+        },
+    )
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, mps"})
-    overwrite: bool = field(default=False, metadata={"help": "replace an existing --output of pcrm constraints (only once this run succeeds)"})
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "replace an existing --output of pcrm constraints (only once this run succeeds)"},
+    )
+
 
 def run(config: Config) -> dict:
     from pcrm.console import print_data_summary
@@ -42,8 +61,9 @@ def run(config: Config) -> dict:
     folder = OutputFolder(config.output, "constraints", overwrite=config.overwrite)
     folder.plan()  # every check before the first write
     report = LoadReport()
-    dataset = load_preferences(config.data, split=config.split, config_name=config.data_config, columns=config.columns,
-                               report=report)
+    dataset = load_preferences(
+        config.data, split=config.split, config_name=config.data_config, columns=config.columns, report=report
+    )
     print_data_summary(report, f"{len(dataset)} pairs: similarity and δ* ({config.method}) of each")
     tokenizer = load_tokenizer(config.model) if config.method == "length" and config.unit == "tokens" else None
     dataset, timing = timed_constraints(dataset, config, tokenizer, show_progress=config.progress)
@@ -61,6 +81,7 @@ def run(config: Config) -> dict:
     print(f"wrote {output / 'summary.json'}, {output / 'pairs.csv'} (one row per pair) and {output / 'histogram.png'}")
     return summary
 
+
 def format_summary(summary: dict) -> str:
     lines = [f"{summary['pairs']} pairs, {summary['seconds']:.2f} s ({summary['pairs_per_second']:.0f} pairs/s)"]
     lines.append(f"{'':>10} " + " ".join(f"{q:>8}" for q in ("min", "p5", "p25", "p50", "p75", "p95", "max", "mean")))
@@ -69,8 +90,12 @@ def format_summary(summary: dict) -> str:
         if stats is None:
             lines.append(f"{column:>10}      (not defined for this method)")
             continue
-        lines.append(f"{column:>10} " + " ".join(f"{stats[q]:8.3f}" for q in ("min", "p5", "p25", "p50", "p75", "p95", "max", "mean")))
+        lines.append(
+            f"{column:>10} "
+            + " ".join(f"{stats[q]:8.3f}" for q in ("min", "p5", "p25", "p50", "p75", "p95", "max", "mean"))
+        )
     return "\n".join(lines)
+
 
 def write_pairs(dataset, path: Path) -> None:
     """One row per pair, in data order: id (row), similarity, δ*, and the chosen/rejected lengths in characters and
@@ -87,8 +112,17 @@ def write_pairs(dataset, path: Path) -> None:
     columns = zip(dataset["similarity"], dataset["delta"], dataset["chosen"], dataset["rejected"])
     for i, (similarity, delta, chosen, rejected) in enumerate(columns):
         chosen, rejected = as_text(chosen), as_text(rejected)
-        writer.writerow([i, "" if similarity is None else f"{similarity:.6g}", f"{delta:.6g}", len(chosen), len(rejected),
-                         len(chosen.split()), len(rejected.split())])
+        writer.writerow(
+            [
+                i,
+                "" if similarity is None else f"{similarity:.6g}",
+                f"{delta:.6g}",
+                len(chosen),
+                len(rejected),
+                len(chosen.split()),
+                len(rejected.split()),
+            ]
+        )
     atomic_write_text(path, text.getvalue())
 
 
@@ -134,6 +168,8 @@ def format_suggestion(suggestion: dict, config: Config) -> str:
     lines = [f"margins of {suggestion['reference_model']} vs the suggested δ* (quantiles 5/25/50/75/95%):"]
     lines.append("    margin " + " ".join(f"{v:8.3f}" for v in suggestion["margin_quantiles"].values()))
     lines.append("    δ*     " + " ".join(f"{v:8.3f}" for v in suggestion["suggested_delta_quantiles"].values()))
-    lines.append(f"suggested: --method {config.method} --beta1 {suggestion['beta1']:.4g} --beta2 {config.beta2:g} "
-                 f"--beta3 {suggestion['beta3']:.4g} ({suggestion['reference_frac_above_suggested_delta']:.1%} of the reference margins exceed it)")
+    lines.append(
+        f"suggested: --method {config.method} --beta1 {suggestion['beta1']:.4g} --beta2 {config.beta2:g} "
+        f"--beta3 {suggestion['beta3']:.4g} ({suggestion['reference_frac_above_suggested_delta']:.1%} of the reference margins exceed it)"
+    )
     return "\n".join(lines)

@@ -18,29 +18,49 @@ class Config:
     """Evaluate reward models on preference data: accuracy, rank correlation, score scale,
     margins against the priors' δ*, length bias and calibration, with bootstrap CIs."""
 
-    model: list[str] = field(default_factory=list, metadata={"help": "reward model directory (required, no default; repeat to compare several)"})
+    model: list[str] = field(
+        default_factory=list,
+        metadata={"help": "reward model directory (required, no default; repeat to compare several)"},
+    )
     data: list[str] = field(
         default_factory=lambda: ["hh-rlhf-harmless"],
         metadata={"help": "bundled dataset name or file/directory, repeatable (default: hh-rlhf-harmless)"},
     )
     split: str = field(default="test", metadata={"help": "split of bundled data or of a DatasetDict directory"})
-    data_config: str | None = field(default=None, metadata={"help": "configuration name of a Hub/local dataset repository (load_dataset's name)"})
-    columns: str | None = field(default=None, metadata={"help": "map column names: chosen=good,rejected=bad,prompt=question (also responses, scores, score_chosen, score_rejected)"})
+    data_config: str | None = field(
+        default=None, metadata={"help": "configuration name of a Hub/local dataset repository (load_dataset's name)"}
+    )
+    columns: str | None = field(
+        default=None,
+        metadata={
+            "help": "map column names: chosen=good,rejected=bad,prompt=question (also responses, scores, score_chosen, score_rejected)"
+        },
+    )
     output: str = field(default="runs/evaluate", metadata={"help": "directory for metrics.json and scores/*.npz"})
     priors: list[str] = field(
         default_factory=lambda: list(PRIORS),
-        metadata={"help": "priors whose δ* the margins are compared with, repeatable (default: length and cosine)", "choices": PRIORS},
+        metadata={
+            "help": "priors whose δ* the margins are compared with, repeatable (default: length and cosine)",
+            "choices": PRIORS,
+        },
     )
     encoder: str = field(default="minilm", metadata={"help": "sentence encoder of the cosine prior"})
-    max_length: int | None = field(default=None, metadata={"help": "tokens per scored text, longer ones lose the prompt's start "
-                                                                   "(default: the --max-length each model was trained with)"})
+    max_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "tokens per scored text, longer ones lose the prompt's start "
+            "(default: the --max-length each model was trained with)"
+        },
+    )
     batch_size: int = field(default=32, metadata={"help": "scoring batch size"})
     device: str = field(default="auto", metadata={"help": "torch device for scoring: auto, cpu, cuda, ..."})
     bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples per confidence interval (0: no CIs)"})
     bins: int = field(default=10, metadata={"help": "reliability bins of the calibration metrics"})
     seed: int = field(default=0, metadata={"help": "seed of the bootstrap"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
-    overwrite: bool = field(default=False, metadata={"help": "replace an existing --output of pcrm evaluate (only once this run succeeds)"})
+    overwrite: bool = field(
+        default=False, metadata={"help": "replace an existing --output of pcrm evaluate (only once this run succeeds)"}
+    )
 
     def __post_init__(self):
         from pcrm.preflight import check_at_least, check_numbers

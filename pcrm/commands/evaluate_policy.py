@@ -10,15 +10,23 @@ as a report section of the output (`pcrm report --input OUTPUT`) and, with `--re
 `pcrm evaluate` directory.
 """
 
-
 import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
 
 from pcrm.errors import require
-from pcrm.evaluation.policies import (PairScorer, format_table, generate, judge_responses, length_stats, prompt_texts,
-                                      table_rows, training_info, write_responses)
+from pcrm.evaluation.policies import (
+    PairScorer,
+    format_table,
+    generate,
+    judge_responses,
+    length_stats,
+    prompt_texts,
+    table_rows,
+    training_info,
+    write_responses,
+)
 from pcrm.io import atomic_write_text, write_json
 
 
@@ -26,28 +34,54 @@ from pcrm.io import atomic_write_text, write_json
 class Config:
     """Implicit rewards on held-out pairs, judge win rates and response lengths on held-out prompts."""
 
-    policy: list[str] = field(default_factory=list, metadata={"help": "policy directory to evaluate (repeat for several)"})
-    reference: str = field(default="smollm2", metadata={"help": "starting policy: π_ref of the implicit rewards, opponent of the win rate"})
-    baseline: str | None = field(default=None, metadata={"help": "second opponent of the win rates, e.g. a plain DPO policy"})
-    judge: str | None = field(default=None, metadata={"help": "reward-model directory that scores responses (none: no win rates)"})
+    policy: list[str] = field(
+        default_factory=list, metadata={"help": "policy directory to evaluate (repeat for several)"}
+    )
+    reference: str = field(
+        default="smollm2", metadata={"help": "starting policy: π_ref of the implicit rewards, opponent of the win rate"}
+    )
+    baseline: str | None = field(
+        default=None, metadata={"help": "second opponent of the win rates, e.g. a plain DPO policy"}
+    )
+    judge: str | None = field(
+        default=None, metadata={"help": "reward-model directory that scores responses (none: no win rates)"}
+    )
     data: str = field(default="hh-rlhf-harmless", metadata={"help": "bundled dataset name or file/directory"})
     split: str = field(default="test", metadata={"help": "held-out split"})
-    data_config: str | None = field(default=None, metadata={"help": "configuration name of a Hub/local dataset repository (load_dataset's name)"})
-    columns: str | None = field(default=None, metadata={"help": "map column names: chosen=good,rejected=bad,prompt=question (also responses, scores, score_chosen, score_rejected)"})
+    data_config: str | None = field(
+        default=None, metadata={"help": "configuration name of a Hub/local dataset repository (load_dataset's name)"}
+    )
+    columns: str | None = field(
+        default=None,
+        metadata={
+            "help": "map column names: chosen=good,rejected=bad,prompt=question (also responses, scores, score_chosen, score_rejected)"
+        },
+    )
     pairs: int = field(default=64, metadata={"help": "held-out pairs for the implicit rewards"})
     prompts: int = field(default=32, metadata={"help": "held-out prompts to generate responses for"})
-    beta: float | None = field(default=None, metadata={"help": "β of the implicit reward (default: the policy's pcrm_config.json, else 0.1)"})
+    beta: float | None = field(
+        default=None, metadata={"help": "β of the implicit reward (default: the policy's pcrm_config.json, else 0.1)"}
+    )
     max_length: int = field(default=256, metadata={"help": "max tokens of prompt + response (as in training)"})
-    max_prompt_length: int | None = field(default=None, metadata={"help": "prompts are cut from the left to this many tokens (default: max-length/2)"})
+    max_prompt_length: int | None = field(
+        default=None, metadata={"help": "prompts are cut from the left to this many tokens (default: max-length/2)"}
+    )
     max_new_tokens: int = field(default=48, metadata={"help": "max tokens of a generated response"})
     temperature: float = field(default=0.0, metadata={"help": "sampling temperature (0: greedy)"})
     batch_size: int = field(default=8, metadata={"help": "batch size of scoring and generation"})
     bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples of the win-rate CIs"})
     seed: int = field(default=0, metadata={"help": "seed of the subsets, sampling and bootstrap"})
-    output: str = field(default="runs/policy-eval", metadata={"help": "directory for metrics.json, table.md, responses.jsonl"})
+    output: str = field(
+        default="runs/policy-eval", metadata={"help": "directory for metrics.json, table.md, responses.jsonl"}
+    )
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, mps"})
-    overwrite: bool = field(default=False, metadata={"help": "replace an existing --output of pcrm evaluate-policy (only once this run succeeds)"})
-    report: str | None = field(default=None, metadata={"help": "pcrm evaluate directory whose report gets the policy table"})
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "replace an existing --output of pcrm evaluate-policy (only once this run succeeds)"},
+    )
+    report: str | None = field(
+        default=None, metadata={"help": "pcrm evaluate directory whose report gets the policy table"}
+    )
     progress: bool = field(default=True, metadata={"help": "show progress bars (generation, reference log-probs)"})
 
     def __post_init__(self):
@@ -58,11 +92,23 @@ class Config:
             self.max_prompt_length = self.max_length // 2
         checks = (
             (bool(self.policy), "--policy is required (a policy directory; repeat for several)"),
-            (self.beta is None or (math.isfinite(self.beta) and self.beta > 0), f"--beta must be a finite number > 0, got {self.beta}"),
-            (self.pairs >= 1 and self.prompts >= 1, f"--pairs and --prompts must be >= 1, got {self.pairs} and {self.prompts}"),
-            (0 < self.max_prompt_length < self.max_length, f"--max-prompt-length must be in [1, --max-length), got {self.max_prompt_length}"),
+            (
+                self.beta is None or (math.isfinite(self.beta) and self.beta > 0),
+                f"--beta must be a finite number > 0, got {self.beta}",
+            ),
+            (
+                self.pairs >= 1 and self.prompts >= 1,
+                f"--pairs and --prompts must be >= 1, got {self.pairs} and {self.prompts}",
+            ),
+            (
+                0 < self.max_prompt_length < self.max_length,
+                f"--max-prompt-length must be in [1, --max-length), got {self.max_prompt_length}",
+            ),
             (self.max_new_tokens >= 1, f"--max-new-tokens must be >= 1, got {self.max_new_tokens}"),
-            (math.isfinite(self.temperature) and self.temperature >= 0, f"--temperature must be >= 0, got {self.temperature}"),
+            (
+                math.isfinite(self.temperature) and self.temperature >= 0,
+                f"--temperature must be >= 0, got {self.temperature}",
+            ),
             (self.batch_size >= 1 and self.bootstrap >= 1, "--batch-size and --bootstrap must be >= 1"),
         )
         require(checks)
@@ -87,7 +133,11 @@ def _evaluate_policies(config: Config) -> dict:
 
     start = time.perf_counter()
     check_device(config.device)
-    for option, names in (("--policy", config.policy), ("--reference", [config.reference]), ("--baseline", [config.baseline])):
+    for option, names in (
+        ("--policy", config.policy),
+        ("--reference", [config.reference]),
+        ("--baseline", [config.baseline]),
+    ):
         for name in filter(None, names):
             check_model(name, "causal", config.max_length, option)
     if config.judge:
@@ -97,14 +147,17 @@ def _evaluate_policies(config: Config) -> dict:
     folder = OutputFolder(config.output, "evaluate-policy", overwrite=config.overwrite)
     folder.plan()  # every check before generating
     report = LoadReport()
-    held_out = load_preferences(config.data, split=config.split, config_name=config.data_config, columns=config.columns,
-                                report=report).shuffle(seed=config.seed)
+    held_out = load_preferences(
+        config.data, split=config.split, config_name=config.data_config, columns=config.columns, report=report
+    ).shuffle(seed=config.seed)
     pairs = held_out.select(range(min(config.pairs, len(held_out))))
     unique = {}
     for prompt in held_out["prompt"]:
         unique.setdefault(json.dumps(prompt, sort_keys=True), prompt)
     prompts = list(unique.values())[: config.prompts]
-    print_data_summary(report, f"held-out: {len(pairs)} pairs for the implicit rewards, {len(prompts)} prompts for responses")
+    print_data_summary(
+        report, f"held-out: {len(pairs)} pairs for the implicit rewards, {len(prompts)} prompts for responses"
+    )
     tokenizer = load_tokenizer(config.reference)
     reference = load_causal_lm(config.reference)
     scorer = PairScorer(reference, tokenizer, pairs, config)
@@ -136,10 +189,13 @@ def _evaluate_policies(config: Config) -> dict:
     }
     table = format_table(metrics)
     judged = f"; judge {config.judge}, win rates with 95% bootstrap CIs over prompts" if config.judge else ""
-    section = Section(f"Policy evaluation ({len(rows) - 1} policies against {config.reference})",
-                      f"Implicit rewards on {len(pairs)} held-out pairs of {config.data}; one "
-                      f"{'greedy' if config.temperature == 0 else 'sampled'} response per policy on {len(prompts)} held-out "
-                      f"prompts{judged}.", table_rows(metrics))
+    section = Section(
+        f"Policy evaluation ({len(rows) - 1} policies against {config.reference})",
+        f"Implicit rewards on {len(pairs)} held-out pairs of {config.data}; one "
+        f"{'greedy' if config.temperature == 0 else 'sampled'} response per policy on {len(prompts)} held-out "
+        f"prompts{judged}.",
+        table_rows(metrics),
+    )
     with folder:
         write_json(folder.work / "metrics.json", metrics)
         write_responses(folder.work / "responses.jsonl", rows, prompts)

@@ -17,11 +17,22 @@ class Config:
     """Write report.html (self-contained) and report.md, with PNG figures, from the output of pcrm evaluate, reproduce,
     align, evaluate-policy or overoptimization."""
 
-    input: str = field(default="runs/evaluate", metadata={"help": "output directory of pcrm evaluate (or its metrics.json), "
-                                                          "reproduce, align, evaluate-policy or overoptimization"})
-    output: str | None = field(default=None, metadata={"help": "directory for the report and its PNGs (default: the input directory)"})
-    title: str | None = field(default=None, metadata={"help": "report title (default: after the command that wrote --input)"})
-    overwrite: bool = field(default=False, metadata={"help": "replace an existing --output of pcrm report (not the input directory)"})
+    input: str = field(
+        default="runs/evaluate",
+        metadata={
+            "help": "output directory of pcrm evaluate (or its metrics.json), "
+            "reproduce, align, evaluate-policy or overoptimization"
+        },
+    )
+    output: str | None = field(
+        default=None, metadata={"help": "directory for the report and its PNGs (default: the input directory)"}
+    )
+    title: str | None = field(
+        default=None, metadata={"help": "report title (default: after the command that wrote --input)"}
+    )
+    overwrite: bool = field(
+        default=False, metadata={"help": "replace an existing --output of pcrm report (not the input directory)"}
+    )
 
 
 def run(config: Config) -> dict:

@@ -18,7 +18,14 @@ from pcrm.trainers.reward import RM_METHODS
 
 FULL_METHODS = ["bt", "length", "cosine", "fixed", "random", "lower-margin", "center"]
 QUICK_METHODS = ["bt", "cosine"]
-SUMMARY_KEYS = ("accuracy", "margin_mean", "margin_std", "margin_p95", "frac_above_delta_length", "frac_above_delta_cosine")
+SUMMARY_KEYS = (
+    "accuracy",
+    "margin_mean",
+    "margin_std",
+    "margin_p95",
+    "frac_above_delta_length",
+    "frac_above_delta_cosine",
+)
 
 
 @dataclass
@@ -27,13 +34,25 @@ class Config:
     over several seeds on the bundled data; evaluate them and write the report."""
 
     output: str = field(default="runs/reproduce", metadata={"help": "directory for models, metrics and the report"})
-    quick: bool = field(default=False, metadata={"help": f"one seed, methods {' and '.join(QUICK_METHODS)} (about 10 minutes on 2 CPU cores)"})
-    methods: list[str] = field(default_factory=list, metadata={"help": f"methods to train, repeatable (default: {', '.join(FULL_METHODS)})"})
+    quick: bool = field(
+        default=False,
+        metadata={"help": f"one seed, methods {' and '.join(QUICK_METHODS)} (about 10 minutes on 2 CPU cores)"},
+    )
+    methods: list[str] = field(
+        default_factory=list, metadata={"help": f"methods to train, repeatable (default: {', '.join(FULL_METHODS)})"}
+    )
     seeds: list[int] = field(default_factory=list, metadata={"help": "seeds, repeatable (default: 0 1 2; --quick: 0)"})
     model: str = field(default="minilm", metadata={"help": "reward-model backbone"})
     data: str = field(default="hh-rlhf-harmless", metadata={"help": "dataset with train and test splits"})
-    data_config: str | None = field(default=None, metadata={"help": "configuration name of a Hub/local dataset repository (load_dataset's name)"})
-    columns: str | None = field(default=None, metadata={"help": "map column names: chosen=good,rejected=bad,prompt=question (also responses, scores, score_chosen, score_rejected)"})
+    data_config: str | None = field(
+        default=None, metadata={"help": "configuration name of a Hub/local dataset repository (load_dataset's name)"}
+    )
+    columns: str | None = field(
+        default=None,
+        metadata={
+            "help": "map column names: chosen=good,rejected=bad,prompt=question (also responses, scores, score_chosen, score_rejected)"
+        },
+    )
     max_length: int = field(default=128, metadata={"help": "tokens per sequence"})
     learning_rate: float = field(default=1e-4, metadata={"help": "peak learning rate"})
     epochs: float = field(default=1.0, metadata={"help": "training epochs"})
@@ -86,7 +105,9 @@ def summarize_seeds(directories: list[Path]) -> list[dict]:
     by_method: dict[str, list[dict]] = {}
     for directory in directories:
         trained = json.loads((directory / "pcrm_config.json").read_text())
-        by_method.setdefault(trained["method"], []).append({**trained["heldout"], "train_seconds": trained["train_seconds"]})
+        by_method.setdefault(trained["method"], []).append(
+            {**trained["heldout"], "train_seconds": trained["train_seconds"]}
+        )
     rows = []
     for method, runs in by_method.items():
         row = {"method": method, "seeds": len(runs)}
@@ -98,18 +119,31 @@ def summarize_seeds(directories: list[Path]) -> list[dict]:
 
 
 # Column labels of the summary keys (tables show these, summary.json keeps the keys).
-LABELS = {"accuracy": "held-out accuracy", "margin_mean": "margin mean", "margin_std": "margin std",
-          "margin_p95": "margin p95", "frac_above_delta_length": "margin > δ* (length)",
-          "frac_above_delta_cosine": "margin > δ* (cosine)", "train_seconds": "training time (s)"}
+LABELS = {
+    "accuracy": "held-out accuracy",
+    "margin_mean": "margin mean",
+    "margin_std": "margin std",
+    "margin_p95": "margin p95",
+    "frac_above_delta_length": "margin > δ* (length)",
+    "frac_above_delta_cosine": "margin > δ* (cosine)",
+    "train_seconds": "training time (s)",
+}
 
 
 def format_rows(rows: list[dict]) -> list[dict]:
     """Rows as strings for tables, labelled columns: 'mean ± std' over several seeds, the value alone for one."""
+
     def cell(stat, seeds):
         return f"{stat['mean']:.3f} ± {stat['std']:.3f}" if seeds > 1 else f"{stat['mean']:.3f}"
 
-    return [{"method": r["method"], "seeds": r["seeds"],
-             **{LABELS[k]: cell(r[k], r["seeds"]) for k in (*SUMMARY_KEYS, "train_seconds")}} for r in rows]
+    return [
+        {
+            "method": r["method"],
+            "seeds": r["seeds"],
+            **{LABELS[k]: cell(r[k], r["seeds"]) for k in (*SUMMARY_KEYS, "train_seconds")},
+        }
+        for r in rows
+    ]
 
 
 def format_table(rows: list[dict]) -> str:
@@ -146,16 +180,31 @@ def _reproduce(config: Config, start: float) -> dict:
     rows = summarize_seeds(directories)
     print(format_table(rows))
     evaluation_dir = output / "evaluation"
-    evaluation.evaluate(evaluation.Config(model=[str(d) for d in directories], data=[config.data], split="test",
-                                          data_config=config.data_config, columns=config.columns,
-                                          output=str(evaluation_dir), max_length=config.max_length, progress=config.progress))
-    text = (f"Backbone {config.model}, {config.data}, max length {config.max_length}, lr {config.learning_rate}, "
-            f"{config.epochs} epoch(s), seeds {config.seeds}. Held-out statistics, "
-            + ("mean ± std over seeds." if len(config.seeds) > 1 else "one seed: no spread to show."))
+    evaluation.evaluate(
+        evaluation.Config(
+            model=[str(d) for d in directories],
+            data=[config.data],
+            split="test",
+            data_config=config.data_config,
+            columns=config.columns,
+            output=str(evaluation_dir),
+            max_length=config.max_length,
+            progress=config.progress,
+        )
+    )
+    text = (
+        f"Backbone {config.model}, {config.data}, max length {config.max_length}, lr {config.learning_rate}, "
+        f"{config.epochs} epoch(s), seeds {config.seeds}. Held-out statistics, "
+        + ("mean ± std over seeds." if len(config.seeds) > 1 else "one seed: no spread to show.")
+    )
     title = "Reproduction: mean ± std over seeds" if len(config.seeds) > 1 else "Reproduction: one seed"
     add_section(evaluation_dir, title, rows=format_rows(rows), text=text)
     write_report(evaluation_dir, title="pcrm reproduction")
-    summary = {"config": {f.name: getattr(config, f.name) for f in fields(Config)}, "methods": rows,
-               "seconds": time.perf_counter() - start, "report": str(evaluation_dir / "report.html")}
+    summary = {
+        "config": {f.name: getattr(config, f.name) for f in fields(Config)},
+        "methods": rows,
+        "seconds": time.perf_counter() - start,
+        "report": str(evaluation_dir / "report.html"),
+    }
     write_json(output / "summary.json", summary)
     return summary

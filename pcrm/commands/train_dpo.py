@@ -29,32 +29,53 @@ class Config:
     method: str = field(default="cosine", metadata={"help": f"prior of δ*: dpo (no prior), {', '.join(METHODS)}"})
     seed: int = field(default=0, metadata={"help": "seed of training, the pair subset and --method random"})
     batch_size: int = field(default=4, metadata={"help": "pairs per device step"})
-    policy: str = field(default="smollm2", metadata={"help": "starting policy: bundled name, model directory or Hub id"})
+    policy: str = field(
+        default="smollm2", metadata={"help": "starting policy: bundled name, model directory or Hub id"}
+    )
     data: str = field(default="hh-rlhf-harmless", metadata={"help": "bundled dataset name or file/directory"})
     split: str = field(default="train", metadata={"help": "split of the dataset"})
-    data_config: str | None = field(default=None, metadata={"help": "configuration name of a Hub/local dataset repository (load_dataset's name)"})
-    columns: str | None = field(default=None, metadata={"help": "map column names: chosen=good,rejected=bad,prompt=question (also responses, scores, score_chosen, score_rejected)"})
+    data_config: str | None = field(
+        default=None, metadata={"help": "configuration name of a Hub/local dataset repository (load_dataset's name)"}
+    )
+    columns: str | None = field(
+        default=None,
+        metadata={
+            "help": "map column names: chosen=good,rejected=bad,prompt=question (also responses, scores, score_chosen, score_rejected)"
+        },
+    )
     max_pairs: int | None = field(default=None, metadata={"help": "train on a seeded random subset of this many pairs"})
     loss: str = field(default="sigmoid", metadata={"help": f"base loss on the margin: {', '.join(PAIR_LOSSES)}"})
     beta: float = field(default=0.1, metadata={"help": "β of the implicit reward β·log(π/π_ref)"})
     label_smoothing: float = field(default=0.0, metadata={"help": "label smoothing ε of both ranking terms"})
-    learning_rate: float = field(default=5e-6, metadata={"help": "peak learning rate (cosine schedule, warm-up over the first tenth of steps)"})
+    learning_rate: float = field(
+        default=5e-6, metadata={"help": "peak learning rate (cosine schedule, warm-up over the first tenth of steps)"}
+    )
     epochs: float = field(default=1.0, metadata={"help": "training epochs"})
     max_steps: int = field(default=-1, metadata={"help": "stop after this many optimizer steps (-1: use --epochs)"})
     gradient_accumulation: int = field(default=2, metadata={"help": "gradient accumulation steps"})
     max_length: int = field(default=256, metadata={"help": "max tokens of prompt + response (the response end is cut)"})
-    max_prompt_length: int | None = field(default=None, metadata={"help": "prompts are cut from the left to this many tokens (default: max-length/2)"})
+    max_prompt_length: int | None = field(
+        default=None, metadata={"help": "prompts are cut from the left to this many tokens (default: max-length/2)"}
+    )
     precision: str = field(default="fp32", metadata={"help": f"{', '.join(PRECISIONS)} (bf16/fp16: mixed precision)"})
     lora: bool = field(default=False, metadata={"help": "train a LoRA adapter (merged into the saved policy)"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank (alpha = 2·rank)"})
     precompute_ref: bool = field(default=True, metadata={"help": "compute reference log-probs once before training"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory"})
-    save_steps: int = field(default=0, metadata={"help": "checkpoint (model + optimizer) every N optimizer steps into OUTPUT/checkpoints, for --resume (0: none)"})
+    save_steps: int = field(
+        default=0,
+        metadata={
+            "help": "checkpoint (model + optimizer) every N optimizer steps into OUTPUT/checkpoints, for --resume (0: none)"
+        },
+    )
     resume: bool = field(default=False, metadata={"help": "resume from the last checkpoint in OUTPUT/checkpoints"})
     overwrite: bool = field(default=False, metadata={"help": "write into an existing output directory"})
     output: str = field(default="runs/dpo", metadata={"help": "directory of the aligned policy"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
-    prior: PriorOptions = field(default_factory=lambda: dataclasses.replace(DPO_PRIOR), metadata={"help": "options of the prior (--beta1 ... --encoder)"})
+    prior: PriorOptions = field(
+        default_factory=lambda: dataclasses.replace(DPO_PRIOR),
+        metadata={"help": "options of the prior (--beta1 ... --encoder)"},
+    )
 
     def __post_init__(self):
         from pcrm.preflight import check_at_least, check_numbers
@@ -70,20 +91,34 @@ class Config:
             (self.loss in PAIR_LOSSES, f"--loss must be one of {', '.join(PAIR_LOSSES)}, got {self.loss!r}"),
             (math.isfinite(self.beta) and self.beta > 0, f"--beta must be a finite number > 0, got {self.beta}"),
             (0 <= self.label_smoothing < 0.5, f"--label-smoothing must be in [0, 0.5), got {self.label_smoothing}"),
-            (math.isfinite(self.learning_rate) and self.learning_rate > 0, f"--learning-rate must be > 0, got {self.learning_rate}"),
+            (
+                math.isfinite(self.learning_rate) and self.learning_rate > 0,
+                f"--learning-rate must be > 0, got {self.learning_rate}",
+            ),
             (math.isfinite(self.epochs) and self.epochs > 0, f"--epochs must be > 0, got {self.epochs}"),
-            (self.max_steps == -1 or self.max_steps >= 1, f"--max-steps must be >= 1 (or -1: use --epochs), got {self.max_steps}"),
-            (self.gradient_accumulation >= 1, f"--gradient-accumulation must be >= 1, got {self.gradient_accumulation}"),
+            (
+                self.max_steps == -1 or self.max_steps >= 1,
+                f"--max-steps must be >= 1 (or -1: use --epochs), got {self.max_steps}",
+            ),
+            (
+                self.gradient_accumulation >= 1,
+                f"--gradient-accumulation must be >= 1, got {self.gradient_accumulation}",
+            ),
             (self.max_length >= 4, f"--max-length must be >= 4, got {self.max_length}"),
-            (0 < self.max_prompt_length < self.max_length, f"--max-prompt-length must be in [1, --max-length), got {self.max_prompt_length}"),
+            (
+                0 < self.max_prompt_length < self.max_length,
+                f"--max-prompt-length must be in [1, --max-length), got {self.max_prompt_length}",
+            ),
             (self.max_pairs is None or self.max_pairs >= 1, f"--max-pairs must be >= 1, got {self.max_pairs}"),
-            (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
+            (
+                self.precision in PRECISIONS,
+                f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
+            ),
             (self.lora_r >= 1, f"--lora-r must be >= 1, got {self.lora_r}"),
             (self.save_steps >= 0, f"--save-steps must be >= 0, got {self.save_steps}"),
             (not (self.resume and self.overwrite), "--resume and --overwrite exclude each other"),
         )
         require(checks)
-
 
     def prior_config(self):
         """The `ConstraintConfig` of this run's prior, βs defaulting to the DPO scale (None for --method dpo)."""
@@ -99,8 +134,9 @@ def run(config: Config) -> dict:
     check_model(config.policy, "causal", config.max_length, "--policy")
     usable_cache_dir()
     free = ("output", "overwrite", "resume", "max_steps", "epochs", "save_steps", "progress")
-    folder = OutputFolder(config.output, "train-dpo", settings_of(config, free), overwrite=config.overwrite,
-                          resume=config.resume)
+    folder = OutputFolder(
+        config.output, "train-dpo", settings_of(config, free), overwrite=config.overwrite, resume=config.resume
+    )
     folder.plan()  # all checks before the first write
     from pcrm.console import progress_bars
 
@@ -118,11 +154,16 @@ def _train(config: Config, folder) -> dict:
 
     output = folder.work
     report = LoadReport()
-    dataset = load_preferences(config.data, split=config.split, config_name=config.data_config, columns=config.columns,
-                               report=report)
+    dataset = load_preferences(
+        config.data, split=config.split, config_name=config.data_config, columns=config.columns, report=report
+    )
     tokenizer = load_tokenizer(config.policy)
     dataset, data_info = prepare_pairs(dataset, config, tokenizer)
-    cut = f", {data_info['prompts_cut']} prompt(s) cut to {config.max_prompt_length} tokens" if data_info["prompts_cut"] else ""
+    cut = (
+        f", {data_info['prompts_cut']} prompt(s) cut to {config.max_prompt_length} tokens"
+        if data_info["prompts_cut"]
+        else ""
+    )
     subset = f" (a seeded subset of {data_info['available']})" if data_info["pairs"] < data_info["available"] else ""
     print_data_summary(report, f"{data_info['pairs']} pairs for training{subset}{cut}")
     set_seed(config.seed)  # LoRA's initialisation and dropout: same seed, same policy

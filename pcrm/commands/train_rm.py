@@ -5,8 +5,15 @@ Parse -> `pcrm.pipelines.reward.train_reward_model` -> print; the options are `R
 import os
 
 from pcrm.pipelines.reward import (  # noqa: F401 (the names tests and older callers import from here)
-    RESUME_FREE, RewardModelConfig, format_result, heldout_split, preflight, refuse_fsdp_on_cpu, train,
-    train_reward_model)
+    RESUME_FREE,
+    RewardModelConfig,
+    format_result,
+    heldout_split,
+    preflight,
+    refuse_fsdp_on_cpu,
+    train,
+    train_reward_model,
+)
 
 Config = RewardModelConfig
 

@@ -45,8 +45,27 @@ SCORE_FIELDS = ("score_chosen", "score_rejected")
 COLUMN_TARGETS = ("prompt", *PAIR_FIELDS, *RANKED_FIELDS, *SCORE_FIELDS)
 HH_ASSISTANT = "\n\nAssistant:"
 # pandas' default missing-value strings (pandas._libs.parsers.STR_NA_VALUES): cells that read_csv would turn into NaN.
-PANDAS_NA_STRINGS = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
-                     "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
+PANDAS_NA_STRINGS = (
+    "",
+    "#N/A",
+    "#N/A N/A",
+    "#NA",
+    "-1.#IND",
+    "-1.#QNAN",
+    "-NaN",
+    "-nan",
+    "1.#IND",
+    "1.#QNAN",
+    "<NA>",
+    "N/A",
+    "NA",
+    "NULL",
+    "NaN",
+    "None",
+    "n/a",
+    "nan",
+    "null",
+)
 # A visible character: not whitespace nor one that renders as nothing (zero-width space/joiners, direction
 # marks, BOM, soft hyphen, ...); `search` stops at the first one, so typical texts cost O(1).
 _VISIBLE = re.compile(
@@ -117,8 +136,16 @@ def load_preferences(
         return dataset
 
 
-def _prepare(dataset: Dataset, name: str, where: str, expand_ranked: bool, drop_empty: bool | None, columns,
-             num_proc: int | None, report: "LoadReport") -> Dataset:
+def _prepare(
+    dataset: Dataset,
+    name: str,
+    where: str,
+    expand_ranked: bool,
+    drop_empty: bool | None,
+    columns,
+    num_proc: int | None,
+    report: "LoadReport",
+) -> Dataset:
     if drop_empty is None:
         drop_empty = name in BUNDLED
     if len(dataset) == 0:
@@ -148,8 +175,12 @@ def _prepare(dataset: Dataset, name: str, where: str, expand_ranked: bool, drop_
         lengths = pc.list_value_length(dataset.with_format("arrow")["responses"]).fill_null(0).to_pylist()
         possible = sum(n * (n - 1) // 2 for n in lengths)
         dataset = dataset.map(
-            _expand_ranked_batch, batched=True, with_indices=True, num_proc=num_proc,
-            remove_columns=dataset.column_names, desc="Expanding ranked rows",
+            _expand_ranked_batch,
+            batched=True,
+            with_indices=True,
+            num_proc=num_proc,
+            remove_columns=dataset.column_names,
+            desc="Expanding ranked rows",
         )
         if len(dataset) == 0:
             raise PcrmError(f"{where}: ranked data has no pair with different scores")
@@ -177,8 +208,11 @@ def _describe(dataset: Dataset, kind: str, columns, report: LoadReport) -> None:
     else:
         report.layout = "pairs with scores" if all(f in names for f in SCORE_FIELDS) else "pairs"
         feature = dataset.features["chosen"]
-    report.style = ("conversational (messages, rendered with the chat template)" if _feature_kind(feature) == "messages"
-                    else "standard (text)")
+    report.style = (
+        "conversational (messages, rendered with the chat template)"
+        if _feature_kind(feature) == "messages"
+        else "standard (text)"
+    )
     column = _parse_columns(columns, "").get("prompt", "prompt")
     if "prompt" not in names:
         report.prompt = "no prompt" if kind == "ranked" else ""
@@ -223,8 +257,12 @@ def _load(source, name: str, split: str, config_name: str | None, columns) -> tu
         files = {s: str(folder / f"{s}.jsonl") for s in splits}
         return _load_files("json", files, split, folder / f"{base}.jsonl", columns), str(folder / f"{base}.jsonl")
     label = name if not slice_ else f"{name} [{split}]"
-    if re.match(r"^[a-z][a-z0-9+.-]*://", name):  # remote data files: hf://datasets/owner/name/file.jsonl.gz, https://...
-        return _load_files(_file_format(Path(name)), {"train": name}, f"train{slice_}", Path(name), columns, name), label
+    if re.match(
+        r"^[a-z][a-z0-9+.-]*://", name
+    ):  # remote data files: hf://datasets/owner/name/file.jsonl.gz, https://...
+        return _load_files(
+            _file_format(Path(name)), {"train": name}, f"train{slice_}", Path(name), columns, name
+        ), label
     path = Path(name).expanduser()
     if path.is_file():
         fmt = _file_format(path)
@@ -234,7 +272,9 @@ def _load(source, name: str, split: str, config_name: str | None, columns) -> tu
     if path.is_dir():
         if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
             return _load_saved(path, base, split), label if (path / "state.json").exists() else f"{name} [{split}]"
-        return _load_builder(str(path), config_name, split, name, csv=_folder_is_csv(path), columns=columns), f"{name} [{split}]"
+        return _load_builder(
+            str(path), config_name, split, name, csv=_folder_is_csv(path), columns=columns
+        ), f"{name} [{split}]"
     if globlib.has_magic(name):
         files = sorted(f for f in globlib.glob(os.path.expanduser(name), recursive=True) if os.path.isfile(f))
         if not files:
@@ -251,14 +291,18 @@ def _load(source, name: str, split: str, config_name: str | None, columns) -> tu
 def _parse_split(split: str, name: str) -> tuple[str, str]:
     match = re.fullmatch(r"\s*([\w.-]+)\s*(\[[^\]]*\])?\s*", str(split))
     if not match:
-        raise PcrmError(f"{name}: cannot read split {split!r} (expected a name, optionally sliced: train, train[:2000], test[10%:])")
+        raise PcrmError(
+            f"{name}: cannot read split {split!r} (expected a name, optionally sliced: train, train[:2000], test[10%:])"
+        )
     return match.group(1), match.group(2) or ""
 
 
 def _looks_like_path(name: str) -> bool:
     """A missing local path rather than a Hub id (`owner/name` or `name`)."""
     return (
-        name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
+        name.startswith((".", "/", "~"))
+        or "\\" in name
+        or name.count("/") > 1
         or any(name.lower().endswith(s) for s in (*FILE_FORMATS, *COMPRESSIONS, ".txt", ".tsv"))
     )
 
@@ -306,7 +350,9 @@ def _check_utf8(files) -> None:
     import codecs
 
     for file in files:
-        if not os.path.isfile(file) or str(file).lower().endswith(COMPRESSIONS):  # remote or compressed: datasets decodes
+        if not os.path.isfile(file) or str(file).lower().endswith(
+            COMPRESSIONS
+        ):  # remote or compressed: datasets decodes
             continue
         decoder = codecs.getincrementaldecoder("utf-8")()
         offset = 0
@@ -315,7 +361,9 @@ def _check_utf8(files) -> None:
                 try:
                     decoder.decode(block)
                 except UnicodeDecodeError as err:
-                    raise PcrmError(f"{file}: not UTF-8 text (invalid byte 0x{block[err.start]:02x} at byte {offset + err.start})") from None
+                    raise PcrmError(
+                        f"{file}: not UTF-8 text (invalid byte 0x{block[err.start]:02x} at byte {offset + err.start})"
+                    ) from None
                 offset += len(block)
 
 
@@ -419,8 +467,12 @@ def _warn_csv_na(dataset: Dataset, path: Path) -> None:
                 counts[name] = count
     if counts:
         detail = ", ".join(f"{n} in {c!r}" for c, n in counts.items())
-        logger.warning("%s: %d cell(s) such as 'NA' or 'None' kept as text (pandas would read them as missing): %s",
-                       path, sum(counts.values()), detail)
+        logger.warning(
+            "%s: %d cell(s) such as 'NA' or 'None' kept as text (pandas would read them as missing): %s",
+            path,
+            sum(counts.values()),
+            detail,
+        )
 
 
 def _first_line(err: BaseException) -> str:
@@ -453,7 +505,9 @@ def _parse_columns(columns, where: str) -> dict[str, str]:
         columns = mapping
     unknown = sorted(set(columns) - set(COLUMN_TARGETS))
     if unknown:
-        raise PcrmError(f"--columns: unknown name(s) {', '.join(map(repr, unknown))} (expected: {', '.join(COLUMN_TARGETS)})")
+        raise PcrmError(
+            f"--columns: unknown name(s) {', '.join(map(repr, unknown))} (expected: {', '.join(COLUMN_TARGETS)})"
+        )
     return dict(columns)
 
 
@@ -476,7 +530,9 @@ def _kind(dataset: Dataset, where: str) -> str:
         return "pairs"
     if all(f in columns for f in RANKED_FIELDS):
         return "ranked"
-    raise PcrmError(f"{where}: missing columns (unrecognised preference format): {FORMATS_HELP}; found {sorted(columns)}")
+    raise PcrmError(
+        f"{where}: missing columns (unrecognised preference format): {FORMATS_HELP}; found {sorted(columns)}"
+    )
 
 
 def _has_nulls(dataset: Dataset, column: str) -> bool:
@@ -531,7 +587,11 @@ def extract_prompt(chosen, rejected) -> tuple[Any, Any, Any]:
     \\n\\nAssistant: ...") are cut instead right after the last shared "\\n\\nAssistant:", at the
     turn boundary, so the prompt holds every shared turn and the replies only the replies.
     """
-    if not isinstance(chosen, (str, list)) or not isinstance(rejected, (str, list)) or type(chosen) is not type(rejected):
+    if (
+        not isinstance(chosen, (str, list))
+        or not isinstance(rejected, (str, list))
+        or type(chosen) is not type(rejected)
+    ):
         return None, chosen, rejected  # validation names the bad field
     n = min(len(chosen), len(rejected))
     idx = 0
@@ -577,10 +637,19 @@ def _validate(dataset: Dataset, where: str, kind: str, num_proc: int | None, rep
     """Check every row on Arrow (batched, in `num_proc` workers); raise on the first bad row, warn with counts."""
     with_scores = kind == "pairs" and all(f in dataset.column_names for f in SCORE_FIELDS)
     fields = ["prompt"] if "prompt" in dataset.column_names else []
-    fields += list(PAIR_FIELDS) + (list(SCORE_FIELDS) if with_scores else []) if kind == "pairs" else list(RANKED_FIELDS)
+    fields += (
+        list(PAIR_FIELDS) + (list(SCORE_FIELDS) if with_scores else []) if kind == "pairs" else list(RANKED_FIELDS)
+    )
     problems = dataset.select_columns(fields).map(
-        _inspect_batch, batched=True, with_indices=True, num_proc=num_proc, keep_in_memory=True,
-        remove_columns=fields, fn_kwargs={"kind": kind}, new_fingerprint=uuid.uuid4().hex, desc="Validating",
+        _inspect_batch,
+        batched=True,
+        with_indices=True,
+        num_proc=num_proc,
+        keep_in_memory=True,
+        remove_columns=fields,
+        fn_kwargs={"kind": kind},
+        new_fingerprint=uuid.uuid4().hex,
+        desc="Validating",
     )
     if len(problems) == 0:
         return
@@ -595,12 +664,22 @@ def _validate(dataset: Dataset, where: str, kind: str, num_proc: int | None, rep
     identical = int(np.sum(kinds == "identical"))
     invisible = int(np.sum(kinds == "invisible"))
     if identical:
-        _count(report, "flagged", "with identical responses", identical,
-               f"{where}: {identical} pair(s) whose two responses are identical (no preference signal)")
+        _count(
+            report,
+            "flagged",
+            "with identical responses",
+            identical,
+            f"{where}: {identical} pair(s) whose two responses are identical (no preference signal)",
+        )
     if invisible:
-        _count(report, "flagged", "with a response of invisible characters only", invisible,
-               f"{where}: {invisible} pair(s) with a response that is empty apart from invisible characters "
-               "(zero-width spaces, direction marks, ...)")
+        _count(
+            report,
+            "flagged",
+            "with a response of invisible characters only",
+            invisible,
+            f"{where}: {invisible} pair(s) with a response that is empty apart from invisible characters "
+            "(zero-width spaces, direction marks, ...)",
+        )
 
 
 def _inspect_batch(batch, indices, kind):
@@ -664,11 +743,21 @@ def _invisible_only(value: Any) -> bool:
 def _drop_empty_responses(dataset: Dataset, where: str, kind: str, num_proc: int | None, report: LoadReport) -> Dataset:
     if kind != "pairs":
         return dataset
-    kept = dataset.filter(_non_empty_batch, batched=True, input_columns=list(PAIR_FIELDS), num_proc=num_proc,
-                          desc="Dropping empty responses")
+    kept = dataset.filter(
+        _non_empty_batch,
+        batched=True,
+        input_columns=list(PAIR_FIELDS),
+        num_proc=num_proc,
+        desc="Dropping empty responses",
+    )
     if len(kept) < len(dataset):
-        _count(report, "dropped", "with an empty response", len(dataset) - len(kept),
-               f"{where}: dropped {len(dataset) - len(kept)} pair(s) with an empty response")
+        _count(
+            report,
+            "dropped",
+            "with an empty response",
+            len(dataset) - len(kept),
+            f"{where}: dropped {len(dataset) - len(kept)} pair(s) with an empty response",
+        )
     if len(kept) == 0:
         raise PcrmError(f"{where}: every pair has an empty response")
     return kept
@@ -717,11 +806,22 @@ def _order_by_scores(dataset: Dataset, where: str, num_proc: int | None, report:
     ties = chosen == rejected
     swaps = int(np.sum(chosen < rejected))
     if swaps:
-        _count(report, "flagged", "swapped (chosen scored lower)", swaps,
-               f"{where}: swapped {swaps} pair(s) whose chosen score is lower than the rejected one")
+        _count(
+            report,
+            "flagged",
+            "swapped (chosen scored lower)",
+            swaps,
+            f"{where}: swapped {swaps} pair(s) whose chosen score is lower than the rejected one",
+        )
         dataset = dataset.map(_swap_batch, batched=True, num_proc=num_proc, desc="Ordering by scores")
     if ties.any():
-        _count(report, "dropped", "with equal scores", int(ties.sum()), f"{where}: skipped {int(ties.sum())} pair(s) with equal scores")
+        _count(
+            report,
+            "dropped",
+            "with equal scores",
+            int(ties.sum()),
+            f"{where}: skipped {int(ties.sum())} pair(s) with equal scores",
+        )
         dataset = dataset.select(np.flatnonzero(~ties))
         if len(dataset) == 0:
             raise PcrmError(f"{where}: every pair has equal scores")
@@ -738,9 +838,14 @@ def _swap_batch(batch):
 
 
 def _expand_ranked_batch(batch, indices):
-    rows = [{"prompt": p, "responses": r, "scores": s} for p, r, s in zip(batch["prompt"], batch["responses"], batch["scores"])]
+    rows = [
+        {"prompt": p, "responses": r, "scores": s}
+        for p, r, s in zip(batch["prompt"], batch["responses"], batch["scores"])
+    ]
     pairs = expand_ranked_rows(rows)
-    columns = {k: [pair[k] for pair in pairs] for k in ("prompt", "chosen", "rejected", "chosen_score", "rejected_score")}
+    columns = {
+        k: [pair[k] for pair in pairs] for k in ("prompt", "chosen", "rejected", "chosen_score", "rejected_score")
+    }
     columns["group"] = [indices[pair["group"]] for pair in pairs]
     return columns
 
@@ -793,7 +898,9 @@ def as_text(value: str | list[dict[str, str]]) -> str:
     return "\n".join(message["content"] for message in value)
 
 
-def fingerprint(dataset: Dataset, columns: tuple[str, ...] = ("prompt", "chosen", "rejected"), batch_size: int = 10_000) -> str:
+def fingerprint(
+    dataset: Dataset, columns: tuple[str, ...] = ("prompt", "chosen", "rejected"), batch_size: int = 10_000
+) -> str:
     """Content hash of the given columns (stable across processes, machines and load paths).
 
     Streams Arrow batches of the values (never the whole column at once); each value is hashed

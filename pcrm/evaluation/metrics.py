@@ -125,14 +125,23 @@ def ranked_pairs(human, group) -> tuple[np.ndarray, np.ndarray]:
 def describe(values) -> dict:
     """Mean, std, min and max."""
     values = np.asarray(values, dtype=float)
-    return {"mean": float(values.mean()), "std": float(values.std()), "min": float(values.min()), "max": float(values.max())}
+    return {
+        "mean": float(values.mean()),
+        "std": float(values.std()),
+        "min": float(values.min()),
+        "max": float(values.max()),
+    }
 
 
 def margin_distribution(margin) -> dict:
     """Mean, std and the quantiles p5, p25, p50, p75, p95 of the margins."""
     margin = np.asarray(margin, dtype=float)
     quantiles = np.percentile(margin, QUANTILES)
-    return {"mean": float(margin.mean()), "std": float(margin.std()), **{f"p{q}": float(v) for q, v in zip(QUANTILES, quantiles)}}
+    return {
+        "mean": float(margin.mean()),
+        "std": float(margin.std()),
+        **{f"p{q}": float(v) for q, v in zip(QUANTILES, quantiles)},
+    }
 
 
 def reliability(margin, n_bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -181,8 +190,14 @@ def bootstrap_ci(statistic, *arrays, n_boot: int = 1000, seed: int = 0, level: f
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
             result = stats.bootstrap(
-                data, lambda *a, axis=-1: statistic(*a), n_resamples=n_boot, paired=True, vectorized=True,
-                confidence_level=level, method=method, rng=np.random.default_rng(seed),
+                data,
+                lambda *a, axis=-1: statistic(*a),
+                n_resamples=n_boot,
+                paired=True,
+                vectorized=True,
+                confidence_level=level,
+                method=method,
+                rng=np.random.default_rng(seed),
                 batch=max(1, BOOTSTRAP_BATCH_ELEMENTS // n),
             )
         low, high = result.confidence_interval
@@ -191,7 +206,9 @@ def bootstrap_ci(statistic, *arrays, n_boot: int = 1000, seed: int = 0, level: f
     return None
 
 
-def cluster_bootstrap_ci(statistic, *arrays, groups, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> list[float] | None:
+def cluster_bootstrap_ci(
+    statistic, *arrays, groups, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> list[float] | None:
     """Percentile bootstrap interval of `statistic(*arrays)` resampling whole groups (e.g. prompts) with replacement.
 
     Each resample draws as many groups as there are, uniformly with replacement
@@ -296,7 +313,10 @@ def compute_metrics(arrays: dict, priors=(), n_boot: int = 1000, seed: int = 0, 
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     return {
         "accuracy": pair_est(accuracy, margin),
-        "rank_correlation": {"kendall_tau_pairs": pair_est(pairwise_kendall, margin), **_human_rank_metrics(score, human, arrays["group"], est)},
+        "rank_correlation": {
+            "kendall_tau_pairs": pair_est(pairwise_kendall, margin),
+            **_human_rank_metrics(score, human, arrays["group"], est),
+        },
         "scores": describe(score),
         "margins": margin_distribution(margin),
         "priors": {
@@ -315,7 +335,13 @@ def compute_metrics(arrays: dict, priors=(), n_boot: int = 1000, seed: int = 0, 
         "calibration": {
             "ece": pair_est(functools.partial(expected_calibration_error, n_bins=n_bins), margin),
             "bins": [
-                {"low": float(lo), "high": float(hi), "count": int(c), "confidence": finite_or_none(p), "frequency": finite_or_none(f)}
+                {
+                    "low": float(lo),
+                    "high": float(hi),
+                    "count": int(c),
+                    "confidence": finite_or_none(p),
+                    "frequency": finite_or_none(f),
+                }
                 for lo, hi, c, p, f in zip(edges[:-1], edges[1:], count, confidence, frequency)
             ],
         },

@@ -54,7 +54,9 @@ class PairScorer:
             rejected.append(r.cpu())
             ref_chosen.append(batch["ref_chosen_logps"])
             ref_rejected.append(batch["ref_rejected_logps"])
-        chosen, rejected, ref_chosen, ref_rejected = (torch.cat(x).double() for x in (chosen, rejected, ref_chosen, ref_rejected))
+        chosen, rejected, ref_chosen, ref_rejected = (
+            torch.cat(x).double() for x in (chosen, rejected, ref_chosen, ref_rejected)
+        )
         margin = dpo_margin(chosen, rejected, ref_chosen, ref_rejected, beta).numpy()
         return {
             "beta": beta,
@@ -89,7 +91,9 @@ def generate(model, tokenizer, texts: list[str], config) -> list[str]:
     responses = []
     try:
         for start in range(0, len(texts), config.batch_size):
-            batch = tokenizer(texts[start : start + config.batch_size], return_tensors="pt", padding=True).to(model.device)
+            batch = tokenizer(texts[start : start + config.batch_size], return_tensors="pt", padding=True).to(
+                model.device
+            )
             out = model.generate(**batch, generation_config=generation, tokenizer=tokenizer)
             new_tokens = out[:, batch["input_ids"].size(1) :]
             responses += [text.split(TURN)[0] for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
@@ -128,7 +132,9 @@ def table_rows(metrics: dict) -> list[dict]:
             "policy": Path(row["policy"]).name,
             "training time (s)": f"{row['train_seconds']:.0f}" if row.get("train_seconds") is not None else "",
             "implicit-reward accuracy": f"{implicit['accuracy']:.3f}" if implicit else "",
-            "implicit margin mean ± std": f"{implicit['margin_mean']:.3f} ± {implicit['margin_std']:.3f}" if implicit else "",
+            "implicit margin mean ± std": f"{implicit['margin_mean']:.3f} ± {implicit['margin_std']:.3f}"
+            if implicit
+            else "",
             "implicit margin p95": f"{implicit['margin_p95']:.3f}" if implicit else "",
             "judge win rate vs start [95% CI]": _format_rate(row.get("win_rate_vs_reference")),
             "judge win rate vs baseline [95% CI]": _format_rate(row.get("win_rate_vs_baseline")),
@@ -180,7 +186,11 @@ def training_info(name: str) -> dict:
 
 def length_stats(responses: list[str], tokenizer) -> dict:
     lengths = np.array([len(ids) for ids in tokenizer(responses, add_special_tokens=False)["input_ids"]])
-    return {"mean_tokens": float(lengths.mean()), "median_tokens": float(np.median(lengths)), "empty": int((lengths == 0).sum())}
+    return {
+        "mean_tokens": float(lengths.mean()),
+        "median_tokens": float(np.median(lengths)),
+        "empty": int((lengths == 0).sum()),
+    }
 
 
 def write_responses(path: Path, rows: dict, prompts: list) -> None:
@@ -188,5 +198,7 @@ def write_responses(path: Path, rows: dict, prompts: list) -> None:
     for name, row in rows.items():
         scores = row.get("judge_scores") or [None] * len(prompts)
         for prompt, response, score in zip(prompts, row["responses"], scores):
-            lines.append(json.dumps({"policy": name, "prompt": prompt, "response": response, "judge": score}, ensure_ascii=False))
+            lines.append(
+                json.dumps({"policy": name, "prompt": prompt, "response": response, "judge": score}, ensure_ascii=False)
+            )
     atomic_write_text(path, "\n".join(lines) + "\n")

@@ -83,7 +83,9 @@ def load_data(source: str, split: str, config_name: str | None = None, columns: 
         rejected = chosen + 1
         kind = "pairs"
     prompts = rows["prompt"]
-    return EvalData(source, kind, [prompts[g] for g in group], responses, human, group, chosen, rejected, benchmark, report)
+    return EvalData(
+        source, kind, [prompts[g] for g in group], responses, human, group, chosen, rejected, benchmark, report
+    )
 
 
 def cached_scores(path: str, data: EvalData, scorer, config) -> np.ndarray:
@@ -92,9 +94,14 @@ def cached_scores(path: str, data: EvalData, scorer, config) -> np.ndarray:
     dtype, device type, special-token handling, pcrm's version)."""
     from pcrm.tokenization import splits_special_tokens
 
-    key = {"model": model_fingerprint(path), "data": data.fingerprint, "max_length": scorer.max_length,
-           "dtype": scorer.dtype, "device": scorer.device_type,
-           "split_special_tokens": splits_special_tokens(scorer.tokenizer, data.responses)}
+    key = {
+        "model": model_fingerprint(path),
+        "data": data.fingerprint,
+        "max_length": scorer.max_length,
+        "dtype": scorer.dtype,
+        "device": scorer.device_type,
+        "split_special_tokens": splits_special_tokens(scorer.tokenizer, data.responses),
+    }
     cache = cache_path("scores", key, ".npz")
     n = len(data.responses)
     cached = read_cached_npz(cache, ("score",), lambda a: a["score"].shape == (n,) and a["score"].dtype.kind == "f")
@@ -164,7 +171,9 @@ def evaluate(config, output: str | Path | None = None) -> dict:
 
     datasets = [load_data(d, config.split, config.data_config, config.columns) for d in config.data]
     for data in datasets:
-        scored = f"{len(data.chosen)} {'labelled ' if data.kind == 'ranked' else ''}pairs ({len(data.responses)} responses)"
+        scored = (
+            f"{len(data.chosen)} {'labelled ' if data.kind == 'ranked' else ''}pairs ({len(data.responses)} responses)"
+        )
         print_data_summary(data.report, f"{scored} scored by {len(config.model)} reward model(s)")
     output = Path(config.output if output is None else output)
     data_labels = unique_labels([_data_name(d, config.split) for d in config.data])
@@ -255,15 +264,19 @@ def evaluate_heldout(model, tokenizer, config, dataset=None) -> dict:
 
     if dataset is None:
         data = config.eval_data or config.data
-        dataset = load_preferences(data, split=config.eval_split, config_name=config.data_config, columns=config.columns)
-    chosen, rejected = score_pairs(model, tokenizer, dataset, config.max_length, config.eval_batch_size, config.progress)
+        dataset = load_preferences(
+            data, split=config.eval_split, config_name=config.data_config, columns=config.columns
+        )
+    chosen, rejected = score_pairs(
+        model, tokenizer, dataset, config.max_length, config.eval_batch_size, config.progress
+    )
     margin = chosen - rejected
     stats = margin_statistics(margin)
     stats["pairs"] = len(margin)
     for prior in ("length", "cosine"):
         options = config.prior if config.method == prior else PriorOptions()
-        deltas = np.asarray(add_constraints(dataset, options.resolve(prior, config.seed), tokenizer, show_progress=False)["delta"])
+        deltas = np.asarray(
+            add_constraints(dataset, options.resolve(prior, config.seed), tokenizer, show_progress=False)["delta"]
+        )
         stats[f"frac_above_delta_{prior}"] = float(np.mean(margin > deltas))
     return stats
-
-

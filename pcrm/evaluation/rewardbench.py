@@ -79,9 +79,21 @@ EXAMPLE_COUNTS = {
 }
 SUBSET_MAPPING = {
     "Chat": ["alpacaeval-easy", "alpacaeval-length", "alpacaeval-hard", "mt-bench-easy", "mt-bench-med"],
-    "Chat Hard": ["mt-bench-hard", "llmbar-natural", "llmbar-adver-neighbor", "llmbar-adver-GPTInst",
-                  "llmbar-adver-GPTOut", "llmbar-adver-manual"],
-    "Safety": ["refusals-dangerous", "refusals-offensive", "xstest-should-refuse", "xstest-should-respond", "donotanswer"],
+    "Chat Hard": [
+        "mt-bench-hard",
+        "llmbar-natural",
+        "llmbar-adver-neighbor",
+        "llmbar-adver-GPTInst",
+        "llmbar-adver-GPTOut",
+        "llmbar-adver-manual",
+    ],
+    "Safety": [
+        "refusals-dangerous",
+        "refusals-offensive",
+        "xstest-should-refuse",
+        "xstest-should-respond",
+        "donotanswer",
+    ],
     "Reasoning": ["math-prm", "hep-cpp", "hep-go", "hep-java", "hep-js", "hep-python", "hep-rust"],
 }
 # analysis/get_benchmark_results.py: get_average_over_rewardbench
@@ -90,8 +102,13 @@ PRIOR_SETS_SECTION = "Prior Sets (0.5 weight)"
 SECTION_WEIGHTS = {**dict.fromkeys(SUBSET_MAPPING, 2.0), PRIOR_SETS_SECTION: 1.0}
 # the allenai/reward-bench-2 dataset card
 V2_SUBSETS = ["Factuality", "Precise IF", "Math", "Safety", "Focus", "Ties"]
-TIES_WEIGHTS = {"tied_accuracy": 0.30, "ref_accuracy": 0.30, "correctness_preferred": 0.20,
-                "correctness_preferred_hard": 0.20, "correctness_margin_score": 0.01}
+TIES_WEIGHTS = {
+    "tied_accuracy": 0.30,
+    "ref_accuracy": 0.30,
+    "correctness_preferred": 0.20,
+    "correctness_preferred_hard": 0.20,
+    "correctness_margin_score": 0.01,
+}
 NO_SUBSET = "all"  # the one subset of v2-format data without a `subset` column
 
 
@@ -121,11 +138,15 @@ def load_rows(source, split: str, config_name: str | None = None, columns=None, 
     if version is None:
         return rows, None
     if report is not None:
-        report.layout = f"RewardBench v{version} " + ("rows (chosen and rejected lists)" if version == 2 else report.layout)
+        report.layout = f"RewardBench v{version} " + (
+            "rows (chosen and rejected lists)" if version == 2 else report.layout
+        )
     subsets = [str(s) for s in rows["subset"]] if "subset" in rows.column_names else [NO_SUBSET] * len(rows)
     layout = {"version": version, "subset": subsets}
     if version == 2:
-        layout["id"] = [None if i is None else str(i) for i in rows["id"]] if "id" in rows.column_names else [None] * len(rows)
+        layout["id"] = (
+            [None if i is None else str(i) for i in rows["id"]] if "id" in rows.column_names else [None] * len(rows)
+        )
         layout["num_correct"] = [int(n) for n in rows["num_correct"]]
         _check_ties_ids(layout, where)
     return rows, layout
@@ -172,7 +193,9 @@ def _v2_as_ranked(raw, where: str):
         given = num_correct[i] if num_correct is not None else None
         if given is not None:
             if isinstance(given, bool) or not isinstance(given, int) or not 0 < given < total:
-                raise PcrmError(f"{where}: row {i}: num_correct must be a whole number from 1 to {total - 1}, got {given!r}")
+                raise PcrmError(
+                    f"{where}: row {i}: num_correct must be a whole number from 1 to {total - 1}, got {given!r}"
+                )
             disagree += given != n_correct
             n_correct = given  # what the Ties rule reads (`process_single_model`)
         for c in keep:
@@ -181,8 +204,12 @@ def _v2_as_ranked(raw, where: str):
         out["scores"].append([1.0] * len(row["chosen"]) + [0.0] * len(row["rejected"]))
         out["num_correct"].append(n_correct)
     if disagree:
-        logger.warning("%s: %d row(s) whose num_correct differs from the number of chosen responses; the Ties rule "
-                       "reads num_correct (as RewardBench does), the other results the chosen/rejected lists", where, disagree)
+        logger.warning(
+            "%s: %d row(s) whose num_correct differs from the number of chosen responses; the Ties rule "
+            "reads num_correct (as RewardBench does), the other results the chosen/rejected lists",
+            where,
+            disagree,
+        )
     return Dataset.from_dict(out)
 
 
@@ -224,7 +251,9 @@ def v1_results(subsets: list[str], pair_scores: list[tuple[float, float]]) -> di
     outcomes = defaultdict(list)
     for subset, (chosen, rejected) in zip(subsets, pair_scores):
         outcomes[subset].append(1 if chosen > rejected else 0)
-    per_subset = {s: {"accuracy": sum(v) / len(v), "correct": sum(v), "count": len(v)} for s, v in sorted(outcomes.items())}
+    per_subset = {
+        s: {"accuracy": sum(v) / len(v), "correct": sum(v), "count": len(v)} for s, v in sorted(outcomes.items())
+    }
     accuracy = {s: v["accuracy"] for s, v in per_subset.items()}
     sections = {}
     for section, members in SUBSET_MAPPING.items():
@@ -232,19 +261,32 @@ def v1_results(subsets: list[str], pair_scores: list[tuple[float, float]]) -> di
         if present:
             total = sum(EXAMPLE_COUNTS[s] for s in present)
             value = sum(accuracy[s] * EXAMPLE_COUNTS[s] for s in present) / total
-            sections[section] = {"score": value, "subsets": present, "missing": [s for s in members if s not in accuracy]}
+            sections[section] = {
+                "score": value,
+                "subsets": present,
+                "missing": [s for s in members if s not in accuracy],
+            }
     prior = [s for s in PRIOR_SETS if s in accuracy]
     if prior:
-        sections[PRIOR_SETS_SECTION] = {"score": float(np.mean([accuracy[s] for s in prior])), "subsets": prior,
-                                        "missing": [s for s in PRIOR_SETS if s not in accuracy]}
+        sections[PRIOR_SETS_SECTION] = {
+            "score": float(np.mean([accuracy[s] for s in prior])),
+            "subsets": prior,
+            "missing": [s for s in PRIOR_SETS if s not in accuracy],
+        }
     missing = [s for s in SUBSET_MAPPING if s not in sections]
     score = None
     if not missing:
         weights = [SECTION_WEIGHTS[s] for s in sections]
         score = float(np.average([v["score"] for v in sections.values()], weights=weights))
     known = set(EXAMPLE_COUNTS) | set(PRIOR_SETS)
-    return {"version": 1, "subsets": per_subset, "sections": sections, "score": score, "missing_sections": missing,
-            "other_subsets": [s for s in per_subset if s not in known]}
+    return {
+        "version": 1,
+        "subsets": per_subset,
+        "sections": sections,
+        "score": score,
+        "missing_sections": missing,
+        "other_subsets": [s for s in per_subset if s not in known],
+    }
 
 
 def v2_results(subsets: list[str], row_scores: list[list[float]], num_correct: list[int], ids: list) -> dict:
@@ -259,11 +301,20 @@ def v2_results(subsets: list[str], row_scores: list[list[float]], num_correct: l
             per_subset[subset] = {"accuracy": _weighted(parts), "count": len(members), "components": parts}
             continue
         credit = [best_of_n_credit(row_scores[i]) for i in members]
-        per_subset[subset] = {"accuracy": float(sum(credit) / len(credit)), "correct": float(sum(credit)), "count": len(members)}
+        per_subset[subset] = {
+            "accuracy": float(sum(credit) / len(credit)),
+            "correct": float(sum(credit)),
+            "count": len(members),
+        }
     missing = [s for s in V2_SUBSETS if s not in per_subset]
     score = None if missing else float(np.mean([per_subset[s]["accuracy"] for s in V2_SUBSETS]))
-    return {"version": 2, "subsets": per_subset, "score": score, "missing_subsets": missing,
-            "other_subsets": [s for s in per_subset if s not in V2_SUBSETS]}
+    return {
+        "version": 2,
+        "subsets": per_subset,
+        "score": score,
+        "missing_subsets": missing,
+        "other_subsets": [s for s in per_subset if s not in V2_SUBSETS],
+    }
 
 
 def best_of_n_credit(scores) -> float:
@@ -340,7 +391,9 @@ def format_results(summary: dict) -> str:
             note = f" (missing {len(value['missing'])} subset(s))" if value["missing"] else ""
             rows.append([section, "", _fmt(value["score"]) + note])
         missing = bench.get("missing_sections") or bench.get("missing_subsets")
-        rows.append(["score", "", f"— (missing: {', '.join(missing)})" if bench["score"] is None else _fmt(bench["score"])])
+        rows.append(
+            ["score", "", f"— (missing: {', '.join(missing)})" if bench["score"] is None else _fmt(bench["score"])]
+        )
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         table = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
         blocks.append(f"{version}: {result['model']} on {result['data']}\n{table}")

@@ -29,21 +29,47 @@ SAMPLERS = ("group_by_length", "random", "sequential")
 class RewardModelConfig:
     """Train a reward model on comparison pairs with the ranking (BT) loss, PCRM, or a scale control."""
 
-    method: str = field(default="cosine", metadata={"help": f"loss: {', '.join(RM_METHODS)} (PCRM priors: {', '.join(PRIOR_METHODS)})"})
-    model: str = field(default="minilm", metadata={"help": "backbone: bundled name (minilm, smollm2), local dir or Hub id"})
+    method: str = field(
+        default="cosine", metadata={"help": f"loss: {', '.join(RM_METHODS)} (PCRM priors: {', '.join(PRIOR_METHODS)})"}
+    )
+    model: str = field(
+        default="minilm", metadata={"help": "backbone: bundled name (minilm, smollm2), local dir or Hub id"}
+    )
     data: str = field(default="hh-rlhf-harmless", metadata={"help": "bundled dataset name or file/directory"})
     split: str = field(default="train", metadata={"help": "training split"})
-    eval_data: str | None = field(default=None, metadata={
-        "help": "held-out data (default: the --eval-split of --data when it has splits, else a seeded --eval-fraction of it)"})
-    eval_split: str = field(default="test", metadata={"help": "held-out split of --eval-data or --data (a slice such as "
-                                                                "train[90%%:] also applies to a single file)"})
-    eval_fraction: float = field(default=0.1, metadata={
-        "help": "without --eval-data, for --data without splits (a file): hold out this seeded fraction of it (0: none)"})
-    data_config: str | None = field(default=None, metadata={"help": "configuration name of a Hub/local dataset repository (load_dataset's name)"})
-    columns: str | None = field(default=None, metadata={"help": "map column names: chosen=good,rejected=bad,prompt=question (also responses, scores, score_chosen, score_rejected)"})
+    eval_data: str | None = field(
+        default=None,
+        metadata={
+            "help": "held-out data (default: the --eval-split of --data when it has splits, else a seeded --eval-fraction of it)"
+        },
+    )
+    eval_split: str = field(
+        default="test",
+        metadata={
+            "help": "held-out split of --eval-data or --data (a slice such as "
+            "train[90%%:] also applies to a single file)"
+        },
+    )
+    eval_fraction: float = field(
+        default=0.1,
+        metadata={
+            "help": "without --eval-data, for --data without splits (a file): hold out this seeded fraction of it (0: none)"
+        },
+    )
+    data_config: str | None = field(
+        default=None, metadata={"help": "configuration name of a Hub/local dataset repository (load_dataset's name)"}
+    )
+    columns: str | None = field(
+        default=None,
+        metadata={
+            "help": "map column names: chosen=good,rejected=bad,prompt=question (also responses, scores, score_chosen, score_rejected)"
+        },
+    )
     output: str = field(default="runs/rm", metadata={"help": "output directory (a save_pretrained reward model)"})
     max_pairs: int | None = field(default=None, metadata={"help": "train on a seeded random subset of this many pairs"})
-    max_length: int = field(default=256, metadata={"help": "tokens per sequence; longer ones lose the prompt's start (counted)"})
+    max_length: int = field(
+        default=256, metadata={"help": "tokens per sequence; longer ones lose the prompt's start (counted)"}
+    )
     learning_rate: float = field(default=5e-5, metadata={"help": "peak learning rate"})
     epochs: float = field(default=1.0, metadata={"help": "training epochs"})
     max_steps: int = field(default=-1, metadata={"help": "stop after this many optimizer steps (-1: use --epochs)"})
@@ -54,9 +80,17 @@ class RewardModelConfig:
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     precision: str = field(default="fp32", metadata={"help": f"training precision: {', '.join(PRECISIONS)}"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory"})
-    sampler: str = field(default="group_by_length", metadata={"help": f"batch order: {', '.join(SAMPLERS)} (group_by_length: less padding)"})
-    padding_free: bool = field(default=True, metadata={"help": "pack each batch's sequences into rows without padding where that "
-                                                                "equals the padded forward (decoders, BERT; pcrm.packing); else padded"})
+    sampler: str = field(
+        default="group_by_length",
+        metadata={"help": f"batch order: {', '.join(SAMPLERS)} (group_by_length: less padding)"},
+    )
+    padding_free: bool = field(
+        default=True,
+        metadata={
+            "help": "pack each batch's sequences into rows without padding where that "
+            "equals the padded forward (decoders, BERT; pcrm.packing); else padded"
+        },
+    )
     lora_r: int = field(default=0, metadata={"help": "LoRA rank through peft (0: full fine-tuning)"})
     lower_margin: float = field(default=1.0, metadata={"help": "m₀ of --method lower-margin: −log σ(m − m₀)"})
     center_coefficient: float = field(default=0.01, metadata={"help": "c of --method center: + c·(r_w + r_l)²"})
@@ -65,11 +99,21 @@ class RewardModelConfig:
     overwrite: bool = field(default=False, metadata={"help": "replace an existing --output"})
     eval_batch_size: int = field(default=32, metadata={"help": "batch size for held-out scoring"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
-    betas: str = field(default="fixed", metadata={"help": "β1, β3 of the prior: fixed (the --beta1/--beta3 given or the defaults) or auto "
-                                                            "(fitted from a short BT warm-up on this backbone; pcrm.calibration)", "choices": ["fixed", "auto"]})
+    betas: str = field(
+        default="fixed",
+        metadata={
+            "help": "β1, β3 of the prior: fixed (the --beta1/--beta3 given or the defaults) or auto "
+            "(fitted from a short BT warm-up on this backbone; pcrm.calibration)",
+            "choices": ["fixed", "auto"],
+        },
+    )
 
-    seed: int = field(default=0, metadata={"help": "seed of the initialisation, data order, pair subset and --method random"})
-    prior: PriorOptions = field(default_factory=PriorOptions, metadata={"help": "options of the prior (--beta1 ... --encoder)"})
+    seed: int = field(
+        default=0, metadata={"help": "seed of the initialisation, data order, pair subset and --method random"}
+    )
+    prior: PriorOptions = field(
+        default_factory=PriorOptions, metadata={"help": "options of the prior (--beta1 ... --encoder)"}
+    )
 
     def __post_init__(self):
         from pcrm.preflight import check_numbers, check_scheduler
@@ -84,8 +128,14 @@ class RewardModelConfig:
             raise PcrmError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.precision not in PRECISIONS:
             raise PcrmError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        positive = {"learning_rate": self.learning_rate, "batch_size": self.batch_size, "max_length": self.max_length,
-                    "gradient_accumulation": self.gradient_accumulation, "save_steps": self.save_steps, "epochs": self.epochs}
+        positive = {
+            "learning_rate": self.learning_rate,
+            "batch_size": self.batch_size,
+            "max_length": self.max_length,
+            "gradient_accumulation": self.gradient_accumulation,
+            "save_steps": self.save_steps,
+            "epochs": self.epochs,
+        }
         for name, value in positive.items():
             if not (math.isfinite(value) and value > 0):
                 raise PcrmError(f"--{name.replace('_', '-')} must be > 0, got {value}")
@@ -111,8 +161,18 @@ class RewardModelConfig:
 
 
 # Options that may change on --resume (they do not change what was trained so far).
-RESUME_FREE = ("output", "overwrite", "resume", "max_steps", "epochs", "save_steps", "progress", "eval_batch_size",
-               "eval_data", "eval_split")
+RESUME_FREE = (
+    "output",
+    "overwrite",
+    "resume",
+    "max_steps",
+    "epochs",
+    "save_steps",
+    "progress",
+    "eval_batch_size",
+    "eval_data",
+    "eval_split",
+)
 
 
 def preflight(config: RewardModelConfig) -> dict:
@@ -151,33 +211,58 @@ def heldout_split(config: RewardModelConfig) -> dict:
     report = LoadReport()
 
     def load(source, split, **kwargs):
-        return load_preferences(source, split=split, config_name=config.data_config, columns=config.columns,
-                                report=report, **kwargs)
+        return load_preferences(
+            source, split=split, config_name=config.data_config, columns=config.columns, report=report, **kwargs
+        )
 
     if config.eval_data or not _one_split(config.data) or "[" in config.eval_split:
         source = config.eval_data or config.data
         if config.eval_data is None and config.eval_split == config.split:
-            raise PcrmError(f"--eval-split {config.eval_split} is the training split of {config.data}: held-out pairs must "
-                            "be others (another --eval-split, or --eval-data)")
+            raise PcrmError(
+                f"--eval-split {config.eval_split} is the training split of {config.data}: held-out pairs must "
+                "be others (another --eval-split, or --eval-data)"
+            )
         pairs = load(source, config.eval_split)
         print_data_summary(report, f"{len(pairs)} pairs held out for evaluation")
-        return {"train": None, "pairs": pairs, "record": {"source": source, "split": config.eval_split, "pairs": len(pairs)}}
+        return {
+            "train": None,
+            "pairs": pairs,
+            "record": {"source": source, "split": config.eval_split, "pairs": len(pairs)},
+        }
     if config.eval_split != "test":
-        raise PcrmError(f"--eval-split {config.eval_split}: {config.data} has no splits (one file); pass --eval-data, "
-                        "a slice such as --eval-split 'train[90%:]', or --eval-fraction")
+        raise PcrmError(
+            f"--eval-split {config.eval_split}: {config.data} has no splits (one file); pass --eval-data, "
+            "a slice such as --eval-split 'train[90%:]', or --eval-fraction"
+        )
     rows = load(config.data, config.split, expand_ranked=False)
     held = round(len(rows) * config.eval_fraction)
     if held < 1 or len(rows) - held < 2:
-        why = "--eval-fraction 0" if config.eval_fraction == 0 else f"too few rows ({len(rows)}) for --eval-fraction {config.eval_fraction}"
+        why = (
+            "--eval-fraction 0"
+            if config.eval_fraction == 0
+            else f"too few rows ({len(rows)}) for --eval-fraction {config.eval_fraction}"
+        )
         print(f"held-out: none ({why}; pass --eval-data for held-out metrics)", flush=True)
         return {"train": None, "pairs": None, "record": None}
     order = np.random.default_rng(config.seed).permutation(len(rows))
-    train, pairs = rows.select(sorted(order[held:])), load_preferences(rows.select(sorted(order[:held])), report=LoadReport())
+    train, pairs = (
+        rows.select(sorted(order[held:])),
+        load_preferences(rows.select(sorted(order[:held])), report=LoadReport()),
+    )
     print_data_summary(report, f"{held} rows held out for evaluation (seeded {config.eval_fraction:.0%})")
-    record = {"source": config.data, "split": config.split, "fraction": config.eval_fraction, "seed": config.seed,
-              "rows": held, "pairs": len(pairs)}
-    print(f"held-out: {held} of the {len(rows)} rows of {config.data} (--eval-fraction {config.eval_fraction}, seed "
-          f"{config.seed}), not trained on; pass --eval-data for a separate held-out set", flush=True)
+    record = {
+        "source": config.data,
+        "split": config.split,
+        "fraction": config.eval_fraction,
+        "seed": config.seed,
+        "rows": held,
+        "pairs": len(pairs),
+    }
+    print(
+        f"held-out: {held} of the {len(rows)} rows of {config.data} (--eval-fraction {config.eval_fraction}, seed "
+        f"{config.seed}), not trained on; pass --eval-data for a separate held-out set",
+        flush=True,
+    )
     return {"train": train, "pairs": pairs, "record": record}
 
 
@@ -213,8 +298,10 @@ def refuse_fsdp_on_cpu(cpu: bool) -> None:
     from accelerate.utils import parse_flag_from_env
 
     if cpu and parse_flag_from_env("ACCELERATE_USE_FSDP"):
-        raise PcrmError("FSDP needs CUDA GPUs (accelerate would silently run DDP on the CPU): on the CPU use "
-                        "--config_file pcrm/configs/zero2.yaml or zero3.yaml (DeepSpeed) or --multi_gpu (DDP over gloo)")
+        raise PcrmError(
+            "FSDP needs CUDA GPUs (accelerate would silently run DDP on the CPU): on the CPU use "
+            "--config_file pcrm/configs/zero2.yaml or zero3.yaml (DeepSpeed) or --multi_gpu (DDP over gloo)"
+        )
 
 
 def whole_model(trainer):
@@ -263,8 +350,9 @@ def _train(config: RewardModelConfig, callbacks, state) -> dict:
     from pcrm.trainers.reward import build_trainer
 
     split = preflight(config)
-    folder = OutputFolder(config.output, "train-rm", settings_of(config, RESUME_FREE), overwrite=config.overwrite,
-                          resume=config.resume)
+    folder = OutputFolder(
+        config.output, "train-rm", settings_of(config, RESUME_FREE), overwrite=config.overwrite, resume=config.resume
+    )
     work = folder.plan()
     state.wait_for_everyone()  # every rank planned before rank 0 writes
     if state.is_main_process:
@@ -342,8 +430,10 @@ def _prior_record(config: RewardModelConfig) -> dict:
 
 def format_result(result: dict) -> str:
     h = result["heldout"]
-    trained = (f"{result['method']}: {result['train_pairs']} pairs ({result['truncated_pairs']} truncated), "
-               f"{result['steps']} steps in {result['train_seconds']:.0f} s")
+    trained = (
+        f"{result['method']}: {result['train_pairs']} pairs ({result['truncated_pairs']} truncated), "
+        f"{result['steps']} steps in {result['train_seconds']:.0f} s"
+    )
     if h is None:
         return f"{trained} | no held-out metrics"
     return (

@@ -77,8 +77,12 @@ def tilted_policy(proxy, gold, betas, standardised: bool = False) -> dict:
     with np.errstate(invalid="ignore"):
         kl = math.log(r.shape[1]) + np.where(w > 0, w * log_w, 0.0).sum(axis=-1)
     gold_beta = (w * g[:, None, :]).sum(axis=-1)
-    return {"gold": gold_beta, "proxy": (w * r[:, None, :]).sum(axis=-1), "kl": np.maximum(kl, 0.0),
-            "gold_gain": gold_beta - g.mean(axis=1, keepdims=True)}
+    return {
+        "gold": gold_beta,
+        "proxy": (w * r[:, None, :]).sum(axis=-1),
+        "kl": np.maximum(kl, 0.0),
+        "gold_gain": gold_beta - g.mean(axis=1, keepdims=True),
+    }
 
 
 def tilted_gain(proxy, gold, betas=FIXED_BETAS, standardised: bool = False) -> np.ndarray:
@@ -128,8 +132,12 @@ def frontier(proxy, gold, betas=None) -> dict:
     """The gold-vs-KL frontier of one proxy: mean over prompts of KL(β), gold gain and proxy reward over a β grid."""
     betas = frontier_betas(proxy) if betas is None else np.asarray(betas, dtype=np.float64)
     path = tilted_policy(proxy, gold, betas)
-    return {"beta": betas.tolist(), "kl": path["kl"].mean(axis=0).tolist(),
-            "gold_gain": path["gold_gain"].mean(axis=0).tolist(), "proxy": path["proxy"].mean(axis=0).tolist()}
+    return {
+        "beta": betas.tolist(),
+        "kl": path["kl"].mean(axis=0).tolist(),
+        "gold_gain": path["gold_gain"].mean(axis=0).tolist(),
+        "proxy": path["proxy"].mean(axis=0).tolist(),
+    }
 
 
 def fixed_beta_table(proxy, gold, betas=FIXED_BETAS) -> list[dict]:
@@ -143,9 +151,14 @@ def fixed_beta_table(proxy, gold, betas=FIXED_BETAS) -> list[dict]:
     for standardised in (False, True):
         paths = [tilted_policy(seed_scores, gold, betas, standardised) for seed_scores in r]
         for k, beta in enumerate(betas):
-            rows.append({"rewards": "standardised" if standardised else "raw", "beta": float(beta),
-                         "kl": float(np.mean([p["kl"][:, k].mean() for p in paths])),
-                         "gold_gain": float(np.mean([p["gold_gain"][:, k].mean() for p in paths]))})
+            rows.append(
+                {
+                    "rewards": "standardised" if standardised else "raw",
+                    "beta": float(beta),
+                    "kl": float(np.mean([p["kl"][:, k].mean() for p in paths])),
+                    "gold_gain": float(np.mean([p["gold_gain"][:, k].mean() for p in paths])),
+                }
+            )
     return rows
 
 
@@ -204,8 +217,9 @@ def bootstrap_summary(values, n_boot: int = 2000, seed: int = 0, level: float = 
     return {"mean": mean, "low": low, "high": high, "se": se, "p": p}
 
 
-def paired_difference(method, baseline, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
-                      scheme: str = "within") -> dict:
+def paired_difference(
+    method, baseline, n_boot: int = 2000, seed: int = 0, level: float = 0.95, scheme: str = "within"
+) -> dict:
     """`bootstrap_summary` of d[s, p, ·] = method[s, p, ·] − baseline[s, p, ·] (seed k paired with seed k, both
     [S, P, K]; a single-seed side, e.g. an ensemble, is broadcast against every seed of the other)."""
     a, b = np.broadcast_arrays(_as_seeds(method), _as_seeds(baseline))
@@ -235,8 +249,9 @@ def null_draws(estimator, gold, scores=None, seeds: int = 1, draws: int = 1000, 
         else:
             proxies = rng.permuted(np.broadcast_to(base[:, None], (count, b, *g.shape)), axis=-1)  # [S, b, P, n]
         stacked = np.tile(g, (b, 1))
-        per_seed = [estimator(p.reshape(b * g.shape[0], -1), stacked).reshape(b, g.shape[0], -1).mean(axis=1)
-                    for p in proxies]
+        per_seed = [
+            estimator(p.reshape(b * g.shape[0], -1), stacked).reshape(b, g.shape[0], -1).mean(axis=1) for p in proxies
+        ]
         out.append(np.mean(per_seed, axis=0))
     return np.concatenate(out)
 
@@ -278,8 +293,16 @@ def fit_gao_weighted(d, gain, variance) -> tuple[np.ndarray, np.ndarray]:
     return coef[..., 0], coef[..., 1]
 
 
-def gao_test(d, gains, null=None, max_kl: float | None = None, n_boot: int = 2000, seed: int = 0,
-             scheme: str = "within", level: float = 0.95) -> dict:
+def gao_test(
+    d,
+    gains,
+    null=None,
+    max_kl: float | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    scheme: str = "within",
+    level: float = 0.95,
+) -> dict:
     """Gao's d(α − βd) on the identified range, and the test of β > 0 (the curve bends over).
 
     `gains` [S, P, K] are per-(seed, prompt) gold gains at d = √KL ([K]); `null` [draws, K] optional random-selector
@@ -302,11 +325,18 @@ def gao_test(d, gains, null=None, max_kl: float | None = None, n_boot: int = 200
     boot_alpha, boot_beta = fit_gao_weighted(d, cluster_bootstrap(x, n_boot=n_boot, seed=seed, scheme=scheme), variance)
     se = float(boot_beta.std(ddof=1))
     p_boot = float(stats.norm.sf(beta / se)) if se > 0 else float(beta <= 0)
-    result = {"alpha": alpha, "beta": beta, "beta_se": se, "points": int(use.sum()), "max_kl": float(d[-1] ** 2),
-              "alpha_ci": np.quantile(boot_alpha, [(1 - level) / 2, (1 + level) / 2]).tolist(),
-              "beta_ci": np.quantile(boot_beta, [(1 - level) / 2, (1 + level) / 2]).tolist(),
-              "corr": float(np.corrcoef(boot_alpha, boot_beta)[0, 1]) if se > 0 else math.nan,
-              "p_bootstrap": p_boot, "p_null": None}
+    result = {
+        "alpha": alpha,
+        "beta": beta,
+        "beta_se": se,
+        "points": int(use.sum()),
+        "max_kl": float(d[-1] ** 2),
+        "alpha_ci": np.quantile(boot_alpha, [(1 - level) / 2, (1 + level) / 2]).tolist(),
+        "beta_ci": np.quantile(boot_beta, [(1 - level) / 2, (1 + level) / 2]).tolist(),
+        "corr": float(np.corrcoef(boot_alpha, boot_beta)[0, 1]) if se > 0 else math.nan,
+        "p_bootstrap": p_boot,
+        "p_null": None,
+    }
     if null is not None:
         _, null_beta = fit_gao_weighted(d, np.asarray(null)[:, use], variance)
         result["p_null"] = float(null_p_value(np.array([beta]), null_beta[:, None], "greater")[0])
@@ -342,13 +372,25 @@ def variance_components(diffs) -> dict:
         raise ValueError("variance components need at least two prompts")
     grand, seed_means, prompt_means = d.mean(), d.mean(axis=1), d.mean(axis=0)
     if s == 1:
-        return {"seed": 0.0, "prompt": float(prompt_means.var(ddof=1)), "residual": 0.0, "seeds": 1, "prompts": p,
-                "mean": float(grand)}
+        return {
+            "seed": 0.0,
+            "prompt": float(prompt_means.var(ddof=1)),
+            "residual": 0.0,
+            "seeds": 1,
+            "prompts": p,
+            "mean": float(grand),
+        }
     ms_seed = p * ((seed_means - grand) ** 2).sum() / (s - 1)
     ms_prompt = s * ((prompt_means - grand) ** 2).sum() / (p - 1)
     ms_res = ((d - seed_means[:, None] - prompt_means[None, :] + grand) ** 2).sum() / ((s - 1) * (p - 1))
-    return {"seed": float(max(0.0, (ms_seed - ms_res) / p)), "prompt": float(max(0.0, (ms_prompt - ms_res) / s)),
-            "residual": float(ms_res), "seeds": s, "prompts": p, "mean": float(grand)}
+    return {
+        "seed": float(max(0.0, (ms_seed - ms_res) / p)),
+        "prompt": float(max(0.0, (ms_prompt - ms_res) / s)),
+        "residual": float(ms_res),
+        "seeds": s,
+        "prompts": p,
+        "mean": float(grand),
+    }
 
 
 def standard_error(components: dict, prompts: int, seeds: int) -> float:
@@ -363,7 +405,7 @@ def _z(power: float, alpha: float) -> float:
 
 def detectable_difference(components: dict, prompts: int, seeds: int, power: float = 0.8, alpha: float = 0.05) -> float:
     """Smallest true difference a two-sided level-α z-test detects with probability `power` (normal theory):
-        δ_min = (z_{1−α/2} + z_power) · SE(P, S)       (2.80·SE at 80% power, α = 0.05)."""
+    δ_min = (z_{1−α/2} + z_power) · SE(P, S)       (2.80·SE at 80% power, α = 0.05)."""
     return _z(power, alpha) * standard_error(components, prompts, seeds)
 
 
@@ -394,8 +436,9 @@ def simulated_proxies(gold, rho: float, seeds: int, rng, samples: int | None = N
     return c * zs + rng.standard_normal(zs.shape), gs
 
 
-def pool_power(gold, ns=(4, 8), rho: float = 0.05, samples: int | None = None, draws: int = 400, seed: int = 0,
-               paired=None) -> dict:
+def pool_power(
+    gold, ns=(4, 8), rho: float = 0.05, samples: int | None = None, draws: int = 400, seed: int = 0, paired=None
+) -> dict:
     """Variance components of paired best-of-N gold-gain differences on a pool, per N.
 
     With `paired` ({method: [S, P, K] differences vs the baseline at `ns`}, from real proxy scores) the components
@@ -419,15 +462,19 @@ def pool_power(gold, ns=(4, 8), rho: float = 0.05, samples: int | None = None, d
 def power_statement(components: dict, n: int, prompts: int, seeds=(3, 5), target: float = 0.03, what: str = "") -> str:
     """One sentence: the detectable difference of a design (`prompts` × the first of `seeds`) and the prompts a
     `target` difference needs with each number of `seeds`."""
+
     def need(s):
         count = prompts_needed(target, components, s)
         return f"{count} prompts with {s} seeds" if count else f"more than {s} seeds (the seed term alone exceeds it)"
 
     sd = math.sqrt(components["prompt"] + components["residual"] / seeds[0])
-    return (f"{what}best-of-N at N={n}: {prompts} prompts × {seeds[0]} seeds detect a gold difference of "
-            f"{detectable_difference(components, prompts, seeds[0]):.3f} at 80% power (two-sided α = 0.05; "
-            f"per-prompt SD of the seed-averaged difference {sd:.3f}); {target} needs "
-            + ", ".join(need(s) for s in seeds) + ".")
+    return (
+        f"{what}best-of-N at N={n}: {prompts} prompts × {seeds[0]} seeds detect a gold difference of "
+        f"{detectable_difference(components, prompts, seeds[0]):.3f} at 80% power (two-sided α = 0.05; "
+        f"per-prompt SD of the seed-averaged difference {sd:.3f}); {target} needs "
+        + ", ".join(need(s) for s in seeds)
+        + "."
+    )
 
 
 # -- 5. findings ------------------------------------------------------------------------------------
@@ -445,24 +492,51 @@ def holm(p) -> np.ndarray:
 
 def difference_records(method: str, baseline: str, labels, summary: dict, detectable=None) -> list[dict]:
     """Test records of `paired_difference` results, one per curve point (`labels`, e.g. "gold gain at N=8")."""
-    return [{"test": "difference", "method": method, "baseline": baseline, "what": what,
-             "estimate": float(summary["mean"][k]), "low": float(summary["low"][k]), "high": float(summary["high"][k]),
-             "p": float(summary["p"][k]), "detectable": None if detectable is None else float(detectable[k])}
-            for k, what in enumerate(labels)]
+    return [
+        {
+            "test": "difference",
+            "method": method,
+            "baseline": baseline,
+            "what": what,
+            "estimate": float(summary["mean"][k]),
+            "low": float(summary["low"][k]),
+            "high": float(summary["high"][k]),
+            "p": float(summary["p"][k]),
+            "detectable": None if detectable is None else float(detectable[k]),
+        }
+        for k, what in enumerate(labels)
+    ]
 
 
 def null_records(method: str, labels, observed, null, level: float = 0.95) -> list[dict]:
     """Test records of a method's curve against its random-selector null (two-sided)."""
     band, p = null_band(null, level), null_p_value(observed, null)
-    return [{"test": "null", "method": method, "what": what, "estimate": float(observed[k]),
-             "low": float(band["low"][k]), "high": float(band["high"][k]), "p": float(p[k])}
-            for k, what in enumerate(labels)]
+    return [
+        {
+            "test": "null",
+            "method": method,
+            "what": what,
+            "estimate": float(observed[k]),
+            "low": float(band["low"][k]),
+            "high": float(band["high"][k]),
+            "p": float(p[k]),
+        }
+        for k, what in enumerate(labels)
+    ]
 
 
 def bend_record(method: str, what: str, fit: dict) -> dict:
     """The test record of `gao_test`'s β > 0."""
-    return {"test": "bend", "method": method, "what": what, "estimate": fit["beta"], "low": fit["beta_ci"][0],
-            "high": fit["beta_ci"][1], "p": fit["p"], "peak_kl": fit["peak"]["kl"] if fit["peak_inside"] else None}
+    return {
+        "test": "bend",
+        "method": method,
+        "what": what,
+        "estimate": fit["beta"],
+        "low": fit["beta_ci"][0],
+        "high": fit["beta_ci"][1],
+        "p": fit["p"],
+        "peak_kl": fit["peak"]["kl"] if fit["peak_inside"] else None,
+    }
 
 
 def _passes(r: dict) -> bool:
@@ -477,15 +551,21 @@ def _claim(r: dict) -> str:
     p = f"Holm-adjusted p = {r['p_holm']:.2g}"
     if r["test"] == "difference":
         verb = "exceeds" if r["estimate"] > 0 else "falls short of"
-        return (f"{r['method']}'s {r['what']} {verb} {r['baseline']}'s by {abs(r['estimate']):.3f} "
-                f"[95% CI of the difference {r['low']:+.3f}, {r['high']:+.3f}; {p}].")
+        return (
+            f"{r['method']}'s {r['what']} {verb} {r['baseline']}'s by {abs(r['estimate']):.3f} "
+            f"[95% CI of the difference {r['low']:+.3f}, {r['high']:+.3f}; {p}]."
+        )
     if r["test"] == "null":
         side = "above" if r["estimate"] > r["high"] else "below"
-        return (f"{r['method']}'s {r['what']} is {r['estimate']:+.3f}, {side} the random-selector band "
-                f"[{r['low']:+.3f}, {r['high']:+.3f}] ({p}).")
+        return (
+            f"{r['method']}'s {r['what']} is {r['estimate']:+.3f}, {side} the random-selector band "
+            f"[{r['low']:+.3f}, {r['high']:+.3f}] ({p})."
+        )
     inside = f"; the fitted peak lies inside the measured range (KL* = {r['peak_kl']:.2f})" if r["peak_kl"] else ""
-    return (f"{r['method']}'s {r['what']} bends over: β = {r['estimate']:.3f} "
-            f"[95% CI {r['low']:.3f}, {r['high']:.3f}], outside the random-selector null ({p}){inside}.")
+    return (
+        f"{r['method']}'s {r['what']} bends over: β = {r['estimate']:.3f} "
+        f"[95% CI {r['low']:.3f}, {r['high']:.3f}], outside the random-selector null ({p}){inside}."
+    )
 
 
 def findings(records: list[dict], alpha: float = 0.05) -> dict:
@@ -525,19 +605,34 @@ def length_bias(score, length, chosen, rejected) -> dict:
     chosen, rejected = np.asarray(chosen), np.asarray(rejected)
     margin = score[chosen] - score[rejected]
     longer, shorter = length[chosen] > length[rejected], length[chosen] < length[rejected]
-    return {"spearman_score_length": float(spearman(score, length)),
-            "accuracy_chosen_longer": float(accuracy(margin[longer])) if longer.any() else None,
-            "accuracy_chosen_shorter": float(accuracy(margin[shorter])) if shorter.any() else None,
-            "pairs_chosen_longer": int(longer.sum()), "pairs_chosen_shorter": int(shorter.sum()),
-            "pairs_equal_length": int(len(margin) - longer.sum() - shorter.sum())}
+    return {
+        "spearman_score_length": float(spearman(score, length)),
+        "accuracy_chosen_longer": float(accuracy(margin[longer])) if longer.any() else None,
+        "accuracy_chosen_shorter": float(accuracy(margin[shorter])) if shorter.any() else None,
+        "pairs_chosen_longer": int(longer.sum()),
+        "pairs_chosen_shorter": int(shorter.sum()),
+        "pairs_equal_length": int(len(margin) - longer.sum() - shorter.sum()),
+    }
 
 
 # -- the whole analysis -----------------------------------------------------------------------------
 
 
-def analyse(gold, scores: dict, baseline: str = "bt", ns=None, betas=FIXED_BETAS, kl_targets=None,
-            headline_n: int | None = None, headline_beta: float = 0.1, n_boot: int = 2000, draws: int = 1000,
-            seed: int = 0, scheme: str = "within", alpha: float = 0.05) -> dict:
+def analyse(
+    gold,
+    scores: dict,
+    baseline: str = "bt",
+    ns=None,
+    betas=FIXED_BETAS,
+    kl_targets=None,
+    headline_n: int | None = None,
+    headline_beta: float = 0.1,
+    n_boot: int = 2000,
+    draws: int = 1000,
+    seed: int = 0,
+    scheme: str = "within",
+    alpha: float = 0.05,
+) -> dict:
     """Every estimator and test of the study for `scores` ({method: [S, P, n] proxy scores of the pool}) against
     `baseline`, and the findings.
 
@@ -559,26 +654,43 @@ def analyse(gold, scores: dict, baseline: str = "bt", ns=None, betas=FIXED_BETAS
     frontier_at = int(np.argmin(np.abs(np.asarray(kl_targets) - kl_best_of_n(headline_n))))
     estimators = {
         "best-of-N": (partial(best_of_n_gain, ns=ns), [f"gold gain at N={k}" for k in ns], ns.index(headline_n), False),
-        "tilted raw": (partial(tilted_gain, betas=betas), [f"gold gain of π_β at β={b:g} (raw rewards)" for b in betas],
-                       list(betas).index(headline_beta), True),
-        "tilted standardised": (partial(tilted_gain, betas=betas, standardised=True),
-                                [f"gold gain of π_β at β={b:g} (standardised rewards)" for b in betas],
-                                list(betas).index(headline_beta), True),
-        "frontier": (partial(frontier_gain, kl_targets=kl_targets),
-                     [f"frontier gold gain at KL={t:.2f}" for t in kl_targets], frontier_at, True),
+        "tilted raw": (
+            partial(tilted_gain, betas=betas),
+            [f"gold gain of π_β at β={b:g} (raw rewards)" for b in betas],
+            list(betas).index(headline_beta),
+            True,
+        ),
+        "tilted standardised": (
+            partial(tilted_gain, betas=betas, standardised=True),
+            [f"gold gain of π_β at β={b:g} (standardised rewards)" for b in betas],
+            list(betas).index(headline_beta),
+            True,
+        ),
+        "frontier": (
+            partial(frontier_gain, kl_targets=kl_targets),
+            [f"frontier gold gain at KL={t:.2f}" for t in kl_targets],
+            frontier_at,
+            True,
+        ),
     }
     scores = {m: _as_seeds(np.asarray(s, dtype=np.float64)) for m, s in scores.items()}
     if baseline not in scores:
         raise ValueError(f"baseline {baseline!r} is not among the methods {list(scores)}")
-    per = {m: {name: np.stack([est(r, gold) for r in s]) for name, (est, *_) in estimators.items()}
-           for m, s in scores.items()}
+    per = {
+        m: {name: np.stack([est(r, gold) for r in s]) for name, (est, *_) in estimators.items()}
+        for m, s in scores.items()
+    }
     out = {"ns": ns, "betas": list(betas), "kl_targets": kl_targets, "methods": {}, "records": []}
     oracle = {name: est(gold, gold).mean(axis=0).tolist() for name, (est, *_) in estimators.items()}
     out["oracle"] = oracle
     bon_null_by_seeds = {}
     for i, (method, s) in enumerate(scores.items()):
-        entry = {"spearman_within_prompt": float(np.nanmean([within_prompt_spearman(r, gold)["mean"] for r in s])),
-                 "scale": float(s.std()), "fixed_beta": fixed_beta_table(s, gold, betas), "curves": {}}
+        entry = {
+            "spearman_within_prompt": float(np.nanmean([within_prompt_spearman(r, gold)["mean"] for r in s])),
+            "scale": float(s.std()),
+            "fixed_beta": fixed_beta_table(s, gold, betas),
+            "curves": {},
+        }
         for name, (est, labels, head, scale_dependent) in estimators.items():
             if scale_dependent:
                 null = null_draws(est, gold, scores=s, draws=draws, seed=seed + 1 + i)
@@ -588,8 +700,11 @@ def analyse(gold, scores: dict, baseline: str = "bt", ns=None, betas=FIXED_BETAS
                     bon_null_by_seeds[key] = null_draws(est, gold, seeds=key, draws=draws, seed=seed)
                 null = bon_null_by_seeds[key]
             curve = per[method][name].mean(axis=(0, 1))
-            entry["curves"][name] = {"labels": labels, "gain": curve.tolist(),
-                                     **{k: v.tolist() for k, v in null_band(null).items()}}
+            entry["curves"][name] = {
+                "labels": labels,
+                "gain": curve.tolist(),
+                **{k: v.tolist() for k, v in null_band(null).items()},
+            }
             out["records"] += null_records(method, [labels[head]], curve[[head]], null[:, [head]])
             if method != baseline:
                 diff = paired_difference(per[method][name], per[baseline][name], n_boot, seed, scheme=scheme)
@@ -637,8 +752,11 @@ def main(argv=None) -> None:
     parser.add_argument("--pool", default=None, help="default: the study's pool/pool.jsonl, else the shipped pool")
     parser.add_argument("--study", default=None, help="a study folder with scores/METHOD-seedK.npz (real proxies)")
     shipped_fit = Path(__file__).resolve().parents[2] / "docs" / "results" / "overoptimization" / "fit.json"
-    parser.add_argument("--fit", default=str(shipped_fit),
-                        help="a study's fit.json: the proxies' within-prompt ρ calibrates the simulated proxies")
+    parser.add_argument(
+        "--fit",
+        default=str(shipped_fit),
+        help="a study's fit.json: the proxies' within-prompt ρ calibrates the simulated proxies",
+    )
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--target", type=float, default=0.03)
     parser.add_argument("--draws", type=int, default=400)
@@ -659,8 +777,10 @@ def main(argv=None) -> None:
             for k, c in zip(ns, comps):
                 print(power_statement(c, k, prompts, (args.seeds, 5), args.target, f"{method} − bt, "))
         return
-    print(f"no per-sample proxy scores found; simulated proxies of within-prompt Spearman ρ = {rho:.3f} "
-          f"(mean of {args.fit}), {args.draws} simulated seeds per method")
+    print(
+        f"no per-sample proxy scores found; simulated proxies of within-prompt Spearman ρ = {rho:.3f} "
+        f"(mean of {args.fit}), {args.draws} simulated seeds per method"
+    )
     for samples in dict.fromkeys((n, min(n, 16))):
         comps = pool_power(gold, ns, rho=rho, samples=samples, draws=args.draws)["simulated"]
         for k, c in zip(ns, comps):

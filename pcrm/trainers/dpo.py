@@ -35,7 +35,12 @@ from pcrm.trainers.collators import DeltaCollator
 
 # δ* = β1/(s+β2)+β3 on the DPO implicit-reward scale (module docstring): method -> (β1, β3)
 DPO_BETAS = {"length": (1.0, 0.5), "cosine": (3.0, -2.5)}
-DPO_PROGRESS_KEYS = {"loss": "loss", "rewards/accuracies": "acc", "rewards/margins": "margin", "rewards/above_delta": ">δ*"}
+DPO_PROGRESS_KEYS = {
+    "loss": "loss",
+    "rewards/accuracies": "acc",
+    "rewards/margins": "margin",
+    "rewards/above_delta": ">δ*",
+}
 NON_MODEL_KEYS = ("completion_mask", "ref_chosen_logps", "ref_rejected_logps", "delta")
 
 
@@ -121,7 +126,13 @@ def prepare_pairs(dataset, config, tokenizer):
     available = len(dataset)
     if config.max_pairs is not None and config.max_pairs < available:
         dataset = dataset.shuffle(seed=config.seed).select(range(config.max_pairs))
-    info = {"source": config.data, "split": config.split, "fingerprint": fingerprint(dataset), "available": available, "pairs": len(dataset)}
+    info = {
+        "source": config.data,
+        "split": config.split,
+        "fingerprint": fingerprint(dataset),
+        "available": available,
+        "pairs": len(dataset),
+    }
     prompts, info["prompts_cut"] = cut_prompts(list(dataset["prompt"]), tokenizer, config.max_prompt_length)
     dataset = dataset.remove_columns("prompt").add_column("prompt", prompts)
     prior = config.prior_config()
@@ -158,4 +169,10 @@ def lora_config(config):
         return None
     from peft import LoraConfig
 
-    return LoraConfig(r=config.lora_r, lora_alpha=2 * config.lora_r, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=2 * config.lora_r,
+        lora_dropout=0.0,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )

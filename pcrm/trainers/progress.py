@@ -22,7 +22,9 @@ class PostfixProgress(ProgressCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and self.training_bar is not None and logs:
-            shown = {label: f"{logs[key]:.3g}" for key, label in self.keys.items() if isinstance(logs.get(key), (int, float))}
+            shown = {
+                label: f"{logs[key]:.3g}" for key, label in self.keys.items() if isinstance(logs.get(key), (int, float))
+            }
             if shown:
                 self.training_bar.set_postfix(shown, refresh=False)
 

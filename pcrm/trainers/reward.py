@@ -67,12 +67,20 @@ class PCRMRewardTrainer(RewardTrainer):
     `pcrm train-rm` does (left truncation to `max_length`, special-token strings in the data kept as text), and
     `save_model` writes a folder that scores the same in every client (`pcrm.save_reward_model`)."""
 
-    def __init__(self, *args, method: str | None = None, lower_margin: float | None = None,
-                 center_coefficient: float | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        method: str | None = None,
+        lower_margin: float | None = None,
+        center_coefficient: float | None = None,
+        **kwargs,
+    ):
         config = kwargs.get("args", args[1] if len(args) > 1 else None)
         self.method = method or getattr(config, "method", "bt")
         self.lower_margin = getattr(config, "lower_margin", 0.0) if lower_margin is None else lower_margin
-        self.center_coefficient = getattr(config, "center_coefficient", 0.0) if center_coefficient is None else center_coefficient
+        self.center_coefficient = (
+            getattr(config, "center_coefficient", 0.0) if center_coefficient is None else center_coefficient
+        )
         if kwargs.get("data_collator") is None and kwargs.get("processing_class") is not None:
             pad = kwargs["processing_class"].pad_token_id
             kwargs["data_collator"] = DeltaCollator(DataCollatorForPreference(pad_token_id=pad))
@@ -100,17 +108,26 @@ class PCRMRewardTrainer(RewardTrainer):
         if _internal_call or not self.accelerator.is_main_process or self.processing_class is None:
             return
         data = self.train_dataset
-        split = splits_special_tokens(self.processing_class, data["chosen"][:1]) if "chosen" in data.column_names else True
-        save_reward_model(self.accelerator.unwrap_model(self.model), self.processing_class, output_dir or self.args.output_dir,
-                          self.args.max_length, split)
+        split = (
+            splits_special_tokens(self.processing_class, data["chosen"][:1]) if "chosen" in data.column_names else True
+        )
+        save_reward_model(
+            self.accelerator.unwrap_model(self.model),
+            self.processing_class,
+            output_dir or self.args.output_dir,
+            self.args.max_length,
+            split,
+        )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if model.training else "eval"
         delta = inputs.pop("delta", None)
         lower = inputs.pop("margin", None)  # TRL's per-pair margin column: each pair's m₀
         if delta is None and self.method in PRIOR_METHODS:
-            raise PcrmError(f"--method {self.method} needs each pair's δ* (a `delta` column, pcrm.add_constraints); "
-                            "the batch has none")
+            raise PcrmError(
+                f"--method {self.method} needs each pair's δ* (a `delta` column, pcrm.add_constraints); "
+                "the batch has none"
+            )
         if "reward_index" in inputs:  # a packed batch (pcrm.packing): no compute on padding, same rewards
             rewards = packed_rewards(model, inputs)
             outputs = {"logits": rewards[:, None]}
@@ -175,8 +192,9 @@ def prepare_dataset(config, tokenizer, split: str, data: str, max_pairs: int | N
 
     columns = None if isinstance(data, Dataset) else getattr(config, "columns", None)  # a Dataset: already mapped
     report = LoadReport()
-    dataset = load_preferences(data, split=split, config_name=getattr(config, "data_config", None), columns=columns,
-                               report=report)
+    dataset = load_preferences(
+        data, split=split, config_name=getattr(config, "data_config", None), columns=columns, report=report
+    )
     if max_pairs is not None and max_pairs < len(dataset):
         dataset = dataset.shuffle(seed=config.seed).select(range(max_pairs))
     prior = config.prior_config()
@@ -217,8 +235,10 @@ def build_trainer(config, callbacks: list | None = None, output: Path | None = N
     # packed batches where the probe finds the packed forward equal to the padded one (pcrm.packing)
     packed = config.padding_free and packing_exact(model, tokenizer.pad_token_id)
     if config.padding_free and not packed:
-        logging.getLogger("pcrm").warning("padding-free batches are not exact for %s: batches are padded "
-                                          "(--no-padding-free silences this)", type(model).__name__)
+        logging.getLogger("pcrm").warning(
+            "padding-free batches are not exact for %s: batches are padded (--no-padding-free silences this)",
+            type(model).__name__,
+        )
     if packed:
         read, k = read_position(model), attention_tokens(model)
         collator = PackedPairCollator(tokenizer.pad_token_id, read, attention_tokens=k)
@@ -228,7 +248,9 @@ def build_trainer(config, callbacks: list | None = None, output: Path | None = N
     if config.lora_r:
         from peft import LoraConfig
 
-        peft_config = LoraConfig(task_type="SEQ_CLS", r=config.lora_r, lora_alpha=2 * config.lora_r, target_modules="all-linear")
+        peft_config = LoraConfig(
+            task_type="SEQ_CLS", r=config.lora_r, lora_alpha=2 * config.lora_r, target_modules="all-linear"
+        )
     args = _reward_config(
         output_dir=str(output / "checkpoints"),
         **common_arguments(config),
@@ -257,7 +279,11 @@ def build_trainer(config, callbacks: list | None = None, output: Path | None = N
         center_coefficient=config.center_coefficient if config.method == "center" else 0.0,
     )
     set_console(trainer, config.progress, RM_PROGRESS_KEYS)
-    facts = {"train_pairs": len(train_dataset), "truncated_pairs": truncated, "data_fingerprint": fingerprint(train_dataset),
-             "padding_free": packed,
-             "split_special_tokens": splits_special_tokens(tokenizer, train_dataset["chosen"][:1])}
+    facts = {
+        "train_pairs": len(train_dataset),
+        "truncated_pairs": truncated,
+        "data_fingerprint": fingerprint(train_dataset),
+        "padding_free": packed,
+        "split_special_tokens": splits_special_tokens(tokenizer, train_dataset["chosen"][:1]),
+    }
     return trainer, tokenizer, facts

@@ -20,7 +20,8 @@ class FirstStepWarmup(TrainerCallback):
         if state.is_world_process_zero and 0 < steps < SHORT_RUN and state.global_step == 0:
             logging.getLogger("pcrm").warning(
                 "only %d optimizer step(s): too few to learn much; the trained model stays close to the starting one",
-                steps)
+                steps,
+            )
         warmup = args.get_warmup_steps(steps)
         scheduler = getattr(lr_scheduler, "scheduler", lr_scheduler)  # accelerate's wrapper, where there is one
         if warmup > 0 and hasattr(scheduler, "lr_lambdas"):
@@ -29,9 +30,11 @@ class FirstStepWarmup(TrainerCallback):
 
 def first_step_warmup(scheduler, warmup: int) -> None:
     """Replace the first `warmup` steps of each lambda of a LambdaLR by (step + 1) / (warmup + 1); set the lr."""
+
     def wrap(inner):
         def factor(step):  # a plain function: LambdaLR.state_dict stores none of it, so checkpoints stay the same
             return (step + 1) / (warmup + 1) if step < warmup else inner(step)
+
         return factor
 
     scheduler.lr_lambdas = [wrap(inner) for inner in scheduler.lr_lambdas]
