@@ -60,7 +60,8 @@ def parser(
         "--threads",
         type=int,
         default=1,
-        help="torch intra-op threads (default 1: on a shared, oversubscribed machine more threads mostly wait for each other)",
+        help="torch intra-op threads (default 1: on a shared, oversubscribed machine "
+        "more threads mostly wait for each other)",
     )
     p.add_argument("--quick", action="store_true", help="smoke run (< 1 minute), results under results/quick/")
     p.add_argument("--output", help=f"JSON file to write (default: benchmarks/results/{name}.json)")
@@ -69,7 +70,7 @@ def parser(
 
 
 def parse(p: argparse.ArgumentParser, argv, **quick_values) -> argparse.Namespace:
-    """Parse `argv`; with `--quick`, `quick_values` become the defaults (options given still win); set torch's threads."""
+    """Parse `argv`; `--quick` makes `quick_values` the defaults (given options still win); set torch's threads."""
     import torch
 
     if p.parse_args(argv).quick:
@@ -159,7 +160,7 @@ def step_timer():
 
 
 class CountingCollator:
-    """Wraps a collator and records each batch's real (attention-mask; packed: sequence lengths) and padded token counts."""
+    """Wraps a collator; records each batch's real (attention mask; packed: sequence lengths) and padded tokens."""
 
     def __init__(self, collator):
         self.collator = collator
@@ -204,7 +205,7 @@ def share_model(trainers) -> None:
 
 
 def warm_up(trainers) -> None:
-    """Two untimed steps per trainer: one-time costs (optimizer state, log writers, lazy imports) stay out of the timing."""
+    """Two untimed steps per trainer: one-time costs (optimizer state, log writers, lazy imports) stay untimed."""
     for trainer in trainers:
         run_training(trainer, 2)
 
@@ -212,7 +213,8 @@ def warm_up(trainers) -> None:
 def time_trainers(trainers: dict, steps: int, repeats: int) -> tuple[dict, dict, dict, dict]:
     """Share one model, warm up, then time `steps` training steps of each trainer, interleaved `repeats` times.
 
-    Returns per-trainer runs (one per repetition), step wall seconds, step CPU seconds and the first run's batch shapes."""
+    Returns per-trainer runs (one per repetition), step wall seconds, step CPU seconds and the first run's batch
+    shapes."""
     share_model(trainers.values())
     warm_up(trainers.values())
     runs = interleave(
@@ -367,12 +369,12 @@ def report(args, rows: list[dict], figures: dict, raw: dict | None = None, load_
     print(table(rows))
     for name, figure in figures.items():
         if isinstance(figure, dict) and "target" in figure:
-            print(
-                f"{name}: {format_value(figure['value'])} (target {figure['target']}: {'met' if figure['met'] else 'MISSED'})"
-            )
+            verdict = "met" if figure["met"] else "MISSED"
+            print(f"{name}: {format_value(figure['value'])} (target {figure['target']}: {verdict})")
     m = result["machine"]
     print(
-        f"machine: {m['cpu_count']} CPUs ({m['cpu']}), torch threads {m['torch_threads']}, load average {m['load_average']}"
+        f"machine: {m['cpu_count']} CPUs ({m['cpu']}), torch threads {m['torch_threads']}, "
+        f"load average {m['load_average']}"
     )
     path = output_path(args)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,9 +6,10 @@ warn) and `add_constraints(ConstraintConfig(method="length", unit=...))`, and re
 and its peak resident memory (`ru_maxrss`, which includes the ~0.5 GB of importing torch and
 datasets: `baseline_rss_mb` is that part alone). The same for the bundled train split. Each
 measurement runs in its own process (plus the `num_proc` workers that counting tokens of
-≥ 50,000 pairs starts: `worker_processes_peak_rss_mb`, the largest of them) with an empty `datasets` cache (a temporary folder), so the
-Parquet → Arrow conversion is included. Targets (100,000 pairs): < 30 s and < 2 GB. With
-`--units tokens`, `tokenizer_alone_s` times the tokenizer by itself on the same texts (the floor).
+≥ 50,000 pairs starts: `worker_processes_peak_rss_mb`, the largest of them) with an empty `datasets`
+cache (a temporary folder), so the Parquet → Arrow conversion is included. Targets (100,000 pairs):
+< 30 s and < 2 GB. With `--units tokens`, `tokenizer_alone_s` times the tokenizer by itself on the
+same texts (the floor).
 
     .venv/bin/python benchmarks/data_scale.py                      # 100,000 pairs, words and tokens
     .venv/bin/python benchmarks/data_scale.py --pairs 20000 --units words --quick

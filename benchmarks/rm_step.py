@@ -100,7 +100,8 @@ def main(argv=None) -> dict:
     figures["loss_only_extra_fraction_of_step"] = extra * 1e-6 / benchlib.median(wall[base])
     print(
         f"loss terms alone (forward+backward, batch {args.batch_size}): BT {micro['bt']:.1f} µs, "
-        f"PCRM {micro['pcrm']:.1f} µs: +{extra:.1f} µs = {100 * figures['loss_only_extra_fraction_of_step']:.4f}% of a step"
+        f"PCRM {micro['pcrm']:.1f} µs: "
+        f"+{extra:.1f} µs = {100 * figures['loss_only_extra_fraction_of_step']:.4f}% of a step"
     )
     figures["train_pairs"] = facts["train_pairs"]
     return benchlib.report(

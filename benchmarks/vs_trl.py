@@ -66,7 +66,7 @@ def padding_share(lengths: list[tuple[int, int]], batch_size: int, grouped: bool
 
 
 def trl_trainer(args, rows, pcrm_args, gradient_checkpointing: bool = False, peft_config=None):
-    """TRL's `RewardTrainer` as shipped, configured like pcrm's where the setting is not the point (`peft_config`: LoRA)."""
+    """TRL's `RewardTrainer` as shipped, set up like pcrm's where the setting is not the point (`peft_config`: LoRA)."""
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
     from trl.trainer.reward_trainer import DataCollatorForPreference

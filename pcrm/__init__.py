@@ -1,7 +1,8 @@
 """pcrm: reward models and preference-optimised policies trained with prior constraints (PCRM).
 
 Layout, in pipeline order: data -> constraints -> losses -> trainers (reward, DPO) ->
-evaluation / alignment -> commands (thin: Config + run) -> report.
+evaluation / alignment -> pipelines (train_reward_model, train_dpo_policy) -> commands (thin: parse, call, print)
+-> report.
 
 The public API is importable from here (`from pcrm import add_constraints, PCRMRewardTrainer`); names are
 loaded on first use, so `import pcrm` stays light (the CLI imports it before it parses its options).
@@ -16,6 +17,7 @@ quiet_imports()  # before any library import: DeepSpeed's "Setting accelerator t
 
 _EXPORTS = {
     "load_preferences": "pcrm.data",
+    "DataOptions": "pcrm.data.options",
     "ConstraintConfig": "pcrm.constraints",
     "PriorOptions": "pcrm.constraints",
     "add_constraints": "pcrm.constraints",
@@ -31,6 +33,10 @@ _EXPORTS = {
     "PcrmDPOTrainer": "pcrm.trainers.dpo",
     "RewardModelConfig": "pcrm.pipelines.reward",
     "train_reward_model": "pcrm.pipelines.reward",
+    "DPOPolicyConfig": "pcrm.pipelines.dpo",
+    "train_dpo_policy": "pcrm.pipelines.dpo",
+    "RewardModelEvaluationConfig": "pcrm.evaluation.reward_models",
+    "evaluate_reward_models": "pcrm.evaluation.reward_models",
     "save_reward_model": "pcrm.models",
     "recorded_max_length": "pcrm.models",
     "RewardScorer": "pcrm.scoring",

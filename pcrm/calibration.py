@@ -49,45 +49,19 @@ def calibrate_betas(config) -> dict | None:
     pairs, margin quantiles), or None when the method has no β to calibrate (bt, fixed, random,
     lower-margin, center).
     """
-    from pcrm.constraints import add_constraints, suggest_betas
-    from pcrm.data import load_preferences
+    from pcrm.constraints import suggest_betas
     from pcrm.scoring import score_pairs
-    from pcrm.trainers.reward import build_trainer
-    from pcrm.trainers.schedule import FirstStepWarmup
 
     if config.method not in BETA_METHODS:
         return None
     if config.prior.beta1 is not None or config.prior.beta3 is not None:
         raise PcrmError("--betas auto fits β1 and β3 itself: drop --beta1/--beta3 (or use --betas fixed)")
-    data = load_preferences(
-        config.data,
-        split=config.split,
-        config_name=getattr(config, "data_config", None),
-        columns=getattr(config, "columns", None),
-    )
+    data = config.data_options.load()
     train_pairs = min(len(data), config.max_pairs or len(data))
     steps = warmup_steps(planned_steps(config, train_pairs))
     subset_size = min(train_pairs, CALIBRATION_PAIRS)
     with tempfile.TemporaryDirectory(prefix="pcrm-calibration-") as tmp:
-        warmup = dataclasses.replace(
-            config,
-            method="bt",
-            betas="fixed",
-            max_pairs=subset_size if subset_size < len(data) else None,
-            max_steps=steps,
-            output=tmp,
-            save_steps=10**9,
-            resume=False,
-            overwrite=True,
-            warmup_ratio=0.0,
-            scheduler="constant",
-        )
-        trainer, tokenizer, _ = build_trainer(warmup, output=Path(tmp))
-        trainer.remove_callback(FirstStepWarmup)  # no warm-up here, and a short warm-up run is no news to announce
-        trainer.train()
-        model = trainer.model
-        if config.lora_r:
-            model = model.merge_and_unload()
+        model, tokenizer = _warmup_model(config, steps, subset_size if subset_size < len(data) else None, Path(tmp))
         # The run's own pairs (prepare_dataset's seeded --max-pairs subset; cached for the run) and the warm-up's
         # subset, a prefix of them: the βs must give δ* > 0 on every pair of the run, not only the subset's.
         shuffled = data.shuffle(seed=config.seed)
@@ -97,15 +71,11 @@ def calibrate_betas(config) -> dict | None:
             model, tokenizer, subset, config.max_length, config.eval_batch_size, config.progress
         )
         prior = config.prior_config()
-
-        def similarities(pairs):
-            return np.asarray(
-                add_constraints(pairs, prior, tokenizer, show_progress=config.progress)["similarity"], dtype=np.float64
-            )
-
-        all_similarity = similarities(run_pairs)
+        all_similarity = _similarities(run_pairs, prior, tokenizer, config.progress)
         prefix = run_pairs is not data or subset is data  # the subset is the first pairs of the run's
-        similarity = all_similarity[:subset_size] if prefix else similarities(subset)
+        similarity = (
+            all_similarity[:subset_size] if prefix else _similarities(subset, prior, tokenizer, config.progress)
+        )
     margins = chosen - rejected
     try:
         beta1, beta3 = suggest_betas(
@@ -120,10 +90,48 @@ def calibrate_betas(config) -> dict | None:
         "beta3": beta3,
         "warmup_steps": steps,
         "warmup_pairs": subset_size,
-        "warmup_margin_p50": float(np.median(margins)),
-        "warmup_margin_p95": float(np.quantile(margins, 0.95)),
-        "warmup_median_positive_margin": float(np.median(margins[margins > 0])) if np.any(margins > 0) else None,
-        "warmup_accuracy": float(np.mean(margins > 0)),
+        **_margin_summary(margins),
         "similarity_p5": float(np.quantile(similarity, 0.05)),
         "similarity_p95": float(np.quantile(similarity, 0.95)),
+    }
+
+
+def _warmup_model(config, steps: int, max_pairs: int | None, output: Path):
+    """(model, tokenizer) after `steps` BT steps from the run's initialisation on its first `max_pairs` pairs."""
+    from pcrm.trainers.reward import build_trainer
+    from pcrm.trainers.schedule import FirstStepWarmup
+
+    warmup = dataclasses.replace(
+        config,
+        method="bt",
+        betas="fixed",
+        max_pairs=max_pairs,
+        max_steps=steps,
+        output=str(output),
+        save_steps=10**9,
+        resume=False,
+        overwrite=True,
+        warmup_ratio=0.0,
+        scheduler="constant",
+    )
+    trainer, tokenizer, _ = build_trainer(warmup, output=output)
+    trainer.remove_callback(FirstStepWarmup)  # no warm-up here, and a short warm-up run is no news to announce
+    trainer.train()
+    model = trainer.model
+    return (model.merge_and_unload() if config.lora_r else model), tokenizer
+
+
+def _similarities(pairs, prior, tokenizer, progress: bool) -> np.ndarray:
+    from pcrm.constraints import add_constraints
+
+    return np.asarray(add_constraints(pairs, prior, tokenizer, show_progress=progress)["similarity"], dtype=np.float64)
+
+
+def _margin_summary(margins: np.ndarray) -> dict:
+    positive = margins[margins > 0]
+    return {
+        "warmup_margin_p50": float(np.median(margins)),
+        "warmup_margin_p95": float(np.quantile(margins, 0.95)),
+        "warmup_median_positive_margin": float(np.median(positive)) if len(positive) else None,
+        "warmup_accuracy": float(np.mean(margins > 0)),
     }

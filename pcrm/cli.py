@@ -76,7 +76,7 @@ def _say_what_off_means(action) -> None:
 
 
 class ConfigParser(HfArgumentParser):
-    """`HfArgumentParser` over a command's `Config`, with nested option dataclasses flattened, YAML files and one-line errors."""
+    """`HfArgumentParser` over a command's `Config`: nested dataclasses flattened, YAML files, one-line errors."""
 
     def __init__(self, config_class, **kwargs):
         kwargs.setdefault("formatter_class", _HelpFormatter)
@@ -261,9 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     debug = os.environ.get("PCRM_DEBUG", "") not in ("", "0")
     try:
         name, module, config = parse_command(argv)
-        _quiet_libraries(progress=getattr(config, "progress", True), verbose="--verbose" in argv[1:])
-        module.run(config)
-        from pcrm.console import report_repeats
+        from pcrm.console import progress_bars, report_repeats
+
+        _quiet_libraries(verbose="--verbose" in argv[1:])
+        with progress_bars(getattr(config, "progress", True)):  # --no-progress: no library's bar, --verbose or not
+            module.run(config)
 
         report_repeats()
     except KeyboardInterrupt:
@@ -341,7 +343,7 @@ NOISY_WARNINGS = (
 )
 
 
-def _quiet_libraries(progress: bool = True, verbose: bool = False) -> None:
+def _quiet_libraries(verbose: bool = False) -> None:
     """`pcrm.console.quiet_libraries`, and the known warnings above ignored."""
     import warnings
 
@@ -349,7 +351,7 @@ def _quiet_libraries(progress: bool = True, verbose: bool = False) -> None:
 
     for message in NOISY_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
-    quiet_libraries(progress, verbose)
+    quiet_libraries(verbose)
 
 
 def main_entry() -> None:

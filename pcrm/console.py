@@ -49,6 +49,7 @@ _ONCE = _Once()
 _WARNINGS = Counter()
 _FILTERED: list = []  # (handler, filters) that quiet_libraries added: release_console takes them off again
 _DATA_SEEN: dict = {}  # source -> the data-summary lines this command printed of it
+_LIBRARIES_BEFORE: list = []  # transformers' verbosity and bars, datasets' bars before quiet_libraries
 
 
 def quiet_imports() -> None:
@@ -58,13 +59,18 @@ def quiet_imports() -> None:
         logger.addFilter(_Drop(IMPORT_NOISE))
 
 
-def quiet_libraries(progress: bool = True, verbose: bool = False) -> None:
+def quiet_libraries(verbose: bool = False) -> None:
     """The console of a command: pcrm's lines as `pcrm: message`, every warning once; unless `verbose`, transformers
-    only at ERROR level, no model-loading/saving or datasets bars, no load reports. `progress=False`: no bars at all."""
+    only at ERROR level, no model-loading/saving or datasets bars, no load reports. (`--no-progress`, no bars at all,
+    is `progress_bars(False)` around the command.)"""
     import datasets
     from transformers.utils import logging as hf_logging
 
     logging.basicConfig(format="pcrm: %(message)s", level=logging.WARNING)
+    if not _LIBRARIES_BEFORE:
+        _LIBRARIES_BEFORE.append(
+            (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled())
+        )
     _ONCE.counts.clear()  # counts per command
     _WARNINGS.clear()
     _DATA_SEEN.clear()
@@ -81,10 +87,6 @@ def quiet_libraries(progress: bool = True, verbose: bool = False) -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()  # "Loading weights", "Writing model shards"
     datasets.disable_progress_bars()  # "Flattening the indices"; pcrm turns its large-data bars on where it wants
-    if not progress:
-        from huggingface_hub.utils import disable_progress_bars
-
-        disable_progress_bars()
 
 
 _show = warnings.showwarning
@@ -113,11 +115,20 @@ def report_repeats(file=None) -> list[str]:
 
 
 def release_console() -> None:
-    """Undo `quiet_libraries`' filters and warning hook when a command ends: the process's logging is the caller's."""
+    """Undo `quiet_libraries`' filters, warning hook and library settings when a command ends: the process's logging
+    and bars are the caller's (a later command in the same process starts from them, as a fresh process would)."""
     while _FILTERED:
         handler, added = _FILTERED.pop()
         for f in added:
             handler.removeFilter(f)
+    if _LIBRARIES_BEFORE:
+        import datasets
+        from transformers.utils import logging as hf_logging
+
+        verbosity, hf_bars, datasets_bars = _LIBRARIES_BEFORE.pop()
+        hf_logging.set_verbosity(verbosity)
+        (hf_logging.enable_progress_bar if hf_bars else hf_logging.disable_progress_bar)()
+        (datasets.enable_progress_bars if datasets_bars else datasets.disable_progress_bars)()
     _ONCE.counts.clear()
     _WARNINGS.clear()
     if warnings.showwarning is _show_once:
@@ -198,3 +209,12 @@ def print_data_summary(
     for line in lines:
         print(line, file=file or sys.stdout, flush=True)
     return lines
+
+
+def text_table(rows: list[dict]) -> str:
+    """An aligned plain-text table for the console: one dict of string cells per row, keys are the columns.
+    (Its Markdown twin for files and reports is `pcrm.report.markdown_table`.)"""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    cells = [columns] + [[str(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in cells)

@@ -152,7 +152,8 @@ def _check_positive_delta(delta, similarity, config: ConstraintConfig) -> None:
     if bad.any():
         s = float(np.nanmax(np.asarray(similarity)[bad]))
         raise PcrmError(
-            f"β1={config.beta1}, β2={config.beta2}, β3={config.beta3} give δ* ≤ 0 for {int(bad.sum())} of {len(bad)} pairs "
+            f"β1={config.beta1}, β2={config.beta2}, β3={config.beta3} "
+            f"give δ* ≤ 0 for {int(bad.sum())} of {len(bad)} pairs "
             f"of --method {config.method} (similarity up to {s:.3f}; δ*(s) = β1/(s+β2)+β3 needs β3 > −β1/(s+β2))"
         )
 

@@ -88,7 +88,7 @@ def cache_path(kind: str, key: Any, suffix: str) -> Path | None:
 
 
 def read_cached_npz(path: Path | None, names: tuple[str, ...], check=None) -> dict | None:
-    """The arrays `names` of a cache file, or None (missing, unreadable, or `check(arrays)` false: warned, recomputed)."""
+    """The arrays `names` of a cache file, or None (missing, unreadable or failing `check(arrays)`: warned, redone)."""
     import numpy as np
 
     if path is None or not path.exists():
@@ -100,14 +100,13 @@ def read_cached_npz(path: Path | None, names: tuple[str, ...], check=None) -> di
             raise ValueError("unexpected shape or values")
         return arrays
     except Exception as err:  # a corrupt cache is never fatal
-        _warn(
-            f"ignoring the corrupt cache file {path} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); recomputing"
-        )
+        first_line = str(err).splitlines()[0] if str(err) else ""
+        _warn(f"ignoring the corrupt cache file {path} ({type(err).__name__}: {first_line}); recomputing")
         return None
 
 
 def write_cache(write, path: Path | None, *args) -> None:
-    """`write(path, *args)`, and a warning instead of an error when the cache cannot be written (disk full, permissions)."""
+    """`write(path, *args)`; a warning instead of an error when the cache cannot be written (disk full, permissions)."""
     if path is None:
         return
     try:

@@ -89,7 +89,7 @@ def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT) -> bool:
 
 
 def hub_kwargs(path: str) -> dict:
-    """Extra `from_pretrained` arguments for `path`: `local_files_only=True` for a Hub id while the Hub is unreachable."""
+    """Extra `from_pretrained` arguments for `path`: `local_files_only=True` for a Hub id if the Hub is unreachable."""
     if is_hub_id(path) and not _offline_by_user() and not hub_reachable():
         return {"local_files_only": True}
     return {}

@@ -39,7 +39,7 @@ def reward_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) 
 
 
 class PaddingInvariant(torch.nn.Module):
-    """A reward model whose forward right-aligns its batch first: any padding side gives the score of each text alone."""
+    """A reward model whose forward right-aligns its batch first: any padding side gives each text's score alone."""
 
     def __init__(self, model):
         super().__init__()

@@ -345,7 +345,7 @@ def build_encoder(path: Path, shape: dict, tokenizer_dir: Path, max_seq_length: 
 
 
 def build_decoder(path: Path, shape: dict, tokenizer_dir: Path, device: str) -> dict:
-    """A Llama causal LM of `shape` with random weights and the tokenizer of `tokenizer_dir` (saved in bf16: half the bytes to read)."""
+    """A Llama causal LM of `shape`: random weights, the tokenizer of `tokenizer_dir`, saved in bf16 (half the size)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -377,7 +377,7 @@ def build_decoder(path: Path, shape: dict, tokenizer_dir: Path, device: str) -> 
 
 
 class _RssSampler(threading.Thread):
-    """Peak resident memory of this process, sampled every 20 ms (ru_maxrss never goes down, so it cannot time one run in a process)."""
+    """Peak resident memory of this process, sampled every 20 ms (ru_maxrss never goes down: no peak of one run)."""
 
     def __init__(self):
         super().__init__(daemon=True)
@@ -604,7 +604,7 @@ def write_pairs(path: Path, source: str, split: str, count: int | None) -> int:
 
 
 def real_tokens(model_dir: Path, data: str, split: str, max_length: int) -> tuple[int, int]:
-    """(pairs, non-pad tokens of one epoch): chosen + rejected of every pair, rendered and left-truncated as train-rm does."""
+    """(pairs, non-pad tokens of one epoch): chosen + rejected of each pair, left-truncated as train-rm does."""
     from pcrm.data import load_preferences
     from pcrm.models import load_tokenizer
     from pcrm.tokenization import tokenize_pairs
@@ -1080,7 +1080,8 @@ class Check:
                 "memory": "peak torch.cuda.max_memory_allocated of the command"
                 if self.cuda
                 else "peak RSS of the process running the command (sampled every 20 ms)",
-                "tokens": "real tokens = non-pad tokens of one epoch (chosen + rejected, left-truncated as train-rm does)",
+                "tokens": "real tokens = non-pad tokens of one epoch "
+                "(chosen + rejected, left-truncated as train-rm does)",
             },
             "figures": self.figures,
             "runs": self.runs,

@@ -38,13 +38,17 @@ PNG_URI = "data:image/png;base64,"
 # Once the page (and so every image) has loaded, marks <body> with its layout: page height, and per section its box,
 # heading, tables (right edge, scroll and client widths, overflow style) and images (loaded, right edge).
 PROBE = """<script>window.addEventListener("load", () => {
-  const box = e => { const r = e.getBoundingClientRect(); return {top: r.top + window.scrollY, height: r.height, right: r.right}; };
+  const box = e => {
+    const r = e.getBoundingClientRect();
+    return {top: r.top + window.scrollY, height: r.height, right: r.right};
+  };
   const sections = [...document.querySelectorAll("section")].map(s => {
     const h = s.querySelector("h2");
     return {...box(s), title: h ? h.textContent : "", heading: h ? h.getBoundingClientRect().height : 0,
       tables: [...s.querySelectorAll("table")].map(t => ({...box(t), scroll: t.scrollWidth, client: t.clientWidth,
                                                           overflow: getComputedStyle(t).overflowX})),
-      images: [...s.querySelectorAll("img")].map(i => ({...box(i), alt: i.alt, loaded: i.complete && i.naturalWidth > 0})),
+      images: [...s.querySelectorAll("img")].map(i => ({...box(i), alt: i.alt,
+                                                        loaded: i.complete && i.naturalWidth > 0})),
       texts: [...s.querySelectorAll("p, h2, figcaption")].map(box)};
   });
   const broken = [...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.alt);
@@ -125,7 +129,8 @@ def browser_check(page: str, result: dict | None) -> list[str]:
                 problems.append(f"section {name!r}: table {i} cut off (right edge at {table['right']:.0f} px)")
             elif table["scroll"] > table["client"] + 1 and table["overflow"] not in ("auto", "scroll"):
                 problems.append(
-                    f"section {name!r}: table {i} is {table['scroll']} px wide in a {table['client']} px box, no scrolling"
+                    f"section {name!r}: table {i} is {table['scroll']} px wide "
+                    f"in a {table['client']} px box, no scrolling"
                 )
             elif table["scroll"] > table["client"] + 1:
                 print(

@@ -1,4 +1,4 @@
-"""`pcrm align`: best-of-N bookkeeping and PPO pieces by hand, then bon, ppo and rloo end to end on tiny random models."""
+"""`pcrm align`: best-of-N bookkeeping and PPO pieces by hand, then bon, ppo and rloo end to end on tiny models."""
 
 import json
 import math

@@ -80,7 +80,7 @@ def test_readme_opens_with_the_two_commands():
 
 @pytest.mark.parametrize("command", [c for c in readme_commands()[2:] if ".venv/bin/pcrm" in c])
 def test_readme_commands_parse(command, monkeypatch):
-    """Every pcrm command the README shows builds its command's Config (a stale option or bad value raises PcrmError)."""
+    """Every pcrm command the README shows builds its command's Config (a stale option or bad value: PcrmError)."""
     from pcrm.cli import COMMANDS, parse_command
 
     monkeypatch.chdir(REPO)  # README paths (e.g. examples/*.yaml) are relative to the repository

@@ -53,8 +53,8 @@ def _summary(capsys, tmp_path, data, *extra) -> list[str]:
 def test_summary_of_an_implicit_prompt_hh_file(tmp_path, capsys):
     lines, _ = _summary(capsys, tmp_path, write_jsonl(tmp_path / "hh.jsonl", HH))
     assert (
-        lines[0]
-        == f'data: {tmp_path / "hh.jsonl"}: pairs, standard (text), implicit prompt, extracted at the last shared "\\n\\nAssistant:"'
+        lines[0] == f"data: {tmp_path / 'hh.jsonl'}: pairs, standard (text), implicit prompt, "
+        'extracted at the last shared "\\n\\nAssistant:"'
     )
     assert lines[1:] == ["  4 rows read; 4 pairs", "  used: 4 pairs: similarity and δ* (length) of each"]
     assert (

@@ -31,7 +31,8 @@ cpu_only = pytest.mark.skipif(
 )
 needs_deepspeed = pytest.mark.skipif(
     importlib.util.find_spec("deepspeed") is None,
-    reason="deepspeed is not installed: .venv/bin/pip install -c constraints.txt -e '.[deepspeed]' (scripts/setup.sh does)",
+    reason="deepspeed is not installed: .venv/bin/pip install -c constraints.txt -e '.[deepspeed]' "
+    "(scripts/setup.sh does)",
 )
 slow = [
     pytest.mark.slow,
@@ -44,7 +45,7 @@ slow = [
 def _launch(args: list[str], timeout: int = 420) -> subprocess.CompletedProcess:
     """`accelerate launch ARGS` in its own session: on a timeout (a collective waiting for a rank that never comes)
     the launcher and its workers are all killed, and the test fails instead of hanging."""
-    # DS_ACCELERATOR: DeepSpeed would pick the CPU by itself here; said explicitly so a stray GPU build cannot change it.
+    # DS_ACCELERATOR: DeepSpeed would pick the CPU by itself here; explicit so that a stray GPU build cannot change it.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
     command = [sys.executable, "-m", "accelerate.commands.launch", "--main_process_port", str(free_port()), *args]
     proc = subprocess.Popen(

@@ -112,7 +112,7 @@ def test_bootstrap_is_seeded_and_handles_degenerate_input():
 
 
 def _brute_force_cluster_ci(statistic, values, group, n_boot, seed):
-    """The cluster bootstrap spelled out: draw prompts with replacement, pool their pairs, take the 2.5/97.5% quantiles."""
+    """The cluster bootstrap spelled out: draw prompts with replacement, pool their pairs, take 2.5/97.5% quantiles."""
     ids = sorted(set(group.tolist()))
     members = {g: [i for i in range(len(group)) if group[i] == g] for g in ids}
     draws = np.random.default_rng(seed).integers(0, len(ids), size=(n_boot, len(ids)))

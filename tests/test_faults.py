@@ -38,7 +38,7 @@ def tree_hashes(folder: Path) -> dict:
 
 
 def assert_whole_or_marked(output: Path) -> None:
-    """An output folder is either complete (pcrm_config.json, no marker) or carries the INCOMPLETE marker (or is absent)."""
+    """An output folder is complete (pcrm_config.json, no marker), carries the INCOMPLETE marker, or is absent."""
     if output.exists() and any(output.iterdir()):
         assert (output / "pcrm_config.json").exists() != (output / MARKER).exists(), sorted(os.listdir(output))
 
@@ -80,7 +80,7 @@ def weights(path: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, tiny_rm_dir):
-    """A tiny Llama policy, a 2-label classifier, a model with truncated weights, a non-UTF-8 data file, a good RM output."""
+    """A tiny Llama policy, a 2-label classifier, a model with cut weights, a non-UTF-8 data file, a good RM output."""
     from transformers import BertConfig, BertForSequenceClassification, ByT5Tokenizer, LlamaConfig, LlamaForCausalLM
 
     root = tmp_path_factory.mktemp("faults")
@@ -423,7 +423,7 @@ class Interrupt(TrainerCallback):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_and_sigterm_leave_a_folder_resume_and_overwrite_accept(good_output, tiny_rm_dir, tmp_path, capsys, sig):
-    # Python's own Ctrl-C handler: a process started in the background (CI runners, nohup, `cmd &`) inherits SIGINT ignored.
+    # Python's own Ctrl-C handler: a process started in the background (CI runners, nohup, `cmd &`) ignores SIGINT.
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         _interrupt_then_resume(good_output, tiny_rm_dir, tmp_path, capsys, sig)
@@ -461,7 +461,8 @@ def die():
 
 if {where!r} == "mid-checkpoint":  # checkpoint-4 has its weights, but neither optimizer nor trainer_state.json
     real = PCRMRewardTrainer._save_optimizer_and_scheduler
-    PCRMRewardTrainer._save_optimizer_and_scheduler = lambda self, d: die() if self.state.global_step == 4 else real(self, d)
+    PCRMRewardTrainer._save_optimizer_and_scheduler = (
+        lambda self, d: die() if self.state.global_step == 4 else real(self, d))
 else:  # half of the final model file written (checkpoints are saved as usual)
     real = PreTrainedModel.save_pretrained
     def half(self, path, *a, **k):

@@ -22,7 +22,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory, tiny_rm_dir):
     """Files a careless or hostile user may hand pcrm: YAML files of the wrong types, a link loop, an empty data file,
-    an RM with 32 positions, an RM whose tokenizer cannot pad, a folder that is not pcrm's, outputs of other commands."""
+    an RM with 32 positions, an RM whose tokenizer cannot pad, a folder that is not pcrm's, other commands' outputs."""
     from transformers import BertConfig, BertForSequenceClassification, ByT5Tokenizer
 
     root = tmp_path_factory.mktemp("hostile")

@@ -105,7 +105,7 @@ def test_training_figures_are_those_of_the_runs(dry_run):
     report, work = dry_run
     settings = report["settings"]
     pairs = _jsonl(work / "data" / "train.jsonl")
-    # Real tokens recomputed here without pcrm: prompt + response, at most --max-length tokens (left truncation keeps that many).
+    # Real tokens recomputed without pcrm: prompt + response, at most --max-length tokens (kept by left truncation).
     tokenizer = AutoTokenizer.from_pretrained(work / "models" / "smollm2-135m")
     cap = settings["max_length"]
     tokens = sum(

@@ -9,8 +9,21 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pcrm import overoptimization as ovo
 from pcrm.cli import main
+from pcrm.errors import PcrmError
+from pcrm.evaluation.metrics import kl_best_of_n
+from pcrm.study.estimator import (
+    best_of_n_curve,
+    best_of_n_weights,
+    expected_best_of_n,
+    fit_gao,
+    gao_curve,
+    gao_peak,
+    t_interval,
+)
+from pcrm.study.labels import NOISE_SCALE, default_tau, expected_flip_rate, noisy_preferences
+from pcrm.study.pool import read_pool, write_pool
+from pcrm.study.proxies import ENSEMBLE
 
 # -- best-of-N estimator --------------------------------------------------------------------------
 
@@ -31,7 +44,7 @@ def test_estimator_equals_exact_expectation_over_all_subsets():
     proxy[1] = 2.0  # all tied
     gold = rng.normal(size=(5, 7))
     ns = list(range(1, 8))
-    estimate = ovo.expected_best_of_n(proxy, gold, ns)
+    estimate = expected_best_of_n(proxy, gold, ns)
     exact = np.array([[brute_force_best_of_n(p, g, n) for n in ns] for p, g in zip(proxy, gold)])
     np.testing.assert_allclose(estimate, exact, atol=1e-12)
     np.testing.assert_allclose(estimate[:, 0], gold.mean(axis=1), atol=1e-12)  # N = 1: a random sample
@@ -42,18 +55,18 @@ def test_estimator_equals_exact_expectation_over_all_subsets():
 
 def test_weights_and_kl():
     for n in range(1, 9):
-        w = ovo.best_of_n_weights(8, n)
+        w = best_of_n_weights(8, n)
         assert w.sum() == pytest.approx(1.0) and (w[: n - 1] == 0).all()
-    assert ovo.best_of_n_weights(5, 5).tolist() == [0, 0, 0, 0, 1]
-    assert ovo.kl_best_of_n(1) == 0 and ovo.kl_best_of_n(16) == pytest.approx(math.log(16) - 15 / 16)
+    assert best_of_n_weights(5, 5).tolist() == [0, 0, 0, 0, 1]
+    assert kl_best_of_n(1) == 0 and kl_best_of_n(16) == pytest.approx(math.log(16) - 15 / 16)
     with pytest.raises(ValueError):
-        ovo.best_of_n_weights(4, 5)
+        best_of_n_weights(4, 5)
 
 
 def test_curve_gains_are_relative_to_the_pool_mean():
     proxy = np.array([[1.0, 2.0, 3.0], [3.0, 1.0, 2.0]])
     gold = np.array([[0.0, 1.0, 5.0], [2.0, 0.0, 0.0]])
-    curve = ovo.best_of_n_curve(proxy, gold)
+    curve = best_of_n_curve(proxy, gold)
     assert curve["n"] == [1, 2, 3] and curve["gold_gain"][0] == pytest.approx(0)
     assert curve["gold"][-1] == pytest.approx((5.0 + 2.0) / 2)  # N = 3: each prompt's proxy argmax
     assert curve["proxy"][-1] == pytest.approx(3.0)
@@ -64,22 +77,22 @@ def test_curve_gains_are_relative_to_the_pool_mean():
 
 @pytest.mark.parametrize("alpha,beta", [(0.8, 0.3), (1.5, -0.2), (-0.1, 0.05)])
 def test_fit_recovers_known_alpha_beta(alpha, beta):
-    d = np.sqrt([ovo.kl_best_of_n(n) for n in range(1, 17)])
-    fitted = ovo.fit_gao(d, d * (alpha - beta * d))
+    d = np.sqrt([kl_best_of_n(n) for n in range(1, 17)])
+    fitted = fit_gao(d, d * (alpha - beta * d))
     assert fitted == pytest.approx((alpha, beta), abs=1e-6)
-    peak = ovo.gao_peak(alpha, beta)
+    peak = gao_peak(alpha, beta)
     if alpha > 0 and beta > 0:
         assert peak["d"] == pytest.approx(alpha / (2 * beta)) and peak["gain"] == pytest.approx(alpha**2 / (4 * beta))
-        assert ovo.gao_curve(peak["d"], alpha, beta) == pytest.approx(peak["gain"])
+        assert gao_curve(peak["d"], alpha, beta) == pytest.approx(peak["gain"])
     else:
         assert peak is None
 
 
 def test_fit_is_least_squares_with_noise():
     rng = np.random.default_rng(1)
-    d = np.sqrt([ovo.kl_best_of_n(n) for n in range(1, 65)])
+    d = np.sqrt([kl_best_of_n(n) for n in range(1, 65)])
     gain = d * (1.0 - 0.25 * d) + rng.normal(scale=0.01, size=len(d))
-    alpha, beta = ovo.fit_gao(d, gain)
+    alpha, beta = fit_gao(d, gain)
     design = np.stack([d, -(d**2)], 1)
     assert (alpha, beta) == pytest.approx(tuple(np.linalg.lstsq(design, gain, rcond=None)[0]))
     assert (alpha, beta) == pytest.approx((1.0, 0.25), abs=0.05)
@@ -87,11 +100,11 @@ def test_fit_is_least_squares_with_noise():
 
 def test_t_interval():
     values = [1.0, 2.0, 4.0]
-    ci = ovo.t_interval(values)
+    ci = t_interval(values)
     half = stats.t.ppf(0.975, 2) * np.std(values, ddof=1) / math.sqrt(3)
     assert (ci["mean"], ci["low"], ci["high"], ci["n"]) == pytest.approx((7 / 3, 7 / 3 - half, 7 / 3 + half, 3))
-    assert ovo.t_interval([5.0]) == {"mean": 5.0, "low": None, "high": None, "n": 1}
-    assert ovo.t_interval([None, float("nan")])["mean"] is None
+    assert t_interval([5.0]) == {"mean": 5.0, "low": None, "high": None, "n": 1}
+    assert t_interval([None, float("nan")])["mean"] is None
 
 
 # -- labels and pool files ------------------------------------------------------------------------
@@ -99,19 +112,19 @@ def test_t_interval():
 
 def test_noisy_preferences():
     a, b = np.array([1.0, 0.0, 0.5]), np.array([0.0, 1.0, 0.5])
-    assert ovo.noisy_preferences(a, b, 0.0, seed=0)[:2].tolist() == [True, False]
+    assert noisy_preferences(a, b, 0.0, seed=0)[:2].tolist() == [True, False]
     n = 20000
-    labels = ovo.noisy_preferences(np.full(n, 1.0), np.zeros(n), tau=1.0, seed=3)
+    labels = noisy_preferences(np.full(n, 1.0), np.zeros(n), tau=1.0, seed=3)
     assert labels.mean() == pytest.approx(1 / (1 + math.exp(-1)), abs=0.01)
-    assert (ovo.noisy_preferences(a, b, 0.3, seed=7) == ovo.noisy_preferences(a, b, 0.3, seed=7)).all()
-    assert ovo.default_tau([1.0, -1.0]) == pytest.approx(ovo.NOISE_SCALE)
-    assert ovo.expected_flip_rate([0.0], 1.0) == pytest.approx(0.5)
+    assert (noisy_preferences(a, b, 0.3, seed=7) == noisy_preferences(a, b, 0.3, seed=7)).all()
+    assert default_tau([1.0, -1.0]) == pytest.approx(NOISE_SCALE)
+    assert expected_flip_rate([0.0], 1.0) == pytest.approx(0.5)
 
 
 def test_pool_file_round_trip_and_errors(tmp_path):
     gold = np.array([[0.5, -1.0], [2.0, 0.25]])
-    ovo.write_pool(tmp_path / "pool.jsonl", ["p1", "p2"], [["a", "b"], ["c", "d"]], gold)
-    prompts, responses, read = ovo.read_pool(tmp_path / "pool.jsonl")
+    write_pool(tmp_path / "pool.jsonl", ["p1", "p2"], [["a", "b"], ["c", "d"]], gold)
+    prompts, responses, read = read_pool(tmp_path / "pool.jsonl")
     assert prompts == ["p1", "p2"] and responses == [["a", "b"], ["c", "d"]] and (read == gold).all()
     bad = tmp_path / "bad.jsonl"
     bad.write_text(
@@ -120,24 +133,24 @@ def test_pool_file_round_trip_and_errors(tmp_path):
         + json.dumps({"prompt": "p", "sample": 2, "response": "b", "gold": 1})
         + "\n"
     )
-    with pytest.raises(ovo.PcrmError, match="samples 0..n"):
-        ovo.read_pool(bad)
-    with pytest.raises(ovo.PcrmError, match="no such file"):
-        ovo.read_pool(tmp_path / "missing.jsonl")
+    with pytest.raises(PcrmError, match="samples 0..n"):
+        read_pool(bad)
+    with pytest.raises(PcrmError, match="no such file"):
+        read_pool(tmp_path / "missing.jsonl")
 
 
 def test_pool_defaults_to_the_shipped_file(tmp_path, monkeypatch):
     from pcrm.commands import overoptimization as command
 
     shipped = tmp_path / "pool.jsonl"
-    monkeypatch.setattr(ovo, "DEFAULT_POOL", shipped)
+    monkeypatch.setattr("pcrm.study.pool.DEFAULT_POOL", shipped)
     assert command.Config().pool is None
     shipped.write_text("")
     assert command.Config().pool == str(shipped)
     assert command.Config(quick=True).pool is None and command.Config(gold=str(tmp_path)).pool is None
     config = command.Config()
     assert config.methods == command.FULL_METHODS and config.seeds == [0, 1, 2]
-    with pytest.raises(ovo.PcrmError, match="--methods"):
+    with pytest.raises(PcrmError, match="--methods"):
         command.Config(methods=["ppo"])
 
 
@@ -173,17 +186,17 @@ def test_quick_study_writes_every_stage(study):
     labels = summary["labels"]
     assert labels["train_pairs"] == 24 and labels["test_pairs"] == 8 and labels["tau"] > 0
     assert len((out / "labels" / "train.jsonl").read_text().splitlines()) == 24
-    prompts, responses, gold = ovo.read_pool(out / "pool" / "pool.jsonl")
+    prompts, responses, gold = read_pool(out / "pool" / "pool.jsonl")
     assert gold.shape == (4, 4) and summary["pool"]["source"] == "sampled"
     curves = summary["bestofn"]["proxies"]
-    assert set(curves) == {"bt-seed0", "bt-seed1", "cosine-seed0", "cosine-seed1", ovo.ENSEMBLE}
+    assert set(curves) == {"bt-seed0", "bt-seed1", "cosine-seed0", "cosine-seed1", ENSEMBLE}
     for label, curve in curves.items():
         assert curve["n"] == [1, 2, 3, 4] and curve["gold"][0] == pytest.approx(gold.mean())
-        scores = np.load(out / "scores" / f"{label}.npz")["pool"] if label != ovo.ENSEMBLE else None
+        scores = np.load(out / "scores" / f"{label}.npz")["pool"] if label != ENSEMBLE else None
         if scores is not None:  # N = pool size: each prompt's proxy argmax (tie-free random scores)
             assert curve["gold"][-1] == pytest.approx(gold[np.arange(4), scores.argmax(1)].mean())
     per_method = summary["fit"]["per_method"]
-    assert set(per_method) == {"bt", "cosine", ovo.ENSEMBLE}
+    assert set(per_method) == {"bt", "cosine", ENSEMBLE}
     assert per_method["bt"]["seeds"] == 2 and per_method["bt"]["alpha"]["low"] is not None
     row = summary["fit"]["per_proxy"]["bt-seed0"]
     assert 0 <= row["accuracy_gold"] <= 1 and 0 <= row["accuracy_human"] <= 1 and row["scale"] > 0

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.rm_fixtures import slow
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -172,3 +174,21 @@ def test_train_reward_model_twice_leaves_the_process_as_it_was(tiny_rm_dir, pair
     finally:
         dist.destroy_process_group()
         signal.signal(signal.SIGTERM, previous)
+
+
+def _readme_python_blocks() -> list[str]:
+    section = (REPO / "README.md").read_text(encoding="utf-8").split("## From Python", 1)[1].split("\n## ", 1)[0]
+    return [block.split("```", 1)[0] for block in section.split("```python")[1:]]
+
+
+@slow("trains the bundled MiniLM for 4 steps and evaluates it on the 498 bundled test pairs (about a minute)")
+def test_readme_pipeline_example_runs(tmp_path, monkeypatch):
+    """The README's second example: the train-rm and evaluate pipelines as library calls, with their outputs."""
+    code = _readme_python_blocks()[1]
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    record = namespace["record"]
+    assert record["method"] == "length" and record["steps"] == 4 and 0 <= record["heldout"]["accuracy"] <= 1
+    metrics = json.loads((tmp_path / "runs" / "api-evaluate" / "metrics.json").read_text())
+    assert metrics == namespace["summary"] or metrics["models"] == namespace["summary"]["models"]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pcrm.report import answer_section, smooth
-from pcrm.report_answer import NO_BETTER, paired_credit_difference
+from pcrm.report.answer import NO_BETTER, paired_credit_difference
 
 
 def _metrics(accuracy, ci, ece, ece_ci, length_rho, length_ci):

@@ -82,8 +82,9 @@ TIES_ROWS = [  # (id, scores with the correct answers first, num_correct)
     ("ref:2", [1.0, 2.0], 1),  # not accurate; gap −1
     ("tied:2", [3.0, 1.0, 2.5], 2),  # not accurate; spread 2, gap −1.5
 ]
-# worked by hand from process_single_model: ref and tied accuracy 1/2 each; gap(tied) > spread: [2 > 1, −1.5 > 2] -> 1/2;
-# min(gap ref, gap tied) > spread: [1 > 1, −1.5 > 2] -> 0; tanh(min gap / spread − 1): [tanh(0), tanh(−1.75)]
+# worked by hand from process_single_model: ref and tied accuracy 1/2 each;
+# gap(tied) > spread: [2 > 1, −1.5 > 2] -> 1/2; min(gap ref, gap tied) > spread: [1 > 1, −1.5 > 2] -> 0;
+# tanh(min gap / spread − 1): [tanh(0), tanh(−1.75)]
 TIES_EXPECTED = 0.30 * 0.5 + 0.30 * 0.5 + 0.20 * 0.5 + 0.20 * 0.0 + 0.01 * (math.tanh(0.0) + math.tanh(-1.75)) / 2
 
 
@@ -127,7 +128,7 @@ V1_ROWS = [
 
 @pytest.fixture(scope="module")
 def rm_dir(tmp_path_factory):
-    """The suite's tiny random BERT RM, initialised wide enough (std 0.5) that texts' scores differ by far more than rounding."""
+    """The suite's tiny random BERT RM, initialised wide (std 0.5): texts' scores differ by far more than rounding."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification, ByT5Tokenizer
 

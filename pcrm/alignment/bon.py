@@ -80,7 +80,8 @@ def scale_stats(scores: np.ndarray, judge: np.ndarray | None, lengths: np.ndarra
 
 
 def cached_samples(config, prompts: list[str], tokenizer) -> dict:
-    """{"responses", "lengths"}: [prompts][max N] sampled responses and their token counts, from the cache when possible."""
+    """{"responses", "lengths"}: [prompts][max N] sampled responses and their token counts, from the cache when
+    possible."""
     from pcrm.models import load_causal_lm, model_fingerprint, resolve_model
 
     key = {
@@ -108,7 +109,8 @@ def cached_samples(config, prompts: list[str], tokenizer) -> dict:
 
 
 def _read_passes(path, n_prompts: int) -> list:
-    """Cached sampling passes, verified (one response and length per prompt each); a corrupt file is recomputed with a warning."""
+    """Cached sampling passes, verified (one response and length per prompt each); a corrupt file is recomputed with a
+    warning."""
     if path is None or not path.exists():
         return []
     try:

@@ -127,7 +127,8 @@ def update(policy, optimizer, accelerator, batch: dict, config, generator) -> di
 
 
 def train_ppo(config, reward_model, prompts: list[str], tokenizer, reference, probe, output: Path) -> None:
-    """PPO of `config.policy` against `reward_model` for `config.steps` steps; logs, checkpoints and the policy under `output`."""
+    """PPO of `config.policy` against `reward_model` for `config.steps` steps; logs, checkpoints and the policy under
+    `output`."""
     from accelerate import Accelerator
 
     from pcrm.models import default_device, load_causal_lm
@@ -172,7 +173,8 @@ def train_ppo(config, reward_model, prompts: list[str], tokenizer, reference, pr
 
 
 def save_checkpoint(path: Path, policy: PolicyWithValue, optimizer, shaper: RewardShaper, step: int) -> None:
-    """Policy weights, value head, optimizer and reward statistics after `step` steps, replacing the previous checkpoint."""
+    """Policy weights, value head, optimizer and reward statistics after `step` steps, replacing the previous
+    checkpoint."""
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     policy.model.save_pretrained(tmp / "policy")
@@ -191,7 +193,8 @@ def save_checkpoint(path: Path, policy: PolicyWithValue, optimizer, shaper: Rewa
 
 
 def load_state(path: Path) -> dict:
-    """A checkpoint's state.pt, read with `weights_only=True`: tensors and plain containers only, never code (pickle)."""
+    """A checkpoint's state.pt, read with `weights_only=True`: tensors and plain containers only,
+    never code (pickle)."""
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as err:  # a crafted or corrupt file: refused before anything in it runs

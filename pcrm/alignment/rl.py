@@ -17,28 +17,10 @@ def run_rl(config, labels: list[str], output: Path) -> dict:
     from pcrm.models import default_device, load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(config.policy)
-    prompts = load_prompts(
-        config.data,
-        config.train_split,
-        tokenizer,
-        config.max_prompt_length,
-        None,
-        config.seed,
-        config.data_config,
-        config.columns,
-        use=f"{config.method.upper()} training",
-    )
-    probe_prompts = load_prompts(
-        config.data,
-        config.eval_split,
-        tokenizer,
-        config.max_prompt_length,
-        config.prompts,
-        config.seed,
-        config.data_config,
-        config.columns,
-        use="the held-out probe",
-    )
+    source = dict(source=config.data, tokenizer=tokenizer, max_tokens=config.max_prompt_length, seed=config.seed)
+    source |= dict(config_name=config.data_config, columns=config.columns)
+    prompts = load_prompts(split=config.train_split, use=f"{config.method.upper()} training", **source)
+    probe_prompts = load_prompts(split=config.eval_split, count=config.prompts, use="the held-out probe", **source)
     device = default_device(config.device)
     reference = load_causal_lm(config.policy).to(device).eval().requires_grad_(False)
     judge = RewardScorer.load(config.judge, config.max_length, device, config.batch_size) if config.judge else None
@@ -81,7 +63,8 @@ def run_rl(config, labels: list[str], output: Path) -> dict:
 
 
 def summarize_log(log: list[dict]) -> dict:
-    """Start and end of a run: probe proxy reward and its gain, probe KL, judge reward and win rate; training-batch reward scale."""
+    """Start and end of a run: probe proxy reward and its gain, probe KL, judge reward and win rate; training-batch
+    reward scale."""
     probes = [row for row in log if "probe_kl" in row]
     steps = [row for row in log if "reward_mean" in row]
     first, last = probes[0], probes[-1]

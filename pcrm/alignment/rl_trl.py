@@ -6,8 +6,9 @@ that turn share the reward of the text before it), and applies PPO's optional no
 TRL logs the rewards it was given; the raw proxy scores are logged here, to `log.jsonl`, in the
 same rows as PPO's. RLOO's advantage is the reward minus the mean of the prompt's other completions,
 so it keeps the reward's scale; GRPO also divides by the group's std (`scale_rewards="group"`), so
-its learner never sees the scale: the raw log is where scale drift shows. `kl` is TRL's per-token KL estimate times the mean completion length, i.e.
-the mean summed KL of a completion (RLOO: log π − log π_ref; GRPO: Schulman's k3 estimator).
+its learner never sees the scale: the raw log is where scale drift shows. `kl` is TRL's per-token KL
+estimate times the mean completion length, i.e. the mean summed KL of a completion (RLOO: log π − log π_ref;
+GRPO: Schulman's k3 estimator).
 """
 
 import json
@@ -66,7 +67,8 @@ class StepLogger(TrainerCallback):
 
 
 def train_trl(config, reward_model, prompts: list[str], tokenizer, probe, output: Path) -> None:
-    """RLOO or GRPO (`config.method`) of `config.policy` against `reward_model`; logs, checkpoints and the policy under `output`."""
+    """RLOO or GRPO (`config.method`) of `config.policy` against `reward_model`; logs, checkpoints and the policy
+    under `output`."""
     from datasets import Dataset
     from transformers import PrinterCallback, ProgressCallback
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer

@@ -57,40 +57,23 @@ def response_text(ids: list[int], tokenizer) -> str:
     return tokenizer.decode(ids, skip_special_tokens=True).split(TURN)[0]
 
 
-@torch.no_grad()
 def sample(model, tokenizer, texts: list[str], max_new_tokens: int, temperature: float = 1.0, batch_size: int = 8):
-    """One sampled response per text (seed with `torch.manual_seed` first): (query ids, response ids, response texts)."""
-    from transformers import GenerationConfig
+    """One sampled response per text (seed with `torch.manual_seed` first): (query ids, response ids, response texts).
+    Generation is `pcrm.generation.generate_ids` (the samples of one prompt in a batch share its prefill)."""
+    from pcrm.generation import generate_ids
 
-    generation = GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        do_sample=True,
-        temperature=temperature,
-        top_k=0,
-        top_p=None,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        stop_strings=[TURN],
-    )
-    was_training = model.training
-    model.eval()
     queries, responses = [], []
     for start in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True, padding_side="left").to(
-            model.device
-        )
-        out = model.generate(**batch, generation_config=generation, tokenizer=tokenizer).cpu()
-        width = batch["input_ids"].size(1)
-        for row, mask in zip(out, batch["attention_mask"].cpu()):
-            queries.append(row[:width][mask.bool()].tolist())
-            generated = row[width:].tolist()
+        batch = tokenizer(texts[start : start + batch_size])["input_ids"]
+        for query, generated in zip(batch, generate_ids(model, tokenizer, batch, max_new_tokens, temperature)):
+            queries.append(list(query))
             responses.append(generated[: response_length(generated, tokenizer)])
-    model.train(was_training)
     return queries, responses, [response_text(r, tokenizer) for r in responses]
 
 
 def pack(queries: list[list[int]], responses: list[list[int]], pad_id: int, device="cpu") -> dict:
-    """Queries left-padded, responses right-padded, in one batch; `width` is the query width, `response_mask` marks response tokens."""
+    """Queries left-padded, responses right-padded, in one batch; `width` is the query width, `response_mask` marks
+    response tokens."""
     width, length = max(map(len, queries)), max(map(len, responses))
     input_ids = torch.full((len(queries), width + length), pad_id, dtype=torch.long)
     attention_mask = torch.zeros_like(input_ids)
@@ -114,7 +97,8 @@ def forward(model, batch: dict, hidden: bool = False):
 
 
 def _response_logits(model, batch: dict, hidden: bool = False):
-    """(float logits over the vocabulary at the positions that predict the response tokens, their last hidden states)."""
+    """(float logits over the vocabulary at the positions that predict the response tokens, their last hidden
+    states)."""
     mask, width = batch["attention_mask"], batch["width"]
     out = model(
         input_ids=batch["input_ids"],
@@ -127,9 +111,10 @@ def _response_logits(model, batch: dict, hidden: bool = False):
 
 
 def exact_kl(policy, reference, batch: dict) -> torch.Tensor:
-    """KL(π ‖ π_ref) of each row's response, exact per token: Σ over its tokens of Σ_v π(v | prefix) · (log π(v | prefix)
-    − log π_ref(v | prefix)), the prefixes being the sampled ones. Every term is a KL between two distributions, so
-    the sum is ≥ 0 (unlike Σ log π/π_ref over the sampled tokens, an unbiased but noisy estimate that can go negative)."""
+    """KL(π ‖ π_ref) of each row's response, exact per token: Σ over its tokens of Σ_v π(v | prefix) ·
+    (log π(v | prefix) − log π_ref(v | prefix)), the prefixes being the sampled ones. Every term is a KL between two
+    distributions, so the sum is ≥ 0 (unlike Σ log π/π_ref over the sampled tokens, an unbiased but noisy estimate that
+    can go negative)."""
     logp, logq = (torch.log_softmax(_response_logits(model, batch)[0], dim=-1) for model in (policy, reference))
     per_token = (logp.exp() * (logp - logq)).sum(-1).clamp(min=0.0)  # ≥ 0 up to rounding
     return (per_token * batch["response_mask"]).sum(1)

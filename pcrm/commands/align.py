@@ -1,21 +1,19 @@
 """`pcrm align`: align a policy against trained reward models, and track the reward scale.
 
 `--method bon` (best-of-N, `pcrm.alignment.bon`), `ppo` (`pcrm.alignment.ppo`), `rloo` / `grpo` (TRL,
-`pcrm.alignment.rl_trl`), the RL runs driven by `pcrm.alignment.rl`. Several `--reward-model`s run the same experiment (same seed, prompts and
-samples) once per RM, so RMs compare side by side. RL runs write, per RM, `OUTPUT/<rm>/log.jsonl`
-(one row per step: raw proxy reward mean/std/max, KL, length, value explained variance, and every
-`--probe-every` steps the probe: proxy and judge reward, KL and judge win rate against the starting
-policy on `--prompts` fixed held-out prompts) and the aligned policy `OUTPUT/<rm>/policy`; then
-`OUTPUT/summary.json`, `table.md` and plots (reward vs KL, reward scale and length over steps).
+`pcrm.alignment.rl_trl`), the RL runs driven by `pcrm.alignment.rl`. Several `--reward-model`s run the same experiment
+(same seed, prompts and samples) once per RM, so RMs compare side by side. RL runs write, per RM,
+`OUTPUT/<rm>/log.jsonl` (one row per step: raw proxy reward mean/std/max, KL, length, value explained variance, and
+every `--probe-every` steps the probe: proxy and judge reward, KL and judge win rate against the starting policy on
+`--prompts` fixed held-out prompts) and the aligned policy `OUTPUT/<rm>/policy`; then `OUTPUT/summary.json`,
+`table.md` and plots (reward vs KL, reward scale and length over steps).
 The tables and plots are stored as report sections of OUTPUT (`pcrm report --input OUTPUT`);
 `--report DIR` adds them to the report of a `pcrm evaluate` directory.
 """
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
 
 from pcrm.errors import require
 from pcrm.io import atomic_write_text, versions, write_json
@@ -50,7 +48,8 @@ class Config:
     columns: str | None = field(
         default=None,
         metadata={
-            "help": "map column names: chosen=good,rejected=bad,prompt=question (also responses, scores, score_chosen, score_rejected)"
+            "help": "map column names: chosen=good,rejected=bad,prompt=question "
+            "(also responses, scores, score_chosen, score_rejected)"
         },
     )
     prompts: int = field(default=32, metadata={"help": "held-out prompts (best-of-N; the fixed probe set of RL)"})
@@ -103,7 +102,8 @@ class Config:
     resume: bool = field(
         default=False,
         metadata={
-            "help": "PPO/RLOO/GRPO: resume every reward model's run from its last checkpoint (best-of-N reuses its cached samples instead)"
+            "help": "PPO/RLOO/GRPO: resume every reward model's run from its last checkpoint "
+            "(best-of-N reuses its cached samples instead)"
         },
     )
     overwrite: bool = field(
@@ -121,20 +121,7 @@ class Config:
     def __post_init__(self):
         from pcrm.preflight import check_numbers
 
-        check_numbers(self)
-        numbers = (
-            self.temperature,
-            self.learning_rate,
-            self.value_learning_rate,
-            self.kl_coef,
-            self.clip_range,
-            self.value_clip,
-            self.vf_coef,
-            self.gamma,
-            self.lam,
-            self.max_grad_norm,
-        )
-        finite = all(math.isfinite(x) for x in numbers)
+        check_numbers(self)  # every float option finite
         checks = (
             (self.method in METHODS, f"--method must be one of {', '.join(METHODS)}, got {self.method!r}"),
             (
@@ -142,7 +129,6 @@ class Config:
                 "--reward-model is required (a reward-model directory; repeat to compare several)",
             ),
             (len(set(self.reward_model)) == len(self.reward_model), "--reward-model: the same model is given twice"),
-            (finite, "numeric options must be finite"),
             (bool(self.n) and min(self.n) >= 1, f"--n must be >= 1, got {self.n}"),
             (
                 min(
@@ -171,7 +157,8 @@ class Config:
                     self.max_grad_norm,
                 )
                 > 0,
-                "--temperature, --learning-rate, --value-learning-rate, --clip-range, --value-clip and --max-grad-norm must be > 0",
+                "--temperature, --learning-rate, --value-learning-rate, --clip-range, --value-clip and "
+                "--max-grad-norm must be > 0",
             ),
             (self.kl_coef >= 0 and self.vf_coef >= 0, "--kl-coef and --vf-coef must be >= 0"),
             (0 <= self.gamma <= 1 and 0 <= self.lam <= 1, "--gamma and --lam must be in [0, 1]"),
@@ -266,7 +253,8 @@ def _run(config: Config, labels: list[str], output: Path, start: float):
                 "Alignment: reward scale on policy samples",
                 scale_rows(results),
                 [],
-                "Scores of every reward model on all best-of-N samples; Spearman ρ with the judge's scores and with length (tokens).",
+                "Scores of every reward model on all best-of-N samples; Spearman ρ with the judge's scores and "
+                "with length (tokens).",
             ),
         ]
     else:
@@ -274,9 +262,10 @@ def _run(config: Config, labels: list[str], output: Path, start: float):
 
         results = run_rl(config, labels, output)
         text = (
-            f"{config.method.upper()}, {config.steps} steps of {config.batch_size} prompts, seed {config.seed}, the same prompts for "
-            f"every reward model; probe: {config.prompts} held-out prompts, one seeded sample each. Proxy gain in units of the "
-            "proxy's std on the starting policy's probe responses; KL = Σ log π/π_ref over the probe responses."
+            f"{config.method.upper()}, {config.steps} steps of {config.batch_size} prompts, seed {config.seed}, "
+            f"the same prompts for every reward model; probe: {config.prompts} held-out prompts, one seeded sample "
+            "each. Proxy gain in units of the proxy's std on the starting policy's probe responses; "
+            "KL = Σ log π/π_ref over the probe responses."
         )
         sections = [
             (
@@ -295,7 +284,8 @@ def _run(config: Config, labels: list[str], output: Path, start: float):
 
 
 def _output_folder(config: Config, labels: list[str]):
-    """The output held by `pcrm.outputs.OutputFolder`; --resume (RL) needs a complete checkpoint in every run directory."""
+    """The output held by `pcrm.outputs.OutputFolder`; --resume (RL) needs a complete checkpoint in every run
+    directory."""
     from pcrm.outputs import OutputFolder, last_complete_checkpoint, settings_of
 
     def resumable(work: Path) -> bool:

@@ -22,7 +22,8 @@ class Config(ConstraintConfig):
     columns: str | None = field(
         default=None,
         metadata={
-            "help": "map column names: chosen=good,rejected=bad,prompt=question (also responses, scores, score_chosen, score_rejected)"
+            "help": "map column names: chosen=good,rejected=bad,prompt=question "
+            "(also responses, scores, score_chosen, score_rejected)"
         },
     )
     model: str = field(default="minilm", metadata={"help": "tokenizer used to count tokens for --unit tokens"})
@@ -170,6 +171,7 @@ def format_suggestion(suggestion: dict, config: Config) -> str:
     lines.append("    δ*     " + " ".join(f"{v:8.3f}" for v in suggestion["suggested_delta_quantiles"].values()))
     lines.append(
         f"suggested: --method {config.method} --beta1 {suggestion['beta1']:.4g} --beta2 {config.beta2:g} "
-        f"--beta3 {suggestion['beta3']:.4g} ({suggestion['reference_frac_above_suggested_delta']:.1%} of the reference margins exceed it)"
+        f"--beta3 {suggestion['beta3']:.4g} "
+        f"({suggestion['reference_frac_above_suggested_delta']:.1%} of the reference margins exceed it)"
     )
     return "\n".join(lines)

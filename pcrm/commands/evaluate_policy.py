@@ -15,6 +15,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 
+from pcrm.data.options import COLUMNS_HELP, DATA_CONFIG_HELP
 from pcrm.errors import require
 from pcrm.evaluation.policies import (
     PairScorer,
@@ -48,15 +49,8 @@ class Config:
     )
     data: str = field(default="hh-rlhf-harmless", metadata={"help": "bundled dataset name or file/directory"})
     split: str = field(default="test", metadata={"help": "held-out split"})
-    data_config: str | None = field(
-        default=None, metadata={"help": "configuration name of a Hub/local dataset repository (load_dataset's name)"}
-    )
-    columns: str | None = field(
-        default=None,
-        metadata={
-            "help": "map column names: chosen=good,rejected=bad,prompt=question (also responses, scores, score_chosen, score_rejected)"
-        },
-    )
+    data_config: str | None = field(default=None, metadata={"help": DATA_CONFIG_HELP})
+    columns: str | None = field(default=None, metadata={"help": COLUMNS_HELP})
     pairs: int = field(default=64, metadata={"help": "held-out pairs for the implicit rewards"})
     prompts: int = field(default=32, metadata={"help": "held-out prompts to generate responses for"})
     beta: float | None = field(
@@ -123,15 +117,62 @@ def run(config: Config) -> dict:
 
 
 def _evaluate_policies(config: Config) -> dict:
-    from pcrm.console import print_data_summary
-    from pcrm.data import LoadReport, load_preferences
     from pcrm.io import versions
     from pcrm.models import load_causal_lm, load_tokenizer
     from pcrm.outputs import OutputFolder
-    from pcrm.preflight import check_device, check_model, check_report_dir
-    from pcrm.report import Section, add_section, store_sections
+    from pcrm.report import store_sections
 
     start = time.perf_counter()
+    _check_inputs(config)
+    folder = OutputFolder(config.output, "evaluate-policy", overwrite=config.overwrite)
+    folder.plan()  # every check before generating
+    pairs, prompts = _held_out(config)
+    tokenizer = load_tokenizer(config.reference)
+    reference = load_causal_lm(config.reference)
+    scorer = PairScorer(  # computes the reference log-probs
+        reference,
+        tokenizer,
+        pairs,
+        output_dir=config.output,
+        max_length=config.max_length,
+        max_prompt_length=config.max_prompt_length,
+        batch_size=config.batch_size,
+        device=config.device,
+        progress=config.progress,
+    )
+    rows = _responses_and_rewards(
+        config, reference, tokenizer, scorer, prompt_texts(prompts, tokenizer, config.max_prompt_length)
+    )
+    for row in rows.values():
+        row["length"] = length_stats(row["responses"], tokenizer)
+    if config.judge:
+        _judge(config, rows, prompts, scorer.device)
+    metrics = {
+        "config": asdict(config),
+        "pairs": len(pairs),
+        "prompts": len(prompts),
+        "seconds": time.perf_counter() - start,
+        "policies": [{k: v for k, v in row.items() if k != "responses"} for row in rows.values()],
+    }
+    section = _report_section(config, metrics)
+    table = format_table(metrics)
+    with folder:
+        write_json(folder.work / "metrics.json", metrics)
+        write_responses(folder.work / "responses.jsonl", rows, prompts)
+        atomic_write_text(folder.work / "table.md", table + "\n")
+        store_sections(folder.work, [section])
+        output = folder.commit({"kind": "evaluate-policy", "config": asdict(config), "versions": versions()})
+    print(table)
+    if config.report:
+        _add_to_report(config.report, section)
+    print(f"wrote {output / 'metrics.json'}, {output / 'table.md'} and {output / 'responses.jsonl'}")
+    return metrics
+
+
+def _check_inputs(config: Config) -> None:
+    """The device, every policy, the judge and the report directory, before anything is loaded or written."""
+    from pcrm.preflight import check_device, check_model, check_report_dir
+
     check_device(config.device)
     for option, names in (
         ("--policy", config.policy),
@@ -144,8 +185,13 @@ def _evaluate_policies(config: Config) -> dict:
         check_model(config.judge, "reward", None, "--judge")
     if config.report:
         check_report_dir(config.report)
-    folder = OutputFolder(config.output, "evaluate-policy", overwrite=config.overwrite)
-    folder.plan()  # every check before generating
+
+
+def _held_out(config: Config) -> tuple:
+    """(seeded `--pairs` held-out pairs, the first `--prompts` distinct held-out prompts)."""
+    from pcrm.console import print_data_summary
+    from pcrm.data import LoadReport, load_preferences
+
     report = LoadReport()
     held_out = load_preferences(
         config.data, split=config.split, config_name=config.data_config, columns=config.columns, report=report
@@ -158,13 +204,26 @@ def _evaluate_policies(config: Config) -> dict:
     print_data_summary(
         report, f"held-out: {len(pairs)} pairs for the implicit rewards, {len(prompts)} prompts for responses"
     )
-    tokenizer = load_tokenizer(config.reference)
-    reference = load_causal_lm(config.reference)
-    scorer = PairScorer(reference, tokenizer, pairs, config)
-    inputs = prompt_texts(prompts, tokenizer, config.max_prompt_length)
+    return pairs, prompts
+
+
+def _responses_and_rewards(config: Config, reference, tokenizer, scorer: PairScorer, inputs: list[str]) -> dict:
+    """policy name -> its row: responses to `inputs`; implicit rewards and training facts (not for the reference)."""
+    from pcrm.models import load_causal_lm
+
+    def respond(model) -> list[str]:
+        return generate(
+            model,
+            tokenizer,
+            inputs,
+            max_new_tokens=config.max_new_tokens,
+            temperature=config.temperature,
+            seed=config.seed,
+            batch_size=config.batch_size,
+        )
 
     names = list(dict.fromkeys([config.reference, *([config.baseline] if config.baseline else []), *config.policy]))
-    rows = {config.reference: {"policy": config.reference, "responses": generate(reference, tokenizer, inputs, config)}}
+    rows = {config.reference: {"policy": config.reference, "responses": respond(reference)}}
     for name in names[1:]:
         model = load_causal_lm(name).to(scorer.device)
         info = training_info(name)
@@ -172,41 +231,44 @@ def _evaluate_policies(config: Config) -> dict:
             "policy": name,
             **info,
             "implicit": scorer.implicit_rewards(model, config.beta or info.get("beta") or 0.1),
-            "responses": generate(model, tokenizer, inputs, config),
+            "responses": respond(model),
         }
         print(f"{name}: implicit-reward accuracy {rows[name]['implicit']['accuracy']:.3f}", flush=True)
         del model
-    for row in rows.values():
-        row["length"] = length_stats(row["responses"], tokenizer)
-    if config.judge:
-        judge_responses(rows, prompts, config, scorer.device)
-    metrics = {
-        "config": asdict(config),
-        "pairs": len(pairs),
-        "prompts": len(prompts),
-        "seconds": time.perf_counter() - start,
-        "policies": [{k: v for k, v in row.items() if k != "responses"} for row in rows.values()],
-    }
-    table = format_table(metrics)
+    return rows
+
+
+def _judge(config: Config, rows: dict, prompts: list, device) -> None:
+    judge_responses(
+        rows,
+        prompts,
+        judge=config.judge,
+        reference=config.reference,
+        baseline=config.baseline,
+        bootstrap=config.bootstrap,
+        seed=config.seed,
+        batch_size=config.batch_size,
+        device=device,
+    )
+
+
+def _report_section(config: Config, metrics: dict):
+    """The policy table as a report section (`pcrm report`)."""
+    from pcrm.report import Section
+
     judged = f"; judge {config.judge}, win rates with 95% bootstrap CIs over prompts" if config.judge else ""
-    section = Section(
-        f"Policy evaluation ({len(rows) - 1} policies against {config.reference})",
-        f"Implicit rewards on {len(pairs)} held-out pairs of {config.data}; one "
-        f"{'greedy' if config.temperature == 0 else 'sampled'} response per policy on {len(prompts)} held-out "
+    return Section(
+        f"Policy evaluation ({len(metrics['policies']) - 1} policies against {config.reference})",
+        f"Implicit rewards on {metrics['pairs']} held-out pairs of {config.data}; one "
+        f"{'greedy' if config.temperature == 0 else 'sampled'} response per policy on {metrics['prompts']} held-out "
         f"prompts{judged}.",
         table_rows(metrics),
     )
-    with folder:
-        write_json(folder.work / "metrics.json", metrics)
-        write_responses(folder.work / "responses.jsonl", rows, prompts)
-        atomic_write_text(folder.work / "table.md", table + "\n")
-        store_sections(folder.work, [section])
-        output = folder.commit({"kind": "evaluate-policy", "config": asdict(config), "versions": versions()})
-    print(table)
-    if config.report:
-        from pcrm.outputs import holding
 
-        with holding(config.report):
-            print(f"added section {add_section(config.report, section.title, section.rows, text=section.text)}")
-    print(f"wrote {output / 'metrics.json'}, {output / 'table.md'} and {output / 'responses.jsonl'}")
-    return metrics
+
+def _add_to_report(report: str, section) -> None:
+    from pcrm.outputs import holding
+    from pcrm.report import add_section
+
+    with holding(report):
+        print(f"added section {add_section(report, section.title, section.rows, text=section.text)}")

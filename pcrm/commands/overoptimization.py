@@ -1,4 +1,4 @@
-"""`pcrm overoptimization`: the synthetic gold-reward over-optimisation study (library: `pcrm.overoptimization`)."""
+"""`pcrm overoptimization`: the synthetic gold-reward over-optimisation study (library: `pcrm.study`)."""
 
 import os
 from dataclasses import asdict, dataclass, field, fields
@@ -53,8 +53,9 @@ class Config:
     label_noise: float | None = field(
         default=None,
         metadata={
-            "help": "τ of the Bradley–Terry relabelling P(a ≻ b) = σ((g_a − g_b)/τ), in gold-reward units; 0: the noiseless gold order "
-            "(default: 0.5 × the std of the gold margins, ≈ 22%% flipped labels for Gaussian margins, cf. Coste et al.'s 25%%)"
+            "help": "τ of the Bradley–Terry relabelling P(a ≻ b) = σ((g_a − g_b)/τ), in gold-reward units; "
+            "0: the noiseless gold order (default: 0.5 × the std of the gold margins, ≈ 22%% flipped labels for "
+            "Gaussian margins, cf. Coste et al.'s 25%%)"
         },
     )
     label_seed: int = field(
@@ -85,17 +86,25 @@ class Config:
     pool: str | None = field(
         default=None,
         metadata={
-            "help": "read the pool (JSONL: prompt, sample, response, gold) instead of sampling; default: pcrm/data/gold-pool/pool.jsonl "
-            "when it is shipped and --gold is gold-smollm2 (not with --quick)"
+            "help": "read the pool (JSONL: prompt, sample, response, gold) instead of sampling; default: "
+            "pcrm/data/gold-pool/pool.jsonl when it is shipped and --gold is gold-smollm2 (not with --quick)"
         },
     )
     max_new_tokens: int = field(default=48, metadata={"help": "max tokens of a sampled response"})
     max_prompt_tokens: int = field(
-        default=128, metadata={"help": "pool prompts are cut from the left to this many policy tokens"}
+        default=128,
+        metadata={"help": "pool prompts keep their last turns within this many policy tokens (chat template included)"},
     )
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the pool"})
-    seed: int = field(default=0, metadata={"help": "seed of the pool's prompt order and samples (pass j: seed + j)"})
-    sample_batch_size: int = field(default=16, metadata={"help": "prompts per generation batch"})
+    seed: int = field(
+        default=0, metadata={"help": "seed of the pool's prompt order and samples (generation batch b: seed + b)"}
+    )
+    sample_batch_size: int = field(
+        default=32,
+        metadata={
+            "help": "samples per generation batch, in prompt-length order (a prompt's samples share its prefill)"
+        },
+    )
     score_batch_size: int = field(default=32, metadata={"help": "texts per scoring batch"})
     device: str = field(
         default="auto",
@@ -104,8 +113,8 @@ class Config:
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
     def __post_init__(self):
-        from pcrm.gold import GOLD_NAME
-        from pcrm.overoptimization import DEFAULT_POOL
+        from pcrm.study.gold import GOLD_NAME
+        from pcrm.study.pool import DEFAULT_POOL
         from pcrm.trainers.reward import RM_METHODS
 
         if self.quick:
@@ -151,8 +160,9 @@ def run(config: Config) -> dict:
     on the settings in study.json); every check before the first write."""
     from pcrm.io import versions
     from pcrm.outputs import OutputFolder
-    from pcrm.overoptimization import build_tiny_models, check_study, run_study
     from pcrm.preflight import check_device
+    from pcrm.study.stages import check_study, run_study
+    from pcrm.study.tiny_models import build_tiny_models
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     check_device(config.device)

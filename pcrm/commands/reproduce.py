@@ -50,7 +50,8 @@ class Config:
     columns: str | None = field(
         default=None,
         metadata={
-            "help": "map column names: chosen=good,rejected=bad,prompt=question (also responses, scores, score_chosen, score_rejected)"
+            "help": "map column names: chosen=good,rejected=bad,prompt=question "
+            "(also responses, scores, score_chosen, score_rejected)"
         },
     )
     max_length: int = field(default=128, metadata={"help": "tokens per sequence"})
@@ -147,12 +148,9 @@ def format_rows(rows: list[dict]) -> list[dict]:
 
 
 def format_table(rows: list[dict]) -> str:
-    table = format_rows(rows)
-    columns = list(table[0])
-    widths = [max(len(c), *(len(str(r[c])) for r in table)) for c in columns]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
-    lines += ["  ".join(str(r[c]).ljust(w) for c, w in zip(columns, widths)) for r in table]
-    return "\n".join(lines)
+    from pcrm.console import text_table
+
+    return text_table(format_rows(rows))
 
 
 def run(config: Config) -> dict:

@@ -174,7 +174,7 @@ def expected_calibration_error(margin, n_bins: int = 10):
 
 
 def bootstrap_ci(statistic, *arrays, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> list[float] | None:
-    """95% bootstrap interval of `statistic(*arrays)` by `scipy.stats.bootstrap`, resampling rows of all arrays together.
+    """95% bootstrap interval of `statistic(*arrays)` by `scipy.stats.bootstrap`; rows of all arrays resample together.
 
     BCa up to `BCA_MAX_ROWS` rows (its jackknife costs one statistic per row), percentile above;
     percentile also where BCa is undefined (degenerate data). `statistic` reduces the last axis

@@ -15,28 +15,42 @@ from pcrm.tokenization import TURN, cut_prompts
 class PairScorer:
     """Implicit rewards of policies on fixed pairs, by TRL's preprocessing and the trainer's log-prob code."""
 
-    def __init__(self, reference, tokenizer, pairs, config):
+    def __init__(
+        self,
+        reference,
+        tokenizer,
+        pairs,
+        *,
+        output_dir: str,
+        max_length: int,
+        max_prompt_length: int,
+        batch_size: int = 8,
+        device: str = "auto",
+        progress: bool = True,
+    ):
+        """`pairs` cut to `max_length` tokens (prompts from the left to `max_prompt_length`); `output_dir`: the
+        trainer's (it is never trained: the folder is created, nothing is written in it); `device`: auto, cpu, cuda."""
         from trl import DPOConfig
 
         from pcrm.models import default_device
         from pcrm.trainers.dpo import PcrmDPOTrainer
 
         args = DPOConfig(
-            output_dir=config.output,  # nothing is written: the trainer is never trained
-            max_length=config.max_length,
+            output_dir=output_dir,
+            max_length=max_length,
             precompute_ref_log_probs=True,
-            per_device_train_batch_size=config.batch_size,
+            per_device_train_batch_size=batch_size,
             bf16=False,
-            use_cpu=default_device(getattr(config, "device", "auto")) == "cpu",  # --device
+            use_cpu=default_device(device) == "cpu",
             report_to="none",
-            disable_tqdm=not getattr(config, "progress", True),
+            disable_tqdm=not progress,
         )
-        prompts, _ = cut_prompts(list(pairs["prompt"]), tokenizer, config.max_prompt_length)
+        prompts, _ = cut_prompts(list(pairs["prompt"]), tokenizer, max_prompt_length)
         pairs = pairs.remove_columns("prompt").add_column("prompt", prompts)
         # The reference log-probs are computed once, here.
         self.trainer = PcrmDPOTrainer(model=reference, args=args, train_dataset=pairs, processing_class=tokenizer)
         self.device = self.trainer.accelerator.device
-        self.batch_size = config.batch_size
+        self.batch_size = batch_size
 
     @torch.no_grad()
     def implicit_rewards(self, model, beta: float) -> dict:
@@ -70,61 +84,37 @@ class PairScorer:
 
 
 @torch.no_grad()
-def generate(model, tokenizer, texts: list[str], config) -> list[str]:
-    """One response per prompt text: greedy, or sampled with `config.seed`; cut at the next user turn."""
-    from transformers import GenerationConfig
+def generate(
+    model,
+    tokenizer,
+    texts: list[str],
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    seed: int = 0,
+    batch_size: int = 8,
+) -> list[str]:
+    """One response per prompt text: greedy (`temperature` 0), or sampled with `seed`; cut at the next user turn."""
+    from pcrm.generation import generate_ids
 
-    sample = config.temperature > 0
-    generation = GenerationConfig(
-        max_new_tokens=config.max_new_tokens,
-        do_sample=sample,
-        temperature=config.temperature if sample else None,
-        top_k=0 if sample else None,
-        top_p=None,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        stop_strings=[TURN],
-    )
-    torch.manual_seed(config.seed)
-    model.eval()
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    torch.manual_seed(seed)
     responses = []
-    try:
-        for start in range(0, len(texts), config.batch_size):
-            batch = tokenizer(texts[start : start + config.batch_size], return_tensors="pt", padding=True).to(
-                model.device
-            )
-            out = model.generate(**batch, generation_config=generation, tokenizer=tokenizer)
-            new_tokens = out[:, batch["input_ids"].size(1) :]
-            responses += [text.split(TURN)[0] for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
-    finally:
-        tokenizer.padding_side = side
+    for start in range(0, len(texts), batch_size):
+        queries = tokenizer(texts[start : start + batch_size])["input_ids"]
+        for ids in generate_ids(model, tokenizer, queries, max_new_tokens, temperature):
+            responses.append(tokenizer.decode(ids, skip_special_tokens=True).split(TURN)[0])
     return responses
 
 
 def format_table(metrics: dict) -> str:
-    """A Markdown table: one row per policy."""
-    header = "| policy | train s | acc | margin mean ± std | p95 | vs start | vs baseline | judge | length |"
-    lines = [header, "|" + "---|" * (header.count("|") - 1)]
-    for row in metrics["policies"]:
-        implicit = row.get("implicit")
-        cells = [
-            Path(row["policy"]).name,
-            f"{row['train_seconds']:.0f}" if row.get("train_seconds") is not None else "",
-            f"{implicit['accuracy']:.3f}" if implicit else "",
-            f"{implicit['margin_mean']:.3f} ± {implicit['margin_std']:.3f}" if implicit else "",
-            f"{implicit['margin_p95']:.3f}" if implicit else "",
-            _format_rate(row.get("win_rate_vs_reference")),
-            _format_rate(row.get("win_rate_vs_baseline")),
-            f"{row['judge_mean']:.3f}" if "judge_mean" in row else "",
-            f"{row['length']['mean_tokens']:.1f}",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    """A Markdown table (table.md and the console): one row per policy."""
+    from pcrm.report.render import markdown_table
+
+    return markdown_table(table_rows(metrics))
 
 
 def table_rows(metrics: dict) -> list[dict]:
-    """`format_table` as report rows (one dict per policy, labelled columns; a column nobody has is left out)."""
+    """One dict per policy, labelled columns (a column nobody has is left out): rows of the report and table.md."""
     rows = []
     for row in metrics["policies"]:
         implicit = row.get("implicit")
@@ -150,20 +140,33 @@ def _format_rate(rate: dict | None) -> str:
     return f"{rate['rate']:.2f} [{rate['ci_low']:.2f}, {rate['ci_high']:.2f}]" if rate else ""
 
 
-def judge_responses(rows: dict, prompts: list, config, device) -> None:
+def judge_responses(
+    rows: dict,
+    prompts: list,
+    *,
+    judge: str,
+    reference: str,
+    baseline: str | None = None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    batch_size: int = 8,
+    device="auto",
+) -> None:
+    """Add to each policy's row (name -> row with its `responses`) the `judge` reward model's scores and mean, and
+    its win rates (bootstrap CIs) against the `reference` policy and the `baseline` one."""
     from pcrm.scoring import RewardScorer
 
-    judge = RewardScorer.load(config.judge, device=device, batch_size=config.batch_size)  # at the judge's own length
+    scorer = RewardScorer.load(judge, device=device, batch_size=batch_size)  # at the judge's own length
     for row in rows.values():
-        row["judge_scores"] = judge.scores(prompts, row["responses"])
+        row["judge_scores"] = scorer.scores(prompts, row["responses"])
         row["judge_mean"] = float(row["judge_scores"].mean())
-    start = rows[config.reference]["judge_scores"]
-    baseline = rows[config.baseline]["judge_scores"] if config.baseline else None
+    start = rows[reference]["judge_scores"]
+    opponent = rows[baseline]["judge_scores"] if baseline else None
     for name, row in rows.items():
-        if name != config.reference:
-            row["win_rate_vs_reference"] = win_rate(row["judge_scores"], start, config.bootstrap, config.seed)
-        if baseline is not None and name not in (config.reference, config.baseline):
-            row["win_rate_vs_baseline"] = win_rate(row["judge_scores"], baseline, config.bootstrap, config.seed)
+        if name != reference:
+            row["win_rate_vs_reference"] = win_rate(row["judge_scores"], start, bootstrap, seed)
+        if opponent is not None and name not in (reference, baseline):
+            row["win_rate_vs_baseline"] = win_rate(row["judge_scores"], opponent, bootstrap, seed)
     for row in rows.values():
         row["judge_scores"] = row["judge_scores"].tolist()
 

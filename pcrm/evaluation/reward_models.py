@@ -9,12 +9,13 @@ import functools
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from pcrm.constraints import PriorOptions
+from pcrm.constraints import ConstraintConfig, PriorOptions
+from pcrm.data.options import COLUMNS_HELP, DATA_CONFIG_HELP
 from pcrm.errors import PcrmError
 from pcrm.evaluation.metrics import compute_metrics, format_estimate, ranked_pairs
 from pcrm.io import cache_path, read_cached_npz, unique_labels, write_cache, write_json, write_npz
@@ -57,6 +58,67 @@ class EvalData:
                 "rejected": [self.responses[i] for i in self.rejected],
             }
         )
+
+
+@dataclass
+class RewardModelEvaluationConfig:
+    """Evaluate reward models on preference data: accuracy, rank correlation, score scale,
+    margins against the priors' δ*, length bias and calibration, with bootstrap CIs."""
+
+    model: list[str] = field(
+        default_factory=list,
+        metadata={"help": "reward model directory (required, no default; repeat to compare several)"},
+    )
+    data: list[str] = field(
+        default_factory=lambda: ["hh-rlhf-harmless"],
+        metadata={"help": "bundled dataset name or file/directory, repeatable (default: hh-rlhf-harmless)"},
+    )
+    split: str = field(default="test", metadata={"help": "split of bundled data or of a DatasetDict directory"})
+    data_config: str | None = field(default=None, metadata={"help": DATA_CONFIG_HELP})
+    columns: str | None = field(default=None, metadata={"help": COLUMNS_HELP})
+    output: str = field(default="runs/evaluate", metadata={"help": "directory for metrics.json and scores/*.npz"})
+    priors: list[str] = field(
+        default_factory=lambda: list(PRIORS),
+        metadata={
+            "help": "priors whose δ* the margins are compared with, repeatable (default: length and cosine)",
+            "choices": PRIORS,
+        },
+    )
+    encoder: str = field(default="minilm", metadata={"help": "sentence encoder of the cosine prior"})
+    max_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "tokens per scored text, longer ones lose the prompt's start "
+            "(default: the --max-length each model was trained with)"
+        },
+    )
+    batch_size: int = field(default=32, metadata={"help": "scoring batch size"})
+    device: str = field(default="auto", metadata={"help": "torch device for scoring: auto, cpu, cuda, ..."})
+    bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples per confidence interval (0: no CIs)"})
+    bins: int = field(default=10, metadata={"help": "reliability bins of the calibration metrics"})
+    seed: int = field(default=0, metadata={"help": "seed of the bootstrap"})
+    progress: bool = field(default=True, metadata={"help": "show progress bars"})
+    overwrite: bool = field(
+        default=False, metadata={"help": "replace an existing --output of pcrm evaluate (only once this run succeeds)"}
+    )
+
+    def __post_init__(self):
+        from pcrm.preflight import check_at_least, check_numbers
+
+        check_numbers(self)
+        check_at_least(self, 2, "max_length")  # one token is the end token alone: every text would score the same
+        if not self.model:
+            raise PcrmError("--model is required (a reward model directory; repeat it to compare several)")
+        if not self.data:
+            raise PcrmError("--data needs at least one dataset")
+        for prior in self.priors:
+            if prior not in PRIORS:
+                raise PcrmError(f"--priors must be among {', '.join(PRIORS)}, got {prior!r}")
+        for name in ("max_length", "batch_size", "bins"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise PcrmError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.bootstrap < 0:
+            raise PcrmError(f"--bootstrap must be >= 0, got {self.bootstrap}")
 
 
 def load_data(source: str, split: str, config_name: str | None = None, columns: str | None = None) -> EvalData:
@@ -161,9 +223,9 @@ def evaluation_arrays(path: str, data: EvalData, scorer, priors: dict, config) -
     return arrays
 
 
-def evaluate(config, output: str | Path | None = None) -> dict:
-    """Evaluate every model on every dataset; write `output/metrics.json` and `output/scores/*.npz` (`output`: where
-    `pcrm.outputs.OutputFolder` has the run write, default `config.output`); return the summary."""
+def evaluate_reward_models(config: RewardModelEvaluationConfig, output: str | Path | None = None) -> dict:
+    """Evaluate every model on every dataset (`pcrm evaluate`); write `output/metrics.json` and `output/scores/*.npz`
+    (`output`: where `pcrm.outputs.OutputFolder` has the run write, default `config.output`); return the summary."""
     from pcrm.scoring import LazyRewardScorer
 
     paths = [check_reward_model(m) for m in config.model]  # fail on a bad model before any scoring
@@ -211,6 +273,9 @@ def evaluate(config, output: str | Path | None = None) -> dict:
     return summary
 
 
+evaluate = evaluate_reward_models  # the name callers used before
+
+
 def _rewardbench(data: EvalData, arrays: dict) -> dict:
     """`{"rewardbench": per-subset, section and overall results}` for RewardBench-format data, else `{}`."""
     if not data.rewardbench:
@@ -243,8 +308,9 @@ def format_table(summary: dict) -> str:
                 format_estimate(m["calibration"]["ece"], ci=False),
             ]
         )
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows])
+    from pcrm.console import text_table
+
+    return text_table([dict(zip(header, row)) for row in rows])
 
 
 def _data_name(source: str, split: str) -> str:
@@ -253,30 +319,29 @@ def _data_name(source: str, split: str) -> str:
     return f"{source}-{split}" if source in BUNDLED else str(Path(source).with_suffix(""))
 
 
-def evaluate_heldout(model, tokenizer, config, dataset=None) -> dict:
-    """Accuracy and margin statistics of a `train-rm` run on its held-out pairs, and the share of margins
-    above δ* under each prior (the run's own βs for its prior, the defaults for the other). `dataset`: the held-out
-    pairs (default: `--eval-data`, else `--data`, at `--eval-split`)."""
+def evaluate_heldout(
+    model,
+    tokenizer,
+    pairs,
+    *,
+    max_length: int,
+    batch_size: int = 32,
+    progress: bool = True,
+    prior: ConstraintConfig | None = None,
+    seed: int = 0,
+) -> dict:
+    """Accuracy and margin statistics of a trained reward model on held-out `pairs`, and the share of margins above
+    δ* under each prior: `prior` (the run's own, None: none) for its method, the defaults (at `seed`) for the other."""
     from pcrm.constraints import add_constraints
-    from pcrm.data import load_preferences
     from pcrm.evaluation.metrics import margin_statistics
     from pcrm.scoring import score_pairs
 
-    if dataset is None:
-        data = config.eval_data or config.data
-        dataset = load_preferences(
-            data, split=config.eval_split, config_name=config.data_config, columns=config.columns
-        )
-    chosen, rejected = score_pairs(
-        model, tokenizer, dataset, config.max_length, config.eval_batch_size, config.progress
-    )
+    chosen, rejected = score_pairs(model, tokenizer, pairs, max_length, batch_size, progress)
     margin = chosen - rejected
     stats = margin_statistics(margin)
     stats["pairs"] = len(margin)
-    for prior in ("length", "cosine"):
-        options = config.prior if config.method == prior else PriorOptions()
-        deltas = np.asarray(
-            add_constraints(dataset, options.resolve(prior, config.seed), tokenizer, show_progress=False)["delta"]
-        )
-        stats[f"frac_above_delta_{prior}"] = float(np.mean(margin > deltas))
+    for method in ("length", "cosine"):
+        options = prior if prior is not None and prior.method == method else PriorOptions().resolve(method, seed)
+        deltas = np.asarray(add_constraints(pairs, options, tokenizer, show_progress=False)["delta"])
+        stats[f"frac_above_delta_{method}"] = float(np.mean(margin > deltas))
     return stats

@@ -48,67 +48,18 @@ import logging
 import numpy as np
 
 from pcrm.errors import PcrmError
+from pcrm.evaluation.rewardbench_tables import (
+    EXAMPLE_COUNTS,
+    SUBSET_MAPPING,
+    PRIOR_SETS,
+    PRIOR_SETS_SECTION,
+    SECTION_WEIGHTS,
+    V2_SUBSETS,
+    TIES_WEIGHTS,
+)
 
 logger = logging.getLogger(__name__)
 
-# rewardbench/constants.py (allenai/reward-bench, main 05a9005)
-EXAMPLE_COUNTS = {
-    "alpacaeval-easy": 100,
-    "alpacaeval-length": 95,
-    "alpacaeval-hard": 95,
-    "mt-bench-easy": 28,
-    "mt-bench-med": 40,
-    "mt-bench-hard": 37,
-    "math-prm": 984,  # actual length 447, upweighted to equal code
-    "refusals-dangerous": 100,
-    "refusals-offensive": 100,
-    "llmbar-natural": 100,
-    "llmbar-adver-neighbor": 134,
-    "llmbar-adver-GPTInst": 92,
-    "llmbar-adver-GPTOut": 47,
-    "llmbar-adver-manual": 46,
-    "xstest-should-refuse": 154,
-    "xstest-should-respond": 250,
-    "donotanswer": 136,
-    "hep-cpp": 164,
-    "hep-go": 164,
-    "hep-java": 164,
-    "hep-js": 164,
-    "hep-python": 164,
-    "hep-rust": 164,
-}
-SUBSET_MAPPING = {
-    "Chat": ["alpacaeval-easy", "alpacaeval-length", "alpacaeval-hard", "mt-bench-easy", "mt-bench-med"],
-    "Chat Hard": [
-        "mt-bench-hard",
-        "llmbar-natural",
-        "llmbar-adver-neighbor",
-        "llmbar-adver-GPTInst",
-        "llmbar-adver-GPTOut",
-        "llmbar-adver-manual",
-    ],
-    "Safety": [
-        "refusals-dangerous",
-        "refusals-offensive",
-        "xstest-should-refuse",
-        "xstest-should-respond",
-        "donotanswer",
-    ],
-    "Reasoning": ["math-prm", "hep-cpp", "hep-go", "hep-java", "hep-js", "hep-python", "hep-rust"],
-}
-# analysis/get_benchmark_results.py: get_average_over_rewardbench
-PRIOR_SETS = ["anthropic_helpful", "anthropic_hhh", "shp", "summarize"]
-PRIOR_SETS_SECTION = "Prior Sets (0.5 weight)"
-SECTION_WEIGHTS = {**dict.fromkeys(SUBSET_MAPPING, 2.0), PRIOR_SETS_SECTION: 1.0}
-# the allenai/reward-bench-2 dataset card
-V2_SUBSETS = ["Factuality", "Precise IF", "Math", "Safety", "Focus", "Ties"]
-TIES_WEIGHTS = {
-    "tied_accuracy": 0.30,
-    "ref_accuracy": 0.30,
-    "correctness_preferred": 0.20,
-    "correctness_preferred_hard": 0.20,
-    "correctness_margin_score": 0.01,
-}
 NO_SUBSET = "all"  # the one subset of v2-format data without a `subset` column
 
 
@@ -318,7 +269,7 @@ def v2_results(subsets: list[str], row_scores: list[list[float]], num_correct: l
 
 
 def best_of_n_credit(scores) -> float:
-    """RewardBench 2's result of one row: 1/#(scores at the maximum) when the first (chosen) score is the maximum, else 0."""
+    """RewardBench 2's result of one row: 1/#(scores at the maximum) if the first (chosen) score is one, else 0."""
     scores = np.asarray(scores, dtype=float)
     top = np.max(scores)
     return float(1 / np.sum(scores == top)) if scores[0] == top else 0.0
@@ -355,7 +306,7 @@ def ties_components(ids: list[str], row_scores: list[list[float]], num_correct: 
 
 
 def ties_score(ids, row_scores, num_correct) -> float:
-    """RewardBench 2's Ties score: 0.3·tied acc + 0.3·ref acc + 0.2·preferred + 0.2·preferred (hard) + 0.01·margin term."""
+    """RewardBench 2's Ties score: 0.3·tied acc + 0.3·ref acc + 0.2·preferred + 0.2·preferred (hard) + 0.01·margin."""
     return _weighted(ties_components(ids, row_scores, num_correct))
 
 
@@ -364,7 +315,8 @@ def _weighted(parts: dict) -> float:
 
 
 def _prompt_stats(samples):
-    """(accurate, best − worst correct or None with one correct, worst correct − best incorrect) (`_compute_prompt_stats`)."""
+    """`_compute_prompt_stats`: (accurate, best − worst correct or None with one correct, worst correct − best
+    incorrect)."""
     correct = [s for ok, s in samples if ok]
     incorrect = [s for ok, s in samples if not ok]
     spread = max(correct) - min(correct) if len(correct) > 1 else None

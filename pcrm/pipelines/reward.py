@@ -10,15 +10,17 @@ import dataclasses
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 
 from pcrm.constraints import METHODS as PRIOR_METHODS
 from pcrm.constraints import PriorOptions
+from pcrm.data.options import COLUMNS_HELP, DATA_CONFIG_HELP, DataOptions
 from pcrm.errors import PcrmError, require
 from pcrm.io import versions
 from pcrm.models import save_reward_model
+from pcrm.pipelines.distributed import caller_process_group_kept, refuse_fsdp_on_cpu, whole_model
+from pcrm.pipelines.heldout import heldout_split
 from pcrm.trainers.reward import RM_METHODS
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -40,7 +42,8 @@ class RewardModelConfig:
     eval_data: str | None = field(
         default=None,
         metadata={
-            "help": "held-out data (default: the --eval-split of --data when it has splits, else a seeded --eval-fraction of it)"
+            "help": "held-out data (default: the --eval-split of --data when it has splits, "
+            "else a seeded --eval-fraction of it)"
         },
     )
     eval_split: str = field(
@@ -53,18 +56,12 @@ class RewardModelConfig:
     eval_fraction: float = field(
         default=0.1,
         metadata={
-            "help": "without --eval-data, for --data without splits (a file): hold out this seeded fraction of it (0: none)"
+            "help": "without --eval-data, for --data without splits (a file): "
+            "hold out this seeded fraction of it (0: none)"
         },
     )
-    data_config: str | None = field(
-        default=None, metadata={"help": "configuration name of a Hub/local dataset repository (load_dataset's name)"}
-    )
-    columns: str | None = field(
-        default=None,
-        metadata={
-            "help": "map column names: chosen=good,rejected=bad,prompt=question (also responses, scores, score_chosen, score_rejected)"
-        },
-    )
+    data_config: str | None = field(default=None, metadata={"help": DATA_CONFIG_HELP})
+    columns: str | None = field(default=None, metadata={"help": COLUMNS_HELP})
     output: str = field(default="runs/rm", metadata={"help": "output directory (a save_pretrained reward model)"})
     max_pairs: int | None = field(default=None, metadata={"help": "train on a seeded random subset of this many pairs"})
     max_length: int = field(
@@ -159,6 +156,11 @@ class RewardModelConfig:
         """The `ConstraintConfig` of this run's prior (None for methods without one)."""
         return self.prior.resolve(self.method, self.seed)
 
+    @property
+    def data_options(self) -> DataOptions:
+        """The training data (`--data`, `--split`, `--data-config`, `--columns`)."""
+        return DataOptions(self.data, self.split, self.data_config, self.columns)
+
 
 # Options that may change on --resume (they do not change what was trained so far).
 RESUME_FREE = (
@@ -190,82 +192,6 @@ def preflight(config: RewardModelConfig) -> dict:
     return split
 
 
-def _one_split(source: str) -> bool:
-    """Data that has no named splits: a file, a glob, a remote file or a saved Dataset."""
-    import glob
-
-    path = Path(source).expanduser()
-    return path.is_file() or (path / "state.json").is_file() or glob.has_magic(source) or "://" in source
-
-
-def heldout_split(config: RewardModelConfig) -> dict:
-    """Where the held-out pairs come from, never silently the training pairs: `--eval-data` (its `--eval-split`), the
-    `--eval-split` of `--data` when it has splits (or is sliced), else a seeded `--eval-fraction` of `--data`, held out
-    of training; or none, said in one line. Returns {"train": the training source (None: --data), "pairs": the
-    held-out Dataset or None, "record": what pcrm_config.json and the console say}."""
-    import numpy as np
-
-    from pcrm.console import print_data_summary
-    from pcrm.data import LoadReport, load_preferences
-
-    report = LoadReport()
-
-    def load(source, split, **kwargs):
-        return load_preferences(
-            source, split=split, config_name=config.data_config, columns=config.columns, report=report, **kwargs
-        )
-
-    if config.eval_data or not _one_split(config.data) or "[" in config.eval_split:
-        source = config.eval_data or config.data
-        if config.eval_data is None and config.eval_split == config.split:
-            raise PcrmError(
-                f"--eval-split {config.eval_split} is the training split of {config.data}: held-out pairs must "
-                "be others (another --eval-split, or --eval-data)"
-            )
-        pairs = load(source, config.eval_split)
-        print_data_summary(report, f"{len(pairs)} pairs held out for evaluation")
-        return {
-            "train": None,
-            "pairs": pairs,
-            "record": {"source": source, "split": config.eval_split, "pairs": len(pairs)},
-        }
-    if config.eval_split != "test":
-        raise PcrmError(
-            f"--eval-split {config.eval_split}: {config.data} has no splits (one file); pass --eval-data, "
-            "a slice such as --eval-split 'train[90%:]', or --eval-fraction"
-        )
-    rows = load(config.data, config.split, expand_ranked=False)
-    held = round(len(rows) * config.eval_fraction)
-    if held < 1 or len(rows) - held < 2:
-        why = (
-            "--eval-fraction 0"
-            if config.eval_fraction == 0
-            else f"too few rows ({len(rows)}) for --eval-fraction {config.eval_fraction}"
-        )
-        print(f"held-out: none ({why}; pass --eval-data for held-out metrics)", flush=True)
-        return {"train": None, "pairs": None, "record": None}
-    order = np.random.default_rng(config.seed).permutation(len(rows))
-    train, pairs = (
-        rows.select(sorted(order[held:])),
-        load_preferences(rows.select(sorted(order[:held])), report=LoadReport()),
-    )
-    print_data_summary(report, f"{held} rows held out for evaluation (seeded {config.eval_fraction:.0%})")
-    record = {
-        "source": config.data,
-        "split": config.split,
-        "fraction": config.eval_fraction,
-        "seed": config.seed,
-        "rows": held,
-        "pairs": len(pairs),
-    }
-    print(
-        f"held-out: {held} of the {len(rows)} rows of {config.data} (--eval-fraction {config.eval_fraction}, seed "
-        f"{config.seed}), not trained on; pass --eval-data for a separate held-out set",
-        flush=True,
-    )
-    return {"train": train, "pairs": pairs, "record": record}
-
-
 def train_reward_model(config: "RewardModelConfig", callbacks: list | None = None) -> dict:
     """Train, save a standard reward-model directory plus `pcrm_config.json`, and evaluate on held-out pairs;
     return what `pcrm_config.json` records (an empty dict on the non-main processes of a distributed run).
@@ -273,79 +199,21 @@ def train_reward_model(config: "RewardModelConfig", callbacks: list | None = Non
     The output folder is handled by `pcrm.outputs.OutputFolder` (lock, INCOMPLETE marker, --overwrite swapped in
     only on success, --resume from the newest complete checkpoint). Under `accelerate launch` the process group this
     call joined is ended cleanly at the end; one the caller set up is left as it was."""
-    import torch.distributed as dist
     from accelerate import PartialState
 
     cpu = not torch.cuda.is_available()
     refuse_fsdp_on_cpu(cpu)
-    owned = not (dist.is_available() and dist.is_initialized())
-    state = PartialState(cpu=cpu)  # under `accelerate launch`, joins the process group
-    try:
+    with caller_process_group_kept():
+        state = PartialState(cpu=cpu)  # under `accelerate launch`, joins the process group
         result = _train(config, callbacks, state)
         state.wait_for_everyone()  # no rank leaves while rank 0 still saves
         return result
-    finally:
-        if owned:
-            end_process_group()
 
 
 train = train_reward_model  # the name callers used before
 
 
-def refuse_fsdp_on_cpu(cpu: bool) -> None:
-    """`accelerate launch` with an FSDP config on the CPU would train with plain DDP: accelerate enables FSDP only
-    for GPU runs (and pcrm trains on the CPU when there is no CUDA GPU). Refuse rather than run another engine."""
-    from accelerate.utils import parse_flag_from_env
-
-    if cpu and parse_flag_from_env("ACCELERATE_USE_FSDP"):
-        raise PcrmError(
-            "FSDP needs CUDA GPUs (accelerate would silently run DDP on the CPU): on the CPU use "
-            "--config_file pcrm/configs/zero2.yaml or zero3.yaml (DeepSpeed) or --multi_gpu (DDP over gloo)"
-        )
-
-
-def whole_model(trainer):
-    """The trained model with all its weights on the main process (None on the others); every rank must call it.
-
-    Under DeepSpeed ZeRO-3 each rank holds a shard of every parameter and the modules carry DeepSpeed's hooks: the
-    weights are gathered (a collective) into a plain copy, and transformers' ZeRO-3 switch is turned off, so that
-    `from_pretrained` on the main process alone (the held-out evaluation's encoder) is not a collective either."""
-    from transformers.integrations import is_deepspeed_zero3_enabled
-
-    if not is_deepspeed_zero3_enabled():
-        return trainer.model if trainer.accelerator.is_main_process else None
-    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
-
-    engine = trainer.model_wrapped  # the DeepSpeed engine once trainer.train() ran
-    gather = getattr(engine, "_zero3_consolidated_16bit_state_dict", None)
-    state_dict = gather() if gather else None  # the training dtype (fp32 here), despite the name
-    unset_hf_deepspeed_config()
-    if not trainer.accelerator.is_main_process:
-        return None
-    sharded = trainer.model
-    if state_dict is None:  # never sharded (nothing was trained in this process)
-        return sharded
-    if hasattr(sharded, "peft_config"):  # LoRA: the same adapters on a fresh backbone
-        from peft import get_peft_model
-
-        backbone = sharded.get_base_model()
-        model = get_peft_model(type(backbone)(backbone.config), sharded.peft_config[sharded.active_adapter])
-    else:
-        model = type(sharded)(sharded.config)
-    model.load_state_dict(state_dict)
-    return model.train(sharded.training)
-
-
-def end_process_group() -> None:
-    """Destroy the torch.distributed process group if one is up (a rank exiting with gloo threads alive may abort)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
 def _train(config: RewardModelConfig, callbacks, state) -> dict:
-    from pcrm.evaluation.reward_models import evaluate_heldout
     from pcrm.outputs import OutputFolder, settings_of
     from pcrm.trainers.reward import build_trainer
 
@@ -359,34 +227,18 @@ def _train(config: RewardModelConfig, callbacks, state) -> dict:
         folder.open()
     try:
         state.wait_for_everyone()
-        calibration = None
-        if config.betas == "auto":
-            from pcrm.calibration import calibrate_betas
-
-            calibration = calibrate_betas(config)
-            if calibration is not None:  # the run (and its record) uses the fitted βs; the caller's config is kept
-                prior = dataclasses.replace(config.prior, beta1=calibration["beta1"], beta3=calibration["beta3"])
-                config = dataclasses.replace(config, prior=prior)
+        config, calibration = _with_fitted_betas(config)
         trainer, tokenizer, facts = build_trainer(config, callbacks, output=work, train_data=split["train"])
         if not config.resume and state.is_main_process:
             (work / "train_log.jsonl").unlink(missing_ok=True)
-        start = time.perf_counter()
-        if config.resume and _finished(folder.checkpoint, config.max_steps):
-            # the run was cut short after its last step (e.g. in the final save): resuming would train one step more
-            from transformers.trainer_callback import TrainerState
-
-            trainer._load_from_checkpoint(str(folder.checkpoint))
-            trainer.state = TrainerState.load_from_json(str(folder.checkpoint / "trainer_state.json"))
-        else:
-            trainer.train(resume_from_checkpoint=str(folder.checkpoint) if config.resume else None)
-        seconds = time.perf_counter() - start
+        seconds = _run_training(trainer, config, folder.checkpoint)
         model = whole_model(trainer)  # every rank: under ZeRO-3 the weights are gathered from all of them
         if not trainer.accelerator.is_main_process:
             return {}
         if config.lora_r:
             model = model.merge_and_unload()
         save_reward_model(model, tokenizer, work, config.max_length, facts["split_special_tokens"])
-        heldout = None if split["pairs"] is None else evaluate_heldout(model, tokenizer, config, split["pairs"])
+        heldout = None if split["pairs"] is None else _heldout_metrics(model, tokenizer, config, split["pairs"])
         result = {
             "method": config.method,
             **_prior_record(config),
@@ -406,6 +258,48 @@ def _train(config: RewardModelConfig, callbacks, state) -> dict:
         raise
     folder.close()
     return result
+
+
+def _with_fitted_betas(config: RewardModelConfig) -> tuple[RewardModelConfig, dict | None]:
+    """`--betas auto`: (the run's config with the fitted β1, β3, the measurement); the caller's config is kept."""
+    if config.betas != "auto":
+        return config, None
+    from pcrm.calibration import calibrate_betas
+
+    calibration = calibrate_betas(config)
+    if calibration is None:  # the method has no β to fit
+        return config, None
+    prior = dataclasses.replace(config.prior, beta1=calibration["beta1"], beta3=calibration["beta3"])
+    return dataclasses.replace(config, prior=prior), calibration
+
+
+def _run_training(trainer, config: RewardModelConfig, checkpoint) -> float:
+    """Train (from `checkpoint` on --resume); return the seconds it took."""
+    start = time.perf_counter()
+    if config.resume and _finished(checkpoint, config.max_steps):
+        # the run was cut short after its last step (e.g. in the final save): resuming would train one step more
+        from transformers.trainer_callback import TrainerState
+
+        trainer._load_from_checkpoint(str(checkpoint))
+        trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    else:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if config.resume else None)
+    return time.perf_counter() - start
+
+
+def _heldout_metrics(model, tokenizer, config: RewardModelConfig, pairs) -> dict:
+    from pcrm.evaluation.reward_models import evaluate_heldout
+
+    return evaluate_heldout(
+        model,
+        tokenizer,
+        pairs,
+        max_length=config.max_length,
+        batch_size=config.eval_batch_size,
+        progress=config.progress,
+        prior=config.prior_config(),
+        seed=config.seed,
+    )
 
 
 def _finished(checkpoint, max_steps: int) -> bool:
@@ -439,7 +333,8 @@ def format_result(result: dict) -> str:
     return (
         f"{trained} | held-out ({h['pairs']} pairs): "
         f"accuracy {h['accuracy']:.3f}, margin mean {h['margin_mean']:.3g} std {h['margin_std']:.3g} "
-        f"p95 {h['margin_p95']:.3g}, above δ (length/cosine) {h['frac_above_delta_length']:.3f}/{h['frac_above_delta_cosine']:.3f}"
+        f"p95 {h['margin_p95']:.3g}, above δ (length/cosine) "
+        f"{h['frac_above_delta_length']:.3f}/{h['frac_above_delta_cosine']:.3f}"
     )
 
 

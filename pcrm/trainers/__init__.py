@@ -1,8 +1,8 @@
-"""Trainers: thin subclasses of TRL's RewardTrainer (reward.py) and DPOTrainer (dpo.py) whose only change is the loss."""
+"""Trainers: thin subclasses of TRL's RewardTrainer (reward.py) and DPOTrainer (dpo.py) that change only the loss."""
 
 
 def common_arguments(config) -> dict:
-    """The TrainingArguments both trainers take from a command config the same way (TRL's config classes add their own)."""
+    """The TrainingArguments both trainers take from a command config alike (TRL's config classes add their own)."""
     return {
         "per_device_train_batch_size": config.batch_size,
         "gradient_accumulation_steps": config.gradient_accumulation,

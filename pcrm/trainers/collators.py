@@ -4,7 +4,7 @@ import torch
 
 
 class DeltaCollator:
-    """Wraps a collator; adds the examples' `delta` (when present) to its batch as a float32 tensor of shape (batch,)."""
+    """Wraps a collator; adds the examples' `delta` (if present) to its batch as a float32 tensor of shape (batch,)."""
 
     def __init__(self, collator):
         self.collator = collator

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from trl import DPOConfig, DPOTrainer
 
-from pcrm.constraints import add_constraints, summarize
+from pcrm.constraints import ConstraintConfig, add_constraints, summarize
 from pcrm.data import fingerprint
 from pcrm.errors import PcrmError
 from pcrm.losses import PAIR_LOSSES, constrained_pair_loss, dpo_margin
@@ -121,21 +121,23 @@ class PcrmDPOTrainer(DPOTrainer):
             self._metrics[mode][name].append(value)
 
 
-def prepare_pairs(dataset, config, tokenizer):
-    """The training pairs (seeded subset, prompts cut from the left) with their `delta`, and a description."""
+def prepare_pairs(
+    dataset,
+    tokenizer,
+    *,
+    max_prompt_length: int,
+    prior: ConstraintConfig | None = None,
+    max_pairs: int | None = None,
+    seed: int = 0,
+):
+    """The training pairs (a seeded subset of `max_pairs`, prompts cut from the left to `max_prompt_length` tokens)
+    with each pair's δ* under `prior` (None: no `delta` column), and a description of them."""
     available = len(dataset)
-    if config.max_pairs is not None and config.max_pairs < available:
-        dataset = dataset.shuffle(seed=config.seed).select(range(config.max_pairs))
-    info = {
-        "source": config.data,
-        "split": config.split,
-        "fingerprint": fingerprint(dataset),
-        "available": available,
-        "pairs": len(dataset),
-    }
-    prompts, info["prompts_cut"] = cut_prompts(list(dataset["prompt"]), tokenizer, config.max_prompt_length)
+    if max_pairs is not None and max_pairs < available:
+        dataset = dataset.shuffle(seed=seed).select(range(max_pairs))
+    info = {"fingerprint": fingerprint(dataset), "available": available, "pairs": len(dataset)}
+    prompts, info["prompts_cut"] = cut_prompts(list(dataset["prompt"]), tokenizer, max_prompt_length)
     dataset = dataset.remove_columns("prompt").add_column("prompt", prompts)
-    prior = config.prior_config()
     if prior is not None:
         dataset = add_constraints(dataset, prior, tokenizer)
         info["constraints"] = summarize(dataset)
@@ -143,6 +145,7 @@ def prepare_pairs(dataset, config, tokenizer):
 
 
 def training_arguments(config, output_dir: Path) -> DPOConfig:
+    """TRL's `DPOConfig` of a `train-dpo` run (`config`: a `pcrm.pipelines.dpo.DPOPolicyConfig`)."""
     try:
         return DPOConfig(
             output_dir=str(output_dir),
@@ -165,6 +168,7 @@ def training_arguments(config, output_dir: Path) -> DPOConfig:
 
 
 def lora_config(config):
+    """peft's LoRA on every linear layer of the policy when `config.lora` (alpha = 2·rank), else None."""
     if not config.lora:
         return None
     from peft import LoraConfig

@@ -16,13 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from datasets import Dataset
 from transformers import TrainerCallback
 from trl import RewardConfig, RewardTrainer
 from trl.trainer.reward_trainer import DataCollatorForPreference
 
 from pcrm import losses
 from pcrm.constraints import METHODS as PRIOR_METHODS
-from pcrm.constraints import add_constraints
+from pcrm.constraints import ConstraintConfig, add_constraints
+from pcrm.data.options import DataOptions
 from pcrm.errors import PcrmError
 from pcrm.packing import PackedPairCollator, attention_tokens, packed_rewards, packing_exact, read_position
 from pcrm.trainers import common_arguments
@@ -76,10 +78,11 @@ class PCRMRewardTrainer(RewardTrainer):
         **kwargs,
     ):
         config = kwargs.get("args", args[1] if len(args) > 1 else None)
-        self.method = method or getattr(config, "method", "bt")
-        self.lower_margin = getattr(config, "lower_margin", 0.0) if lower_margin is None else lower_margin
+        loss = config if isinstance(config, PCRMRewardConfig) else None  # a plain RewardConfig: BT
+        self.method = method or (loss.method if loss else "bt")
+        self.lower_margin = lower_margin if lower_margin is not None else (loss.lower_margin if loss else 0.0)
         self.center_coefficient = (
-            getattr(config, "center_coefficient", 0.0) if center_coefficient is None else center_coefficient
+            center_coefficient if center_coefficient is not None else (loss.center_coefficient if loss else 0.0)
         )
         if kwargs.get("data_collator") is None and kwargs.get("processing_class") is not None:
             pad = kwargs["processing_class"].pad_token_id
@@ -182,108 +185,131 @@ class JsonlLogger(TrainerCallback):
                 f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
 
 
-def prepare_dataset(config, tokenizer, split: str, data: str, max_pairs: int | None = None):
-    """Load pairs, add constraints (when the method has a prior), tokenize; return (dataset, truncated count)."""
-    from datasets import Dataset
-
+def prepare_dataset(
+    tokenizer,
+    data: DataOptions | Dataset,
+    *,
+    max_length: int,
+    prior: ConstraintConfig | None = None,
+    max_pairs: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+):
+    """Load pairs (`data`: where from, or rows already loaded and mapped), keep a seeded subset of `max_pairs`, add
+    each pair's δ* under `prior` (None: no prior), tokenize to `max_length`; return (dataset, truncated count)."""
     from pcrm.console import print_data_summary
     from pcrm.data import LoadReport, load_preferences
     from pcrm.tokenization import tokenize_pairs
 
-    columns = None if isinstance(data, Dataset) else getattr(config, "columns", None)  # a Dataset: already mapped
     report = LoadReport()
-    dataset = load_preferences(
-        data, split=split, config_name=getattr(config, "data_config", None), columns=columns, report=report
-    )
+    dataset = data.load(report=report) if isinstance(data, DataOptions) else load_preferences(data, report=report)
     if max_pairs is not None and max_pairs < len(dataset):
-        dataset = dataset.shuffle(seed=config.seed).select(range(max_pairs))
-    prior = config.prior_config()
+        dataset = dataset.shuffle(seed=seed).select(range(max_pairs))
     if prior is not None:
-        dataset = add_constraints(dataset, prior, tokenizer, show_progress=config.progress)
-    dataset, truncated = tokenize_pairs(dataset, tokenizer, config.max_length)
-    print_data_summary(report, f"{len(dataset)} pairs for training", truncated, config.max_length)
+        dataset = add_constraints(dataset, prior, tokenizer, show_progress=progress)
+    dataset, truncated = tokenize_pairs(dataset, tokenizer, max_length)
+    print_data_summary(report, f"{len(dataset)} pairs for training", truncated, max_length)
     lengths = [max(len(c), len(r)) for c, r in zip(dataset["chosen_ids"], dataset["rejected_ids"])]
     return dataset.add_column("length", lengths), truncated
 
 
-def _reward_config(**kwargs) -> RewardConfig:
-    """`RewardConfig`, its option errors (e.g. an unknown scheduler) as one line."""
-    try:
-        return RewardConfig(**kwargs)
-    except ValueError as err:
-        raise PcrmError(f"invalid training option: {str(err).splitlines()[0]}") from None
-
-
-def build_trainer(config, callbacks: list | None = None, output: Path | None = None, train_data=None):
-    """Everything `train` needs: the trainer (model, data, args) and facts about the data.
-
-    `output`: where checkpoints and the log go (default `config.output`; `pcrm.outputs.OutputFolder` may choose a sibling);
-    `train_data`: the training rows when not all of `config.data` (a Dataset: train-rm holds some out)."""
-    from transformers import set_seed
-
-    from pcrm.data import fingerprint
-    from pcrm.models import load_reward_model, load_tokenizer
-    from pcrm.tokenization import splits_special_tokens
-
-    output = Path(config.output if output is None else output)
-    tokenizer = load_tokenizer(config.model)
-    data = config.data if train_data is None else train_data
-    train_dataset, truncated = prepare_dataset(config, tokenizer, config.split, data, config.max_pairs)
-    set_seed(config.seed)  # the score head is initialised at random: same seed, same model
-    model = load_reward_model(config.model)
-    model.config.pad_token_id = tokenizer.pad_token_id
-    # packed batches where the probe finds the packed forward equal to the padded one (pcrm.packing)
-    packed = config.padding_free and packing_exact(model, tokenizer.pad_token_id)
-    if config.padding_free and not packed:
+def pair_collator(model, pad_token_id: int, padding_free: bool) -> tuple:
+    """(collator, packed): packed batches where the probe finds the packed forward equal to the padded one
+    (`pcrm.packing`), else TRL's padded collator (with a warning when `padding_free` was asked for)."""
+    packed = padding_free and packing_exact(model, pad_token_id)
+    if padding_free and not packed:
         logging.getLogger("pcrm").warning(
             "padding-free batches are not exact for %s: batches are padded (--no-padding-free silences this)",
             type(model).__name__,
         )
     if packed:
-        read, k = read_position(model), attention_tokens(model)
-        collator = PackedPairCollator(tokenizer.pad_token_id, read, attention_tokens=k)
+        collator = PackedPairCollator(pad_token_id, read_position(model), attention_tokens=attention_tokens(model))
     else:
-        collator = DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id)
-    peft_config = None
-    if config.lora_r:
-        from peft import LoraConfig
+        collator = DataCollatorForPreference(pad_token_id=pad_token_id)
+    return collator, packed
 
-        peft_config = LoraConfig(
-            task_type="SEQ_CLS", r=config.lora_r, lora_alpha=2 * config.lora_r, target_modules="all-linear"
+
+def _lora_config(rank: int):
+    """peft's LoRA on every linear layer of a sequence classifier (None for rank 0: full fine-tuning)."""
+    if not rank:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(task_type="SEQ_CLS", r=rank, lora_alpha=2 * rank, target_modules="all-linear")
+
+
+def reward_arguments(config, output_dir: Path) -> RewardConfig:
+    """TRL's `RewardConfig` of a `train-rm` run (checkpoints in `output_dir`); its option errors as one line."""
+    try:
+        return RewardConfig(
+            output_dir=str(output_dir),
+            **common_arguments(config),
+            lr_scheduler_type=config.scheduler,
+            warmup_steps=config.warmup_ratio,
+            weight_decay=config.weight_decay,
+            train_sampling_strategy=config.sampler,
+            max_length=None,  # truncation is ours (left side, counted); TRL would drop long pairs silently
+            save_steps=config.save_steps,
+            save_total_limit=2,
+            data_seed=config.seed,
+            report_to=["tensorboard"],
+            dataloader_drop_last=False,
+            use_cpu=not torch.cuda.is_available(),  # also makes multi-process CPU runs use DDP over gloo
         )
-    args = _reward_config(
-        output_dir=str(output / "checkpoints"),
-        **common_arguments(config),
-        lr_scheduler_type=config.scheduler,
-        warmup_steps=config.warmup_ratio,
-        weight_decay=config.weight_decay,
-        train_sampling_strategy=config.sampler,
-        max_length=None,  # truncation is ours (left side, counted); TRL would drop long pairs silently
-        save_steps=config.save_steps,
-        save_total_limit=2,
-        data_seed=config.seed,
-        report_to=["tensorboard"],
-        dataloader_drop_last=False,
-        use_cpu=not torch.cuda.is_available(),  # also makes multi-process CPU runs use DDP over gloo
+    except ValueError as err:  # e.g. an unknown scheduler
+        raise PcrmError(f"invalid training option: {str(err).splitlines()[0]}") from None
+
+
+def build_trainer(config, callbacks: list | None = None, output: Path | None = None, train_data=None):
+    """Everything `train` needs for a `train-rm` run (`config`: a `pcrm.pipelines.reward.RewardModelConfig`): the
+    trainer (model, data, args), the tokenizer and facts about the data.
+
+    `output`: where checkpoints and the log go (default `config.output`; `pcrm.outputs.OutputFolder` may choose a
+    sibling); `train_data`: the training rows when not all of `config.data` (a Dataset: train-rm holds some out)."""
+    from transformers import set_seed
+
+    from pcrm.models import load_reward_model, load_tokenizer
+
+    output = Path(config.output if output is None else output)
+    tokenizer = load_tokenizer(config.model)
+    train_dataset, truncated = prepare_dataset(
+        tokenizer,
+        config.data_options if train_data is None else train_data,
+        max_length=config.max_length,
+        prior=config.prior_config(),
+        max_pairs=config.max_pairs,
+        seed=config.seed,
+        progress=config.progress,
     )
+    set_seed(config.seed)  # the score head is initialised at random: same seed, same model
+    model = load_reward_model(config.model)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    collator, packed = pair_collator(model, tokenizer.pad_token_id, config.padding_free)
     trainer = PCRMRewardTrainer(
         model=model,
-        args=args,
+        args=reward_arguments(config, output / "checkpoints"),
         train_dataset=train_dataset,
         processing_class=tokenizer,
         data_collator=DeltaCollator(collator),
-        peft_config=peft_config,
+        peft_config=_lora_config(config.lora_r),
         callbacks=[JsonlLogger(output / "train_log.jsonl"), FirstStepWarmup(), *(callbacks or [])],
         method=config.method,
         lower_margin=config.lower_margin if config.method == "lower-margin" else 0.0,
         center_coefficient=config.center_coefficient if config.method == "center" else 0.0,
     )
     set_console(trainer, config.progress, RM_PROGRESS_KEYS)
-    facts = {
-        "train_pairs": len(train_dataset),
+    return trainer, tokenizer, _data_facts(train_dataset, truncated, tokenizer, packed)
+
+
+def _data_facts(dataset, truncated: int, tokenizer, packed: bool) -> dict:
+    """What pcrm_config.json records about the training data and its batches."""
+    from pcrm.data import fingerprint
+    from pcrm.tokenization import splits_special_tokens
+
+    return {
+        "train_pairs": len(dataset),
         "truncated_pairs": truncated,
-        "data_fingerprint": fingerprint(train_dataset),
+        "data_fingerprint": fingerprint(dataset),
         "padding_free": packed,
-        "split_special_tokens": splits_special_tokens(tokenizer, train_dataset["chosen"][:1]),
+        "split_special_tokens": splits_special_tokens(tokenizer, dataset["chosen"][:1]),
     }
-    return trainer, tokenizer, facts

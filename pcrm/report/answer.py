@@ -8,6 +8,7 @@ credit difference (same pairs, prompts resampled) whose 95% CI excludes 0. Other
 import numpy as np
 
 from pcrm.evaluation.metrics import estimate, format_estimate, pair_credit
+from pcrm.report.sections import Section
 
 NO_BETTER = "no model is better"
 
@@ -29,8 +30,6 @@ HEADLINE_METRICS = (
 def answer_section(summary: dict, arrays: dict | None = None, n_boot: int = 1000, seed: int = 0):
     """One row per (dataset, headline metric): the better model or "no model is better", the leader's estimate, and
     the evidence. `arrays` ({(model, data): per-pair arrays of pcrm evaluate}) enables the paired test."""
-    from pcrm.report import Section
-
     rows = []
     for data in dict.fromkeys(r["data"] for r in summary["results"]):
         results = [r for r in summary["results"] if r["data"] == data]

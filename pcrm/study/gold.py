@@ -16,12 +16,12 @@ from pathlib import Path
 from pcrm.errors import PcrmError
 
 GOLD_NAME = "gold-smollm2"
-GOLD_DIR = Path(__file__).resolve().parent / "data" / GOLD_NAME
+GOLD_DIR = Path(__file__).resolve().parents[1] / "data" / GOLD_NAME
 
 
 @dataclass
 class GoldRecipe:
-    """How the shipped gold RM was trained (`python -m pcrm.gold OUTPUT` re-creates it)."""
+    """How the shipped gold RM was trained (`python -m pcrm.study.gold OUTPUT` re-creates it)."""
 
     backbone: str = "smollm2"
     data: str = "hh-rlhf-harmless"
@@ -43,12 +43,12 @@ def train_gold(output: str | Path, recipe: GoldRecipe = GOLD_RECIPE, progress: b
     import torch
     from safetensors.torch import load_file, save_file
 
-    from pcrm.pipelines.reward import RewardModelConfig as Config
+    from pcrm.pipelines.reward import RewardModelConfig
     from pcrm.trainers.reward import build_trainer
 
     output = Path(output)
     work = output.with_name(output.name + ".work")
-    config = Config(
+    config = RewardModelConfig(
         method="bt",
         model=recipe.backbone,
         data=recipe.data,
@@ -86,12 +86,28 @@ def load_gold(path: str | Path = GOLD_DIR, device: str = "cpu"):
 
     path = Path(path)
     if not (path / "adapter_config.json").is_file():
-        raise PcrmError(f"{path}: no gold adapter here (train one with `python -m pcrm.gold {path}`)")
+        raise PcrmError(f"{path}: no gold adapter here (train one with `python -m pcrm.study.gold {path}`)")
     backbone = resolve_model(GOLD_RECIPE.backbone)
     tokenizer = load_tokenizer(backbone)
     model = load_reward_model(backbone)
     model.config.pad_token_id = tokenizer.pad_token_id
     model = PeftModel.from_pretrained(model, path).merge_and_unload().to(torch.float32)
+    return model.to(device).eval(), tokenizer
+
+
+def load_gold_model(name: str, device: str = "cpu"):
+    """(model, tokenizer) of `--gold`: "gold-smollm2" (the shipped gold RM), a gold adapter directory, or any
+    reward-model directory."""
+    from pcrm.models import load_reward_model, load_tokenizer
+
+    if name == GOLD_NAME:
+        return load_gold(GOLD_DIR, device)
+    if (Path(name) / "adapter_config.json").is_file():
+        return load_gold(name, device)
+    tokenizer = load_tokenizer(name)
+    model = load_reward_model(name)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
     return model.to(device).eval(), tokenizer
 
 

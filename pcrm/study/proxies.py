@@ -1,0 +1,115 @@
+"""The proxies and scores stages: a proxy reward model per (method, seed) trained on the gold labels
+(proxies/METHOD-seedK/), and each proxy's scores of the pool and of the held-out pairs (scores/METHOD-seedK.npz)."""
+
+from pathlib import Path
+
+import numpy as np
+
+from pcrm.io import write_npz
+from pcrm.study.pool import read_pool
+
+ENSEMBLE = "bt-ensemble"
+
+
+def proxy_dirs(config, out: Path) -> dict[str, Path]:
+    """label ("METHOD-seedK") -> directory of every trained proxy."""
+    return {
+        f"{method}-seed{seed}": out / "proxies" / f"{method}-seed{seed}"
+        for method in config.methods
+        for seed in config.seeds
+    }
+
+
+def method_of(label: str) -> str:
+    return label if label == ENSEMBLE else label.rsplit("-seed", 1)[0]
+
+
+def train_proxy(config, out: Path, method: str, seed: int, directory: Path) -> dict:
+    """`pcrm train-rm` of one proxy on labels/train.jsonl, evaluated on the gold order of labels/test.jsonl."""
+    from pcrm.constraints import PriorOptions
+    from pcrm.pipelines.reward import RewardModelConfig, format_result, train_reward_model
+
+    labels = out / "labels"
+    rm_config = RewardModelConfig(
+        method=method,
+        model=config.proxy_model,
+        data=str(labels / "train.jsonl"),
+        split="train",
+        eval_data=str(labels / "test.jsonl"),
+        eval_split="test",
+        output=str(directory),
+        seed=seed,
+        max_length=config.max_length,
+        learning_rate=config.learning_rate,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        eval_batch_size=config.score_batch_size,
+        save_steps=10**9,
+        overwrite=directory.exists(),
+        progress=config.progress,
+        betas=config.betas,
+        prior=PriorOptions(encoder=config.encoder),
+    )
+    result = train_reward_model(rm_config)
+    print(format_result(result), flush=True)
+    return result
+
+
+def stage_proxies(config, out: Path) -> list[str]:
+    """Train every (method, seed) proxy that is not trained yet; returns the labels trained now."""
+    trained = []
+    for label, directory in proxy_dirs(config, out).items():
+        if (directory / "pcrm_config.json").is_file():
+            continue
+        method, seed = label.rsplit("-seed", 1)
+        print(f"== proxies: training {label}", flush=True)
+        train_proxy(config, out, method, int(seed), directory)
+        trained.append(label)
+    return trained
+
+
+def score_proxy(config, out: Path, directory: Path) -> dict:
+    """A proxy's scores of the pool [prompts, samples] and of the held-out pairs (human orientation)."""
+    from pcrm.data import load_preferences
+    from pcrm.models import default_device
+    from pcrm.scoring import RewardScorer
+
+    prompts, responses, _ = read_pool(out / "pool" / "pool.jsonl")
+    test = load_preferences(str(out / "labels" / "test-human.jsonl"))
+    test = {k: list(test[k]) for k in ("prompt", "chosen", "rejected")}
+    scorer = RewardScorer.load(directory, config.max_length, default_device(config.device), config.score_batch_size)
+    texts_p = [p for p, row in zip(prompts, responses) for _ in row] + test["prompt"] * 2
+    texts_r = [r for row in responses for r in row] + test["chosen"] + test["rejected"]
+    scores = scorer.responses(texts_p, texts_r, config.progress)
+    k, m = len(prompts) * len(responses[0]), len(test["prompt"])
+    return {
+        "pool": scores[:k].reshape(len(prompts), -1),
+        "test_chosen": scores[k : k + m],
+        "test_rejected": scores[k + m :],
+    }
+
+
+def stage_scores(config, out: Path) -> list[str]:
+    """Every proxy scores the pool and the held-out pairs once (scores/LABEL.npz); returns the labels scored now."""
+    done = []
+    for label, directory in proxy_dirs(config, out).items():
+        path = out / "scores" / f"{label}.npz"
+        if path.is_file():
+            continue
+        print(f"== best-of-N: {label} scores the pool", flush=True)
+        write_npz(path, score_proxy(config, out, directory))
+        done.append(label)
+    return done
+
+
+def load_scores(config, out: Path) -> dict[str, dict]:
+    """label -> scores of every proxy, plus the BT ensemble (mean of the BT seeds' scores) when there are ≥ 2 BT
+    seeds."""
+    scores = {}
+    for label in proxy_dirs(config, out):
+        with np.load(out / "scores" / f"{label}.npz") as arrays:
+            scores[label] = {k: arrays[k] for k in arrays.files}
+    bt = [label for label in scores if label.rsplit("-seed", 1)[0] == "bt"]
+    if len(bt) >= 2:
+        scores[ENSEMBLE] = {key: np.mean([scores[label][key] for label in bt], axis=0) for key in scores[bt[0]]}
+    return scores
