@@ -8,6 +8,8 @@ import dataclasses
 import json
 import math
 import os
+import types
+import typing
 from pathlib import Path
 
 from pcrm.errors import PcrmError
@@ -19,8 +21,36 @@ def option_name(name: str, prefix: str = "--") -> str:
     return prefix + name.replace("_", "-")
 
 
+def check_types(config, option_prefix: str = "--") -> None:
+    """Every option of `config` of its declared type (a library caller's "4" for an int, "false" for a bool, one
+    string for a list): refused with one line. An int passes for a float, a path for a str."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value, hint = getattr(config, f.name), hints.get(f.name, typing.Any)
+        if not dataclasses.is_dataclass(value) and not _is_a(value, hint):
+            name = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+            raise PcrmError(f"{option_name(f.name, option_prefix)} must be {name}, got {value!r}")
+
+
+def _is_a(value, hint) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_a(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple)) and all(_is_a(v, args[0]) for v in value if args)
+    if hint in (int, float):  # bool is an int to Python, not to a user
+        return isinstance(value, int if hint is int else (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, (str, os.PathLike))
+    return not isinstance(hint, type) or isinstance(value, hint)
+
+
 def check_numbers(config, option_prefix: str = "--") -> None:
-    """Every float option (nested dataclasses included) finite; every `seed` >= 0."""
+    """Every option of its type (`check_types`); every float option (nested dataclasses included) finite; every
+    `seed` >= 0."""
+    check_types(config, option_prefix)
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if dataclasses.is_dataclass(value):

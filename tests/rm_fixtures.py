@@ -53,15 +53,26 @@ def tiny_reward_model(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def slow(reason: str):
-    """Marks a test that runs only in CI (`CI=true`, as `.ci/run` there) or with `PCRM_SLOW=1`: the default suite
-    stays under 5 minutes on 2 CPU cores."""
+def slow_marks(reason: str) -> list:
+    """The marks of a test (or a `pytest.param`) that runs only in CI (`CI=true`, as `.ci/run` there) or with
+    `PCRM_SLOW=1`: the default suite stays under 5 minutes on 2 CPU cores."""
     import os
 
     import pytest
 
     on = bool(os.environ.get("CI") or os.environ.get("PCRM_SLOW"))
-    return lambda test: pytest.mark.slow(pytest.mark.skipif(not on, reason=f"{reason}: CI or PCRM_SLOW=1")(test))
+    return [pytest.mark.slow, pytest.mark.skipif(not on, reason=f"{reason}: CI or PCRM_SLOW=1")]
+
+
+def slow(reason: str):
+    """Decorator form of `slow_marks`."""
+
+    def mark(test):
+        for each in slow_marks(reason):
+            test = each(test)
+        return test
+
+    return mark
 
 
 def free_port() -> int:

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.rm_fixtures import slow
 import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -109,6 +111,7 @@ def test_constraints(bench, tiny_rm_dir, pairs_file, tmp_path):
     assert {"cosine_fresh_vs_raw_encoder", "cosine_cached_seconds", "length_tokens_pairs_per_s"} <= set(figures)
 
 
+@slow("replays padded and packed batches under the memory tracker (about 15 s)")
 def test_memory(bench, tiny_rm_dir, pairs_file, tmp_path):
     saved = run(bench("memory"), tiny_rm_dir, pairs_file, tmp_path, "--method", "length")
     rows = {row["variant"]: row for row in saved["table"]}
@@ -116,6 +119,7 @@ def test_memory(bench, tiny_rm_dir, pairs_file, tmp_path):
     assert all(row["same_batches"] for row in rows.values())
 
 
+@slow("trains at several sizes (about 6 s)")
 def test_scaling(bench, tiny_rm_dir, pairs_file, tmp_path):
     saved = run(
         bench("scaling"), tiny_rm_dir, pairs_file, tmp_path, "--method", "length", "--pairs", "2", "--factors", "1", "2"

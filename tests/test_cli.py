@@ -101,6 +101,16 @@ def test_readme_main_command_runs(tmp_path):
     args = shlex.split(command)
     args[0] = str(REPO / args[0])
     proc = subprocess.run(
-        [*args, "--output", str(tmp_path / "main")], cwd=REPO, capture_output=True, text=True, timeout=1800
+        [*args, "--no-progress", "--output", str(tmp_path / "main")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    console = (proc.stdout + proc.stderr).splitlines()
+    print("\n".join(console))  # shown with -s
+    assert len(console) <= 40, "\n".join(console)  # issue 20: a run a person can read
+    assert any(line.startswith("data: ") for line in console), "no data summary"
+    assert any(line.startswith("method ") and "accuracy" in line for line in console), "no final table"
+    assert any(line.startswith("finished in ") for line in console), "no closing summary"

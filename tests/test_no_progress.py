@@ -5,7 +5,7 @@ stderr, so the console is captured at the file descriptors."""
 import pytest
 
 from pcrm.cli import COMMANDS, main
-from tests.rm_fixtures import slow, write_jsonl
+from tests.rm_fixtures import slow, slow_marks, write_jsonl
 from tests.test_align import _args as align_args
 from tests.test_align import tiny  # noqa: F401  (the fixture: tiny policy, proxy and judge, prompts)
 from tests.test_dpo import FAST as DPO_FAST
@@ -13,9 +13,9 @@ from tests.test_dpo import FAST as DPO_FAST
 # What a tqdm-style bar leaves on a console: its redraws, rates, bar and percentage, and the labels of the bars
 # of transformers ("Loading weights"), datasets ("Map:"), sentence-transformers ("Batches") and TRL.
 BAR_MARKS = ("\r", "it/s", "s/it", "|█", "%|", "Loading weights", "Map:", "Batches", "Computing reference log probs")
-CONSOLES = pytest.mark.parametrize(
-    "flags", [["--no-progress"], ["--no-progress", "--verbose"]], ids=["plain", "verbose"]
-)
+# --verbose lets the libraries' bars through, so it is the stricter console; the plain one runs in CI (slow flag)
+PLAIN = pytest.param(["--no-progress"], id="plain", marks=slow_marks("the same commands again without --verbose"))
+CONSOLES = pytest.mark.parametrize("flags", [PLAIN, ["--no-progress", "--verbose"]], ids=["plain", "verbose"])
 ALIGN_CASES = [f"align-{method}" for method in ("bon", "ppo", "rloo", "grpo")]
 FAST_CASES = [c for c in COMMANDS if c not in ("align", "overoptimization")] + ALIGN_CASES
 
@@ -84,6 +84,7 @@ def test_no_progress_in_the_overoptimization_study(flags, tmp_path, capfd):
     _assert_no_bar([["overoptimization", "--quick", "--output", str(tmp_path / "study")]], flags, capfd)
 
 
+@slow("validates 50,000 rows (about 9 s)")
 def test_no_progress_holds_for_large_data(tmp_path, capfd):
     """From 50,000 rows the loader shows datasets' validation bars, unless --no-progress."""
     rows = [{"prompt": f"q{i}", "chosen": "a" * (i % 7 + 1), "rejected": "b" * (i % 5 + 1)} for i in range(50_000)]

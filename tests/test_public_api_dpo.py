@@ -60,7 +60,7 @@ def test_dpo_and_evaluation_names_import():
 
     assert {"DPOPolicyConfig", "train_dpo_policy", "evaluate_reward_models"} <= set(pcrm.__all__)
     assert train_dpo.Config is DPOPolicyConfig and train_dpo.train_dpo_policy is train_dpo_policy
-    assert evaluate.Config is RewardModelEvaluationConfig and evaluate.evaluate is evaluate_reward_models
+    assert evaluate.Config is RewardModelEvaluationConfig and evaluate.evaluate_reward_models is evaluate_reward_models
     assert PcrmDPOTrainer.__name__ == "PcrmDPOTrainer"
 
 

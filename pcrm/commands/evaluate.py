@@ -20,20 +20,7 @@ Config = RewardModelEvaluationConfig
 
 
 def run(config: Config) -> dict:
-    from dataclasses import asdict
-
-    from pcrm.io import versions
-    from pcrm.outputs import OutputFolder
-    from pcrm.preflight import check_device, check_model
-
-    check_device(config.device)
-    for name in config.model:
-        check_model(name, "reward", config.max_length)
-    folder = OutputFolder(config.output, "evaluate", overwrite=config.overwrite)
-    folder.plan()  # every check before the first write
-    with folder:
-        summary = evaluate_reward_models(config, folder.work)
-        folder.commit({"kind": "evaluate", "config": asdict(config), "versions": versions()})
+    summary = evaluate_reward_models(config)
     print(format_table(summary))
     if benchmark := format_rewardbench(summary):  # per-subset and section results of RewardBench-format data
         print(f"\n{benchmark}\n")

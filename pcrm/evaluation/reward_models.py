@@ -223,9 +223,31 @@ def evaluation_arrays(path: str, data: EvalData, scorer, priors: dict, config) -
     return arrays
 
 
-def evaluate_reward_models(config: RewardModelEvaluationConfig, output: str | Path | None = None) -> dict:
-    """Evaluate every model on every dataset (`pcrm evaluate`); write `output/metrics.json` and `output/scores/*.npz`
-    (`output`: where `pcrm.outputs.OutputFolder` has the run write, default `config.output`); return the summary."""
+def evaluate_reward_models(config: RewardModelEvaluationConfig) -> dict:
+    """`pcrm evaluate` as a library call: every model on every dataset, into `config.output` (metrics.json,
+    scores/*.npz) under `pcrm.outputs.OutputFolder` (lock; refuses a folder it did not write unless --overwrite;
+    nothing half-written); returns the summary. Every check runs before the first write."""
+    from dataclasses import asdict
+
+    from pcrm.console import progress_bars
+    from pcrm.io import versions
+    from pcrm.outputs import OutputFolder
+    from pcrm.preflight import check_device, check_model
+
+    check_device(config.device)
+    for name in config.model:
+        check_model(name, "reward", config.max_length)
+    folder = OutputFolder(config.output, "evaluate", overwrite=config.overwrite)
+    folder.plan()
+    with progress_bars(config.progress), folder:
+        summary = evaluate_into(config, folder.work)
+        folder.commit({"kind": "evaluate", "config": asdict(config), "versions": versions()})
+    return summary
+
+
+def evaluate_into(config: RewardModelEvaluationConfig, output: str | Path | None = None) -> dict:
+    """The evaluation itself, written into `output` (default `config.output`) with no folder guard: for a caller that
+    holds the folder already (`pcrm reproduce` writes its evaluation inside its own output)."""
     from pcrm.scoring import LazyRewardScorer
 
     paths = [check_reward_model(m) for m in config.model]  # fail on a bad model before any scoring
@@ -273,7 +295,7 @@ def evaluate_reward_models(config: RewardModelEvaluationConfig, output: str | Pa
     return summary
 
 
-evaluate = evaluate_reward_models  # the name callers used before
+evaluate = evaluate_into  # the name callers used before
 
 
 def _rewardbench(data: EvalData, arrays: dict) -> dict:

@@ -129,6 +129,13 @@ class OutputFolder:
         if self.work is None:
             self.plan()
         self._lock = take_lock(self.path)
+        try:
+            return self._open_locked()
+        except BaseException:  # __exit__ does not run when __enter__ raises: clean up and free the lock here
+            self.close(failed=True)
+            raise
+
+    def _open_locked(self) -> "OutputFolder":
         self.plan()  # again, under the lock: another run may have finished meanwhile
         self._recover_swap()
         if self.work == self.new and (self._copy or not self.resume) and (self.new.exists() or self.new.is_symlink()):

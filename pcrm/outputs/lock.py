@@ -10,6 +10,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -49,7 +50,7 @@ def check_free(output: Path) -> None:
     """Refuse with one line when another run holds the lock of `output` or its lock file is a link; writes nothing."""
     path = lock_path(output)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO planted there must not block
     except FileNotFoundError:
         return
     except PermissionError:
@@ -58,6 +59,9 @@ def check_free(output: Path) -> None:
         if err.errno == errno.ELOOP:
             raise PcrmError(_link_message(path, output)) from None
         raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise PcrmError(f"--output {output}: its lock file {path} is not a regular file (remove it, then run again)")
     with os.fdopen(fd, "rb") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)  # shared: two runs checking at once do not refuse each other
@@ -83,7 +87,7 @@ def _write_pid(fd: int) -> None:
 
 def _busy_message(path: Path, output: Path) -> str:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         with os.fdopen(fd) as f:
             pid = f.read().split()[0]
     except (OSError, IndexError):

@@ -81,8 +81,6 @@ class DPOPolicyConfig:
         if self.method not in ("dpo", *METHODS):
             raise PcrmError(f"--method must be one of dpo, {', '.join(METHODS)}, got {self.method!r}")
         self.prior_config()  # validates the prior's options
-        if self.max_prompt_length is None:
-            self.max_prompt_length = self.max_length // 2
         checks = (
             (self.loss in PAIR_LOSSES, f"--loss must be one of {', '.join(PAIR_LOSSES)}, got {self.loss!r}"),
             (math.isfinite(self.beta) and self.beta > 0, f"--beta must be a finite number > 0, got {self.beta}"),
@@ -102,8 +100,8 @@ class DPOPolicyConfig:
             ),
             (self.max_length >= 4, f"--max-length must be >= 4, got {self.max_length}"),
             (
-                0 < self.max_prompt_length < self.max_length,
-                f"--max-prompt-length must be in [1, --max-length), got {self.max_prompt_length}",
+                0 < self.prompt_length < self.max_length,
+                f"--max-prompt-length must be in [1, --max-length), got {self.prompt_length}",
             ),
             (self.max_pairs is None or self.max_pairs >= 1, f"--max-pairs must be >= 1, got {self.max_pairs}"),
             (
@@ -119,6 +117,11 @@ class DPOPolicyConfig:
     def prior_config(self):
         """The `ConstraintConfig` of this run's prior, βs defaulting to the DPO scale (None for --method dpo)."""
         return self.prior.resolve(self.method, self.seed, DPO_BETAS)
+
+    @property
+    def prompt_length(self) -> int:
+        """--max-prompt-length, or half of --max-length when unset (derived: `dataclasses.replace` keeps it right)."""
+        return self.max_prompt_length if self.max_prompt_length is not None else self.max_length // 2
 
     @property
     def data_options(self) -> DataOptions:
@@ -200,13 +203,13 @@ def _training_pairs(config: DPOPolicyConfig, dataset, tokenizer, report) -> tupl
     dataset, prepared = prepare_pairs(
         dataset,
         tokenizer,
-        max_prompt_length=config.max_prompt_length,
+        max_prompt_length=config.prompt_length,
         prior=config.prior_config(),
         max_pairs=config.max_pairs,
         seed=config.seed,
     )
     info = {"source": config.data, "split": config.split, **prepared}
-    cut = f", {info['prompts_cut']} prompt(s) cut to {config.max_prompt_length} tokens" if info["prompts_cut"] else ""
+    cut = f", {info['prompts_cut']} prompt(s) cut to {config.prompt_length} tokens" if info["prompts_cut"] else ""
     subset = f" (a seeded subset of {info['available']})" if info["pairs"] < info["available"] else ""
     print_data_summary(report, f"{info['pairs']} pairs for training{subset}{cut}")
     return dataset, info

@@ -52,7 +52,7 @@ def render_prompt(prompt: str, tokenizer, max_tokens: int) -> list[int]:
     and a single turn that is still too long keeps the last `max_tokens` ids. Special-token strings in the data stay
     text (`pcrm.tokenization.escape_special_tokens`): only the template's markers are special tokens."""
     if not getattr(tokenizer, "chat_template", None):  # a base model continues the HH text itself
-        return tokenizer(prompt, add_special_tokens=False)["input_ids"][-max_tokens:]
+        return tokenizer(prompt, add_special_tokens=False, split_special_tokens=True)["input_ids"][-max_tokens:]
     messages = [{**m, "content": escape_special_tokens(m["content"], tokenizer)} for m in hh_messages(prompt)]
     while True:
         ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
@@ -76,18 +76,27 @@ def _resume(path: Path, recipe: PoolRecipe, prompts: list[str], batches) -> set[
     if not path.exists():
         recipe_file.write_text(json.dumps(made, indent=2) + "\n", encoding="utf-8")
         return set()
-    if not recipe_file.exists() or json.loads(recipe_file.read_text(encoding="utf-8")) != made:
-        raise PcrmError(f"{path}: exists with another recipe than {recipe_file.name} says; remove it or match it")
+    try:
+        saved = json.loads(recipe_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PcrmError(f"{path}: exists without its {recipe_file.name}; remove it to sample anew") from None
+    except ValueError:
+        raise PcrmError(f"{recipe_file}: unreadable (not JSON); remove it and {path.name} to sample anew") from None
+    if saved != made:
+        raise PcrmError(
+            f"{path}: sampled with another recipe than this one ({recipe_file.name}); remove it or match it"
+        )
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     rows = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in lines:
         try:
             row = json.loads(line)
-            rows[row["prompt_index"], row["sample"]] = line
+            rows.setdefault((row["prompt_index"], row["sample"]), line)
         except (ValueError, KeyError, TypeError):
             continue  # the torn last line of a killed run
     complete = [job for batch in batches if all(job in rows for job in batch) for job in batch]
-    if len(complete) != len(rows):
-        path.write_text("".join(rows[job] + "\n" for job in complete), encoding="utf-8")
+    if len(complete) != len(lines) or not path.read_text(encoding="utf-8").endswith("\n"):
+        path.write_text("".join(rows[job] + "\n" for job in complete), encoding="utf-8")  # torn or repeated rows
     return set(complete)
 
 
@@ -140,6 +149,10 @@ def sample_pool(
 
 
 def read_samples(path: str | Path) -> list[dict]:
-    """The rows of a sampled pool file, in (prompt_index, sample) order."""
+    """The rows of a sampled pool file, in (prompt_index, sample) order; a row twice is refused."""
     rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    return sorted(rows, key=lambda row: (row["prompt_index"], row["sample"]))
+    rows.sort(key=lambda row: (row["prompt_index"], row["sample"]))
+    jobs = [(row["prompt_index"], row["sample"]) for row in rows]
+    if len(set(jobs)) != len(jobs):
+        raise PcrmError(f"{path}: a (prompt, sample) appears twice (two runs wrote it at once?); sample it anew")
+    return rows
