@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pcrm.data.options import COLUMNS_HELP, DATA_CONFIG_HELP
 from pcrm.errors import require
 from pcrm.io import atomic_write_text, versions, write_json
 
@@ -42,16 +43,8 @@ class Config:
     eval_split: str = field(
         default="test", metadata={"help": "held-out split: best-of-N prompts and the RL probe prompts"}
     )
-    data_config: str | None = field(
-        default=None, metadata={"help": "configuration name of a Hub/local dataset repository (load_dataset's name)"}
-    )
-    columns: str | None = field(
-        default=None,
-        metadata={
-            "help": "map column names: chosen=good,rejected=bad,prompt=question "
-            "(also responses, scores, score_chosen, score_rejected)"
-        },
-    )
+    data_config: str | None = field(default=None, metadata={"help": DATA_CONFIG_HELP})
+    columns: str | None = field(default=None, metadata={"help": COLUMNS_HELP})
     prompts: int = field(default=32, metadata={"help": "held-out prompts (best-of-N; the fixed probe set of RL)"})
     n: list[int] = field(
         default_factory=lambda: [1, 2, 4, 8, 16], metadata={"help": "best-of-N: N (repeat; default 1 2 4 8 16)"}

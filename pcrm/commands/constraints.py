@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from pcrm.constraints import ConstraintConfig, summarize, timed_constraints
+from pcrm.data.options import COLUMNS_HELP, DATA_CONFIG_HELP
 from pcrm.errors import PcrmError
 from pcrm.io import write_json
 
@@ -16,16 +17,8 @@ class Config(ConstraintConfig):
 
     data: str = field(default="hh-rlhf-harmless", metadata={"help": "bundled dataset name or file/directory"})
     split: str = field(default="train", metadata={"help": "split of the dataset"})
-    data_config: str | None = field(
-        default=None, metadata={"help": "configuration name of a Hub/local dataset repository (load_dataset's name)"}
-    )
-    columns: str | None = field(
-        default=None,
-        metadata={
-            "help": "map column names: chosen=good,rejected=bad,prompt=question "
-            "(also responses, scores, score_chosen, score_rejected)"
-        },
-    )
+    data_config: str | None = field(default=None, metadata={"help": DATA_CONFIG_HELP})
+    columns: str | None = field(default=None, metadata={"help": COLUMNS_HELP})
     model: str = field(default="minilm", metadata={"help": "tokenizer used to count tokens for --unit tokens"})
     output: str = field(default="runs/constraints", metadata={"help": "directory for summary.json and histogram.png"})
     suggest_from: str | None = field(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pcrm.data.options import COLUMNS_HELP, DATA_CONFIG_HELP
 from pcrm.errors import PcrmError
 from pcrm.io import write_json
 from pcrm.trainers.reward import RM_METHODS
@@ -44,16 +45,8 @@ class Config:
     seeds: list[int] = field(default_factory=list, metadata={"help": "seeds, repeatable (default: 0 1 2; --quick: 0)"})
     model: str = field(default="minilm", metadata={"help": "reward-model backbone"})
     data: str = field(default="hh-rlhf-harmless", metadata={"help": "dataset with train and test splits"})
-    data_config: str | None = field(
-        default=None, metadata={"help": "configuration name of a Hub/local dataset repository (load_dataset's name)"}
-    )
-    columns: str | None = field(
-        default=None,
-        metadata={
-            "help": "map column names: chosen=good,rejected=bad,prompt=question "
-            "(also responses, scores, score_chosen, score_rejected)"
-        },
-    )
+    data_config: str | None = field(default=None, metadata={"help": DATA_CONFIG_HELP})
+    columns: str | None = field(default=None, metadata={"help": COLUMNS_HELP})
     max_length: int = field(default=128, metadata={"help": "tokens per sequence"})
     learning_rate: float = field(default=1e-4, metadata={"help": "peak learning rate"})
     epochs: float = field(default=1.0, metadata={"help": "training epochs"})
@@ -78,8 +71,8 @@ class Config:
 def train_all(config: Config) -> list[Path]:
     """Train one reward model per (method, seed), reusing (or resuming) one trained with the same settings; one
     trained with other settings (say another --learning-rate) is trained again."""
-    from pcrm.pipelines import reward as train_rm
     from pcrm.outputs import MARKER, last_complete_checkpoint, read_record, settings_of
+    from pcrm.pipelines import reward as train_rm
 
     trainer_fields = {f.name for f in fields(train_rm.Config)} - {"output"}
     shared = {f.name: getattr(config, f.name) for f in fields(Config) if f.name in trainer_fields}
