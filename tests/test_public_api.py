@@ -192,3 +192,26 @@ def test_readme_pipeline_example_runs(tmp_path, monkeypatch):
     assert record["method"] == "length" and record["steps"] == 4 and 0 <= record["heldout"]["accuracy"] <= 1
     metrics = json.loads((tmp_path / "runs" / "api-evaluate" / "metrics.json").read_text())
     assert metrics == namespace["summary"] or metrics["models"] == namespace["summary"]["models"]
+
+
+def test_plots_leave_the_process_matplotlib_alone(tmp_path):
+    """pcrm draws without pyplot: importing and plotting changes neither the backend nor the global rcParams (a
+    notebook's own plots stay as they are); the PNG is still written."""
+    import subprocess
+    import sys
+
+    code = """
+import matplotlib
+matplotlib.use("svg")  # a user's backend
+before = (matplotlib.get_backend(), dict(matplotlib.rcParams))
+from pcrm.plots import new_figure, save_figure
+fig, axes = new_figure(2)
+axes[0].plot([0, 1e-4], [0, 2e-4])
+save_figure(fig, sys.argv[1])
+assert (matplotlib.get_backend(), dict(matplotlib.rcParams)) == before
+assert list(axes[0].xaxis.get_major_formatter()._powerlimits) == [-3, 4]  # pcrm's style, on its own axes only
+"""
+    png = tmp_path / "figure.png"
+    proc = subprocess.run([sys.executable, "-c", "import sys\n" + code, str(png)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
