@@ -34,5 +34,5 @@ Layout of a study folder (`pcrm overoptimization --output`):
     bestofn.json, fit.json   curves and fitted α, β per proxy and per method
     report.html, report.md, summary.json, *.png
 
-The stage functions take the command's `Config` (`pcrm.commands.overoptimization.Config`).
+The stage functions take a `pcrm.study.config.StudyConfig` (the options of `pcrm overoptimization`).
 """
