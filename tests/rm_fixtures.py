@@ -53,6 +53,22 @@ def tiny_reward_model(path: Path, seed: int = 0) -> Path:
     return path
 
 
+SIZES = {
+    "small": dict(hidden_size=32, num_hidden_layers=2, intermediate_size=64),
+    "micro": dict(hidden_size=16, num_hidden_layers=1, intermediate_size=32),
+}
+
+
+def tiny_llama_config(tokenizer, size: str = "small", **overrides):
+    """The suite's tiny random Llama for `tokenizer` (its vocabulary, pad and EOS ids): "small" is 32 wide × 2 layers,
+    "micro" 16 × 1; two attention heads; `overrides` for the rest (num_key_value_heads=1, num_labels=1, ...)."""
+    from transformers import LlamaConfig
+
+    settings = dict(vocab_size=len(tokenizer), num_attention_heads=2, num_key_value_heads=2, **SIZES[size])
+    settings |= dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    return LlamaConfig(**settings | overrides)
+
+
 def slow_marks(reason: str) -> list:
     """The marks of a test (or a `pytest.param`) that runs only in CI (`CI=true`, as `.ci/run` there) or with
     `PCRM_SLOW=1`: the default suite stays under 5 minutes on 2 CPU cores."""

@@ -11,28 +11,20 @@ from pcrm.alignment.bon import bon_rows, kl_best_of_n, select_best
 from pcrm.alignment.ppo import explained_variance, gae, policy_loss, value_loss
 from pcrm.alignment.rollout import RewardShaper, pack
 from pcrm.cli import main
+from tests.rm_fixtures import tiny_llama_config
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, tiny_tokenizer_dir, tiny_rm_dir):
     """A tiny random Llama policy, the tiny BERT RM (proxy) and a second one (judge), and a prompts file."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaForCausalLM
 
     from tests.rm_fixtures import tiny_reward_model
 
     root = tmp_path_factory.mktemp("align")
     tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
+    config = tiny_llama_config(tokenizer)
     LlamaForCausalLM(config).save_pretrained(root / "policy")
     tokenizer.save_pretrained(root / "policy")
     tiny_reward_model(root / "judge", seed=1)

@@ -9,7 +9,7 @@ import torch
 from pcrm.cli import main
 from pcrm.console import data_summary
 from pcrm.data import LoadReport, load_preferences
-from tests.rm_fixtures import tiny_reward_model, write_jsonl, slow
+from tests.rm_fixtures import slow, tiny_llama_config, tiny_reward_model, write_jsonl
 
 HH = [
     {
@@ -107,22 +107,13 @@ def test_summaries_of_other_layouts():
 @pytest.fixture(scope="module")
 def policies(tmp_path_factory, tiny_tokenizer_dir):
     """Two tiny random Llama policies sharing a byte tokenizer, a tiny judge RM, and a prompts file in HH form."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaForCausalLM
 
     root = tmp_path_factory.mktemp("policies")
     tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
     for seed in (0, 1):
         torch.manual_seed(seed)
-        config = LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            intermediate_size=64,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
+        config = tiny_llama_config(tokenizer)
         LlamaForCausalLM(config).save_pretrained(root / f"policy{seed}")
         tokenizer.save_pretrained(root / f"policy{seed}")
     tiny_reward_model(root / "judge", seed=1)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from pcrm.errors import PcrmError
+from tests.rm_fixtures import tiny_llama_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,22 +24,10 @@ def byt5():
 
 
 def _llama(tok, **kw):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     torch.manual_seed(0)
-    return LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tok),
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            intermediate_size=64,
-            pad_token_id=tok.pad_token_id,
-            eos_token_id=tok.eos_token_id,
-            **kw,
-        )
-    ).eval()
+    return LlamaForCausalLM(tiny_llama_config(tok, num_key_value_heads=1, **kw)).eval()
 
 
 @pytest.fixture(scope="module")

@@ -4,24 +4,16 @@ import pytest
 import torch
 
 from pcrm.generation import generate_ids
+from tests.rm_fixtures import tiny_llama_config
 
 
 @pytest.fixture(scope="module")
 def policy():
-    from transformers import ByT5Tokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import ByT5Tokenizer, LlamaForCausalLM
 
     tokenizer = ByT5Tokenizer()
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        intermediate_size=64,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
+    config = tiny_llama_config(tokenizer, num_key_value_heads=1)
     return LlamaForCausalLM(config).eval(), tokenizer
 
 

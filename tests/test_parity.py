@@ -18,7 +18,7 @@ import torch
 
 from pcrm.cli import main
 from tests.conftest import PAIRS
-from tests.rm_fixtures import write_jsonl
+from tests.rm_fixtures import tiny_llama_config, write_jsonl
 
 MAX_LENGTH = 48  # the training --max-length: most test texts are longer
 TOL = 1e-4
@@ -330,19 +330,11 @@ def _grpo(reward_funcs, policy_dir, tmp_path):
 
 @pytest.fixture(scope="module")
 def policy_dir(tmp_path_factory, smollm2_tokenizer_dir):
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        intermediate_size=32,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = tiny_llama_config(tokenizer, "micro", num_key_value_heads=1)
     path = tmp_path_factory.mktemp("policy")
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)

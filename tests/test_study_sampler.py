@@ -7,6 +7,7 @@ import torch
 
 from pcrm.errors import PcrmError
 from pcrm.study.sampler import PoolRecipe, hh_messages, read_samples, render_prompt, sample_pool
+from tests.rm_fixtures import tiny_llama_config
 
 PROMPTS = [
     "\n\nHuman: How do I bake bread?\n\nAssistant:",
@@ -17,19 +18,11 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def policy(smollm2_tokenizer_dir):
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        intermediate_size=32,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = tiny_llama_config(tokenizer, "micro", num_key_value_heads=1)
     model = LlamaForCausalLM(config)
     with torch.no_grad():  # EOS likely enough that some samples stop early and some hit the cap
         hidden = model.model(torch.arange(1, 200)[None]).last_hidden_state[0]

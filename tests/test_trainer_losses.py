@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from tests.rm_fixtures import tiny_llama_config
 
 RM_PAIRS = [
     ("How do I bake bread?", " Mix flour, water and yeast, then bake.", " No."),
@@ -130,21 +131,11 @@ BETA = 0.5
 @pytest.fixture(scope="module")
 def llamas(tmp_path_factory):
     """A tiny random Llama policy and a differently initialised reference, with a byte tokenizer."""
-    from transformers import ByT5Tokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import ByT5Tokenizer, LlamaForCausalLM
 
     root = tmp_path_factory.mktemp("llamas")
     tokenizer = ByT5Tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-    )
+    config = tiny_llama_config(tokenizer, bos_token_id=None)
     for seed, name in ((0, "policy"), (1, "reference")):
         torch.manual_seed(seed)
         LlamaForCausalLM(config).save_pretrained(root / name)
