@@ -49,6 +49,7 @@ def run(module, tiny_rm_dir, pairs_file, tmp_path, *options) -> dict:
     return saved
 
 
+@slow("times PCRM and BT training steps (about 7 s)")
 def test_rm_step(bench, tiny_rm_dir, pairs_file, tmp_path):
     saved = run(bench("rm_step"), tiny_rm_dir, pairs_file, tmp_path, "--methods", "bt", "length", "--unit", "chars")
     assert [row["method"] for row in saved["table"]] == ["bt", "length"]
@@ -56,6 +57,7 @@ def test_rm_step(bench, tiny_rm_dir, pairs_file, tmp_path):
     assert "step_time_ratio_length_vs_bt" in saved["figures"] and "pcrm" in saved["figures"]["loss_only_us"]
 
 
+@slow("trains pcrm's and TRL's trainers (about 7 s)")
 def test_vs_trl_uses_the_same_pairs(bench, tiny_rm_dir, pairs_file, tmp_path):
     saved = run(
         bench("vs_trl"),
@@ -74,6 +76,7 @@ def test_vs_trl_uses_the_same_pairs(bench, tiny_rm_dir, pairs_file, tmp_path):
     assert "speedup_pcrm_vs_trl" in saved["figures"]
 
 
+@slow("runs the reference procedure (about 4 s)")
 def test_vs_reference_procedure(bench, tiny_rm_dir, pairs_file, tmp_path):
     saved = run(bench("vs_reference_procedure"), tiny_rm_dir, pairs_file, tmp_path, "--encoder-size", "tiny")
     assert [row["procedure"] for row in saved["table"]] == ["pcrm", "reference"]
