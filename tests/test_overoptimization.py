@@ -265,3 +265,24 @@ def test_train_rm_betas_auto(tiny_rm_dir, pairs_file, tmp_path):
     assert record["beta1"] == calibration["beta1"] > 0 and record["beta3"] == calibration["beta3"]
     assert record["config"]["betas"] == "auto" and record["config"]["prior"]["beta1"] == calibration["beta1"]
     assert main(args[:-1] + ["--beta1", "3", "--overwrite", "--no-progress"]) == 2  # auto fits β1 itself
+
+
+def test_quick_study_analysis_is_recomputable_from_its_files(study):
+    """analysis.json (the redesigned statistics) equals `analyse` run on the files the study wrote: the pool's gold
+    scores and each proxy's per-sample pool scores, seeds stacked per method; the report states its claims."""
+    from pcrm.study.analysis import analyse
+
+    out, _ = study
+    saved = json.loads((out / "analysis.json").read_text())
+    _, _, gold = read_pool(out / "pool" / "pool.jsonl")
+    scores = {
+        m: np.stack([np.load(out / "scores" / f"{m}-seed{s}.npz")["pool"] for s in (0, 1)]) for m in ("bt", "cosine")
+    }
+    again = json.loads(json.dumps(analyse(gold, scores, ns=[2, 3, 4]), default=lambda a: a.tolist()))
+    assert saved["findings"] == again["findings"] and saved["methods"].keys() == {"bt", "cosine"}
+    assert (
+        saved["methods"]["cosine"]["curves"]["best-of-N"]["gain"]
+        == again["methods"]["cosine"]["curves"]["best-of-N"]["gain"]
+    )
+    report = (out / "report.md").read_text()
+    assert "Tests that can fail" in report and all(claim[:40] in report for claim in saved["findings"]["claims"])

@@ -9,7 +9,7 @@ import numpy as np
 
 from pcrm.evaluation.metrics import accuracy, finite_or_none, spearman
 from pcrm.io import write_json
-from pcrm.study.estimator import best_of_n_curve, fit_gao, gao_curve, gao_peak, t_interval
+from pcrm.study.estimator import best_of_n_curve, default_ns, fit_gao, gao_curve, gao_peak, t_interval
 from pcrm.study.pool import read_pool
 from pcrm.study.proxies import load_scores, method_of
 
@@ -118,3 +118,27 @@ def stage_fit(config, out: Path, curves: dict) -> dict:
     fit = {"per_proxy": per_proxy, "per_method": per_method}
     write_json(out / "fit.json", fit)
     return fit
+
+
+def stage_analysis(config, out: Path, n_boot: int = 2000, draws: int = 1000) -> dict:
+    """The redesigned statistics (`pcrm.study.analysis.analyse`) on the pool's gold scores and every proxy's
+    per-sample pool scores (scores/LABEL.npz, seeds stacked per method): curves with random-selector bands, paired
+    differences vs BT with prompt-clustered CIs, the KL-regularised policy, the Gao β > 0 test, and findings that
+    state only what passed. Written to analysis.json; empty when BT is not among the methods or the pool has fewer
+    than 3 samples per prompt (the fit needs two N)."""
+    from pcrm.study.analysis import analyse
+    from pcrm.study.proxies import ENSEMBLE
+
+    _, _, gold = read_pool(out / "pool" / "pool.jsonl")
+    methods: dict[str, list] = {}
+    for label, arrays in load_scores(config, out).items():
+        if label != ENSEMBLE:
+            methods.setdefault(method_of(label), []).append(arrays["pool"])
+    result = {}
+    ns = default_ns(gold.shape[1])
+    ns = ns if len(ns) >= 2 else list(range(2, gold.shape[1] + 1))  # a small pool (--quick): every N for the fit
+    if "bt" in methods and len(ns) >= 2:
+        scores = {m: np.stack(s) for m, s in methods.items()}
+        result = analyse(gold, scores, ns=ns, n_boot=n_boot, draws=draws)
+    write_json(out / "analysis.json", result)
+    return result

@@ -198,7 +198,7 @@ def _caveats_text(pool: dict, seeds: int) -> str:
     )
 
 
-def write_report(config, out: Path, labels: dict, pool: dict, curves: dict, fit: dict) -> dict:
+def write_report(config, out: Path, labels: dict, pool: dict, curves: dict, fit: dict, analysis=None) -> dict:
     """The plot, report.html, report.md (and their sections, for `pcrm report`) and summary.json; returns the
     summary."""
     from pcrm.report import Section, render_html, render_markdown, store_sections
@@ -207,6 +207,7 @@ def write_report(config, out: Path, labels: dict, pool: dict, curves: dict, fit:
     sections = [
         Section("Setup", _setup_text(config, labels, pool)),
         Section("Findings", findings_text(fit, curves)),
+        Section("Tests that can fail (analysis.json)", _analysis_text(analysis or {})),
         Section(
             "Gold and proxy reward against KL",
             "Left: gold reward gain of the best-of-N selection by each proxy (line: mean over seeds, band: min..max, "
@@ -228,6 +229,7 @@ def write_report(config, out: Path, labels: dict, pool: dict, curves: dict, fit:
     atomic_write_text(out / "report.html", render_html(TITLE, sections, out))
     atomic_write_text(out / "report.md", render_markdown(TITLE, sections))
     summary = {"config": asdict(config), "labels": labels, "pool": pool, "bestofn": curves, "fit": fit}
+    summary["findings"] = (analysis or {}).get("findings", {}).get("claims", [])
     write_json(out / "summary.json", summary)
     return summary
 
@@ -243,3 +245,16 @@ def format_summary(fit: dict, out: Path) -> str:
             f"{agg['accuracy_human']['mean']:>9.3f} {agg['scale']['mean']:>8.4f}"
         )
     return "\n".join(lines) + f"\nwrote {out / 'report.html'}, {out / 'report.md'} and {out / 'summary.json'}"
+
+
+def _analysis_text(analysis: dict) -> str:
+    """The claims of `pcrm.study.findings` (each passed its Holm-adjusted test) and what was not distinguished."""
+    if not analysis:
+        return "Not computed: BT is not among the methods (the paired differences are against BT)."
+    found = analysis["findings"]
+    claims = " ".join(found["claims"]) or "No test passed: no method is distinguished from BT or from chance."
+    return (
+        "Paired differences against BT with prompt-clustered bootstrap CIs, random-selector bands, the KL-regularised "
+        "policy π_β ∝ π₀·exp(r/β) on the pool and Gao's β > 0 test, Holm-corrected as one family "
+        f"(`pcrm.study.analysis`). {claims} {found.get('not_shown', '')}".strip()
+    )

@@ -10,13 +10,13 @@ from pathlib import Path
 
 from pcrm.errors import PcrmError
 from pcrm.io import write_json
-from pcrm.study.fit import stage_bestofn, stage_fit
+from pcrm.study.fit import stage_analysis, stage_bestofn, stage_fit
 from pcrm.study.labels import stage_labels
 from pcrm.study.pool import stage_pool
 from pcrm.study.proxies import ENSEMBLE, proxy_dirs, stage_proxies, stage_scores
 from pcrm.study.report import format_summary, write_report
 
-STAGES = ("labels", "proxies", "pool", "bestofn", "fit", "report")
+STAGES = ("labels", "proxies", "pool", "bestofn", "fit", "analysis", "report")
 # What the cached outputs depend on: a resumed study must use the same values (or a new --output).
 FINGERPRINT = (
     "gold",
@@ -103,8 +103,13 @@ def run_study(config) -> dict:
     cached = cached and (out / "fit.json").is_file()
     fit = _read_json(out / "fit.json") if cached else stage_fit(config, out, curves)
     done("fit", cached)
+    cached = cached and (out / "analysis.json").is_file()
+    analysis = _read_json(out / "analysis.json") if cached else stage_analysis(config, out)
+    done("analysis", cached)
     cached = cached and all((out / name).is_file() for name in ("report.html", "report.md", "summary.json"))
-    summary = _read_json(out / "summary.json") if cached else write_report(config, out, labels, pool, curves, fit)
+    summary = (
+        _read_json(out / "summary.json") if cached else write_report(config, out, labels, pool, curves, fit, analysis)
+    )
     done("report", cached)
     print(format_summary(fit, out), flush=True)
     return {**summary, "stages": ran}
