@@ -86,7 +86,8 @@ def _resume(path: Path, recipe: PoolRecipe, prompts: list[str], batches) -> set[
         raise PcrmError(
             f"{path}: sampled with another recipe than this one ({recipe_file.name}); remove it or match it"
         )
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    text = path.read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if line.strip()]
     rows = {}
     for line in lines:
         try:
@@ -95,7 +96,7 @@ def _resume(path: Path, recipe: PoolRecipe, prompts: list[str], batches) -> set[
         except (ValueError, KeyError, TypeError):
             continue  # the torn last line of a killed run
     complete = [job for batch in batches if all(job in rows for job in batch) for job in batch]
-    if len(complete) != len(lines) or not path.read_text(encoding="utf-8").endswith("\n"):
+    if len(complete) != len(lines) or not text.endswith("\n"):
         path.write_text("".join(rows[job] + "\n" for job in complete), encoding="utf-8")  # torn or repeated rows
     return set(complete)
 
@@ -127,13 +128,13 @@ def sample_pool(
     batches = _batches([len(q) for q in queries], recipe.samples, recipe.batch_size)
     done = _resume(path, recipe, prompts, batches)
     model.eval()
+    chat = bool(getattr(tokenizer, "chat_template", None))  # else a base model: stop at the next turn
     started, made, tokens = time.perf_counter(), 0, 0
     with path.open("a", encoding="utf-8") as pool:
         for number, batch in enumerate(batches):
             if batch[0] in done:
                 continue
             torch.manual_seed(recipe.seed + number)
-            chat = bool(getattr(tokenizer, "chat_template", None))  # else a base model: stop at the next turn
             rows = [queries[i] for i, _ in batch]
             responses = generate_ids(
                 model, tokenizer, rows, recipe.max_new_tokens, recipe.temperature, not chat, share_prefill
