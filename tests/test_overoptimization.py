@@ -201,7 +201,8 @@ def test_quick_study_writes_every_stage(study):
     row = summary["fit"]["per_proxy"]["bt-seed0"]
     assert 0 <= row["accuracy_gold"] <= 1 and 0 <= row["accuracy_human"] <= 1 and row["scale"] > 0
     report = (out / "report.md").read_text()
-    assert "Summary per method" in report and "bt-ensemble" in report and "Caveats" in report
+    assert "Off-policy arm: summary per method" in report and "bt-ensemble" in report and "Caveats" in report
+    assert "On-policy arm: headline points per method" in report
 
 
 def test_resume_skips_finished_stages(study, capsys):
@@ -267,9 +268,24 @@ def test_train_rm_betas_auto(tiny_rm_dir, pairs_file, tmp_path):
     assert main(args[:-1] + ["--beta1", "3", "--overwrite", "--no-progress"]) == 2  # auto fits β1 itself
 
 
+def _hand_ensembles(bt):
+    """Mean, minimum and mean − variance over the BT seeds, by hand (λ = 1, ddof 0)."""
+    mean = bt.sum(axis=0) / len(bt)
+    return {
+        "bt-ensemble-mean": mean[None],
+        "bt-ensemble-wco": np.minimum.reduce(list(bt))[None],
+        "bt-ensemble-uwo": (mean - ((bt - mean) ** 2).sum(axis=0) / len(bt))[None],
+    }
+
+
+def _as_json(value):
+    return json.loads(json.dumps(value, default=lambda a: a.tolist()))
+
+
 def test_quick_study_analysis_is_recomputable_from_its_files(study):
     """analysis.json (the redesigned statistics) equals `analyse` run on the files the study wrote: the pool's gold
-    scores and each proxy's per-sample pool scores, seeds stacked per method; the report states its claims."""
+    scores and each proxy's per-sample pool scores, seeds stacked per method, plus the BT ensembles computed here by
+    hand; the report states its claims."""
     from pcrm.study.analysis import analyse
 
     out, _ = study
@@ -278,11 +294,53 @@ def test_quick_study_analysis_is_recomputable_from_its_files(study):
     scores = {
         m: np.stack([np.load(out / "scores" / f"{m}-seed{s}.npz")["pool"] for s in (0, 1)]) for m in ("bt", "cosine")
     }
-    again = json.loads(json.dumps(analyse(gold, scores, ns=[2, 3, 4]), default=lambda a: a.tolist()))
-    assert saved["findings"] == again["findings"] and saved["methods"].keys() == {"bt", "cosine"}
-    assert (
-        saved["methods"]["cosine"]["curves"]["best-of-N"]["gain"]
-        == again["methods"]["cosine"]["curves"]["best-of-N"]["gain"]
-    )
+    scores |= _hand_ensembles(scores["bt"])
+    again = _as_json(analyse(gold, scores, ns=[2, 3, 4]))
+    assert saved["findings"] == again["findings"] and saved["methods"].keys() == scores.keys()
+    for method in scores:
+        assert saved["methods"][method]["curves"] == again["methods"][method]["curves"]
     report = (out / "report.md").read_text()
-    assert "Tests that can fail" in report and all(claim[:40] in report for claim in saved["findings"]["claims"])
+    assert "tests that can fail" in report and all(claim[:40] in report for claim in saved["findings"]["claims"])
+
+
+def test_quick_study_on_policy_arm_is_cross_fitted_and_recomputable(study):
+    """The on-policy arm: every fold's proxies were trained only on pairs of prompts outside the fold they score
+    (read back from the training files and the proxies' own records), every pool sample got a score, the pairs are
+    pairs of the pool's samples labelled as pairs.npz says, and onpolicy/analysis.json equals `analyse` of the scores
+    on disk."""
+    from pcrm.data import load_preferences
+    from pcrm.study.analysis import analyse
+
+    out, _ = study
+    arm = out / "onpolicy"
+    prompts, responses, gold = read_pool(out / "pool" / "pool.jsonl")
+    pairs = dict(np.load(arm / "labels" / "pairs.npz"))
+    fold = np.load(arm / "scores" / "bt-seed0.npz")["fold"]
+    assert sorted(np.bincount(fold)) == [2, 2]  # 4 prompts, 2 folds
+    for f in (0, 1):
+        trained_on = load_preferences(str(arm / "labels" / f"fold{f}.jsonl"))
+        assert set(trained_on["prompt"]).isdisjoint({prompts[i] for i in np.flatnonzero(fold == f)})
+        record = json.loads((arm / "proxies" / f"bt-seed0-fold{f}" / "pcrm_config.json").read_text())
+        assert record["config"]["data"].endswith(f"fold{f}.jsonl") and record["heldout_source"] is None
+        for p, c, r in zip(trained_on["prompt"], trained_on["chosen"], trained_on["rejected"]):
+            i = prompts.index(p)
+            assert c in responses[i] and r in responses[i] and c != r
+    for i, a, b, a_wins in zip(pairs["prompt"], pairs["a"], pairs["b"], pairs["a_wins"]):
+        assert a != b and pairs["fold"][list(pairs["prompt"]).index(i)] == fold[i]
+        winner, loser = (a, b) if a_wins else (b, a)
+        if not (responses[i][a].strip() and responses[i][b].strip()):
+            continue  # a pair with an empty reply is not trained on (the sample stays in the pool)
+        rows = load_preferences(str(arm / "labels" / f"fold{1 - fold[i]}.jsonl"))
+        assert (prompts[i], responses[i][winner], responses[i][loser]) in set(
+            zip(rows["prompt"], rows["chosen"], rows["rejected"])
+        )
+    scores = {
+        m: np.stack([np.load(arm / "scores" / f"{m}-seed{s}.npz")["pool"] for s in (0, 1)]) for m in ("bt", "cosine")
+    }
+    assert all(np.isfinite(s).all() and s.shape == (2, *gold.shape) for s in scores.values())
+    scores |= _hand_ensembles(scores["bt"])
+    saved = json.loads((arm / "analysis.json").read_text())
+    again = _as_json(analyse(gold, scores, ns=[2, 3, 4]))
+    assert saved["findings"] == again["findings"]
+    assert saved["methods"]["cosine"]["curves"] == again["methods"]["cosine"]["curves"]
+    assert set(saved["pairs"]) == set(scores)

@@ -70,6 +70,7 @@ def _null(name: str, estimator: Estimator, gold, scores, draws: int, seed: int, 
 
 def _method_summary(scores, gold, betas) -> dict:
     return {
+        "seeds": int(scores.shape[0]),
         "spearman_within_prompt": float(np.nanmean([within_prompt_spearman(r, gold)["mean"] for r in scores])),
         "scale": float(scores.std()),
         "fixed_beta": fixed_beta_table(scores, gold, betas),
@@ -89,6 +90,35 @@ def _curve_tests(method: str, baseline: str, estimator: Estimator, gains, baseli
         entry["vs_baseline"] = {k: v.tolist() for k, v in diff.items()}
         records += difference_records(method, baseline, label, {k: v[[head]] for k, v in diff.items()})
     return entry, records
+
+
+def tested_ns(pool_size: int) -> list[int] | None:
+    """The best-of-N points the analysis tests: N = 2, 4, … ≤ pool/4 (`default_ns`), or every N ≥ 2 of a small pool
+    (the fit needs two); None when the pool has fewer than 3 samples per prompt."""
+    ns = default_ns(pool_size)
+    ns = ns if len(ns) >= 2 else list(range(2, pool_size + 1))
+    return ns if len(ns) >= 2 else None
+
+
+def figure_curves(gold, scores: dict, points: int = 16) -> dict:
+    """Dense curves for the figures, mean over seeds and prompts: best-of-N gold gain for N = 1..n and the frontier's
+    gold gain on a KL grid 0..log n (`points` values), per method and for the gold RM itself (the oracle)."""
+    n = gold.shape[1]
+    ns, grid = list(range(1, n + 1)), np.linspace(0.0, np.log(n), points).tolist()
+
+    def curves(s):
+        return {
+            "best-of-N": np.mean([best_of_n_gain(r, gold, ns).mean(axis=0) for r in s], axis=0).tolist(),
+            "frontier": np.mean([frontier_gain(r, gold, grid).mean(axis=0) for r in s], axis=0).tolist(),
+        }
+
+    return {
+        "n": ns,
+        "kl_n": [kl_best_of_n(k) for k in ns],
+        "kl_grid": grid,
+        "oracle": curves(gold[None]),
+        "methods": {m: curves(s) for m, s in scores.items()},
+    }
 
 
 def analyse(
@@ -144,4 +174,5 @@ def analyse(
                 out["records"].append(bend_record(method, "best-of-N gold curve", entry["gao"]))
         out["methods"][method] = entry
     out["findings"] = findings(out["records"], alpha)
+    out["figure"] = figure_curves(gold, scores)
     return out

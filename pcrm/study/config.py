@@ -5,7 +5,8 @@ from dataclasses import dataclass, field, fields
 
 from pcrm.errors import PcrmError
 
-FULL_METHODS = ["bt", "length", "cosine", "lower-margin", "center"]
+FULL_METHODS = ["bt", "length", "cosine", "fixed", "lower-margin", "center"]
+ARMS = ("off-policy", "on-policy")
 QUICK_METHODS = ["bt", "cosine"]
 QUICK_SIZES = {
     "prompts": 4,
@@ -19,12 +20,14 @@ QUICK_SIZES = {
 
 @dataclass
 class StudyConfig:
-    """Reward over-optimisation against a gold reward model (Gao, Schulman & Hilton 2022): the gold RM relabels the
-    bundled pairs with Bradley–Terry noise, MiniLM proxies are trained on them with each loss over several seeds, and
-    best-of-N selection by every proxy from a pool of policy samples is scored by the gold RM (N = 1..pool size, exact
-    order-statistics estimator); Gao's d(α − βd), d = √KL, is fitted per proxy. Stages: labels, proxies, pool,
-    best-of-N, fit, report; each is cached under --output and skipped when done, so an interrupted study resumes.
-    RL (PPO) against the proxies is not part of this command: best-of-N only."""
+    """Reward over-optimisation against a gold reward model (Gao, Schulman & Hilton 2022). Off-policy arm: the gold RM
+    relabels the bundled pairs with Bradley–Terry noise and MiniLM proxies are trained on them with each loss over
+    several seeds. On-policy arm: proxies are trained on gold-labelled pairs of the pool's own samples, cross-fitted by
+    prompt folds. Every proxy's selection from a pool of policy samples is scored by the gold RM: best-of-N (exact
+    order-statistics estimator) and the KL-regularised policy π_β ∝ π₀·exp(r/β) on the pool, with paired differences
+    against BT, random-selector bands and Gao's d(α − βd). Stages: labels, proxies, pool, scores, best-of-N, fit,
+    analysis, on-policy, report; each is cached under --output and skipped when done, so an interrupted study
+    resumes. RL (PPO) against the proxies is not part of this command."""
 
     output: str = field(default="runs/overoptimization", metadata={"help": "study folder (stages are cached here)"})
     quick: bool = field(
@@ -34,6 +37,23 @@ class StudyConfig:
             "24 train / 8 test pairs, seeds 0 1, methods bt cosine, pool 4×4, max length 64, 8 new tokens, "
             "learning rate 2e-3, unless given (seconds; a smoke test)"
         },
+    )
+    arms: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "off-policy (proxies trained on the gold-relabelled bundled pairs) and/or on-policy (proxies "
+            "trained on gold-labelled pairs of the pool's own samples, cross-fitted by prompt folds), repeatable "
+            "(default: both)"
+        },
+    )
+    folds: int = field(default=2, metadata={"help": "on-policy arm: prompt folds of the cross-fitting"})
+    pairs_per_prompt: int | None = field(
+        default=None,
+        metadata={"help": "on-policy arm: labelled pairs of each prompt's samples (default: pool size / 2, disjoint)"},
+    )
+    uwo_lambda: float = field(
+        default=1.0,
+        metadata={"help": "λ of the uncertainty-weighted BT ensemble, mean − λ·variance over the BT seeds"},
     )
     gold: str = field(
         default="gold-smollm2",
@@ -127,6 +147,10 @@ class StudyConfig:
                 if getattr(self, name) == defaults[name]:
                     setattr(self, name, value)
         self.methods = list(dict.fromkeys(self.methods or FULL_METHODS))
+        self.arms = list(dict.fromkeys(self.arms or ARMS))
+        for arm in self.arms:
+            if arm not in ARMS:
+                raise PcrmError(f"--arms must be among {', '.join(ARMS)}, got {arm!r}")
         self.seeds = list(dict.fromkeys(self.seeds or [0, 1, 2]))
         for method in self.methods:
             if method not in RM_METHODS:
@@ -143,7 +167,19 @@ class StudyConfig:
         check_at_least(
             self, 1, "batch_size", "sample_batch_size", "score_batch_size", "max_new_tokens", "max_prompt_tokens"
         )
-        check_at_least(self, 2, "max_length")
+        check_at_least(self, 2, "max_length", "folds")
+        if (
+            self.pairs_per_prompt is not None
+            and not 1 <= self.pairs_per_prompt <= self.pool_size * (self.pool_size - 1) // 2
+        ):
+            raise PcrmError(
+                f"--pairs-per-prompt must be in 1..{self.pool_size * (self.pool_size - 1) // 2} for --pool-size "
+                f"{self.pool_size}, got {self.pairs_per_prompt}"
+            )
+        if not self.uwo_lambda >= 0:
+            raise PcrmError(f"--uwo-lambda must be >= 0, got {self.uwo_lambda}")
+        if "on-policy" in self.arms and self.prompts < self.folds:
+            raise PcrmError(f"--prompts ({self.prompts}) must be at least --folds ({self.folds})")
         check_positive(self, "learning_rate", "epochs", "temperature")
         if min(self.seeds) < 0:
             raise PcrmError(f"--seeds must be >= 0, got {min(self.seeds)}")

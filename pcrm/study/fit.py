@@ -9,7 +9,7 @@ import numpy as np
 
 from pcrm.evaluation.metrics import accuracy, finite_or_none, spearman
 from pcrm.io import write_json
-from pcrm.study.estimator import best_of_n_curve, default_ns, fit_gao, gao_curve, gao_peak, t_interval
+from pcrm.study.estimator import best_of_n_curve, fit_gao, gao_curve, gao_peak, t_interval
 from pcrm.study.pool import read_pool
 from pcrm.study.proxies import load_scores, method_of
 
@@ -120,25 +120,53 @@ def stage_fit(config, out: Path, curves: dict) -> dict:
     return fit
 
 
+def test_pair_metrics(out: Path, test_chosen, test_rejected) -> dict:
+    """Accuracy against the noiseless gold order of the held-out pairs (gold ties dropped) and length bias
+    (`length_bias`, response length in characters) of [S, m] scores of the held-out pairs' human-chosen and
+    human-rejected responses, mean over seeds."""
+    from pcrm.data import load_preferences
+    from pcrm.study.inference import length_bias
+
+    with np.load(out / "labels" / "gold.npz") as g:
+        margin = g["test_chosen"] - g["test_rejected"]
+    test = load_preferences(str(out / "labels" / "test-human.jsonl"))
+    lengths = np.array([len(t) for t in list(test["chosen"]) + list(test["rejected"])])
+    m, strict = len(margin), margin != 0
+    index = np.arange(m)[strict]
+    chosen = np.where(margin[strict] > 0, index, index + m)  # the gold order's winner, in the concatenation
+    rejected = np.where(margin[strict] > 0, index + m, index)
+    rows = []
+    for c, r in zip(np.asarray(test_chosen), np.asarray(test_rejected)):
+        bias = length_bias(np.concatenate([c, r]), lengths, chosen, rejected)
+        rows.append({"accuracy_gold": _accuracy(((c - r) * np.sign(margin))[strict]), **bias})
+    keys = [k for k in rows[0] if not k.startswith("pairs_")]
+    return {k: None if any(row[k] is None for row in rows) else float(np.mean([row[k] for row in rows])) for k in keys}
+
+
 def stage_analysis(config, out: Path, n_boot: int = 2000, draws: int = 1000) -> dict:
     """The redesigned statistics (`pcrm.study.analysis.analyse`) on the pool's gold scores and every proxy's
-    per-sample pool scores (scores/LABEL.npz, seeds stacked per method): curves with random-selector bands, paired
-    differences vs BT with prompt-clustered CIs, the KL-regularised policy, the Gao β > 0 test, and findings that
-    state only what passed. Written to analysis.json; empty when BT is not among the methods or the pool has fewer
-    than 3 samples per prompt (the fit needs two N)."""
-    from pcrm.study.analysis import analyse
-    from pcrm.study.proxies import ENSEMBLE
+    per-sample pool scores (scores/LABEL.npz, seeds stacked per method) plus the BT ensembles (mean, WCO, UWO):
+    curves with random-selector bands, paired differences vs BT with prompt-clustered CIs, the KL-regularised policy,
+    the Gao β > 0 test, findings that state only what passed, and per method the held-out pairs' accuracy and length
+    bias. Written to analysis.json; empty when BT is not among the methods or the pool has fewer than 3 samples per
+    prompt (the fit needs two N)."""
+    from pcrm.study.analysis import analyse, tested_ns
+    from pcrm.study.proxies import ENSEMBLE, ensemble_scores
 
     _, _, gold = read_pool(out / "pool" / "pool.jsonl")
     methods: dict[str, list] = {}
     for label, arrays in load_scores(config, out).items():
         if label != ENSEMBLE:
-            methods.setdefault(method_of(label), []).append(arrays["pool"])
+            methods.setdefault(method_of(label), []).append(arrays)
+    stacked = {m: {k: np.stack([a[k] for a in s]) for k in s[0]} for m, s in methods.items()}
+    for key in ("pool", "test_chosen", "test_rejected"):
+        for name, value in ensemble_scores(stacked.get("bt", {}).get(key), config.uwo_lambda).items():
+            stacked.setdefault(name, {})[key] = value
     result = {}
-    ns = default_ns(gold.shape[1])
-    ns = ns if len(ns) >= 2 else list(range(2, gold.shape[1] + 1))  # a small pool (--quick): every N for the fit
-    if "bt" in methods and len(ns) >= 2:
-        scores = {m: np.stack(s) for m, s in methods.items()}
-        result = analyse(gold, scores, ns=ns, n_boot=n_boot, draws=draws)
+    ns = tested_ns(gold.shape[1])
+    if "bt" in stacked and ns:
+        result = analyse(gold, {m: s["pool"] for m, s in stacked.items()}, ns=ns, n_boot=n_boot, draws=draws)
+        result["pairs"] = {m: test_pair_metrics(out, s["test_chosen"], s["test_rejected"]) for m, s in stacked.items()}
+        result["length_unit"] = "characters"
     write_json(out / "analysis.json", result)
     return result

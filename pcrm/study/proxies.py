@@ -24,19 +24,19 @@ def method_of(label: str) -> str:
     return label if label == ENSEMBLE else label.rsplit("-seed", 1)[0]
 
 
-def train_proxy(config, out: Path, method: str, seed: int, directory: Path) -> dict:
-    """`pcrm train-rm` of one proxy on labels/train.jsonl, evaluated on the gold order of labels/test.jsonl."""
+def train_proxy(config, method: str, seed: int, directory: Path, train: Path, test: Path | None = None) -> dict:
+    """`pcrm train-rm` of one proxy on the pairs in `train`, evaluated on those in `test` (none: not evaluated)."""
     from pcrm.constraints import PriorOptions
     from pcrm.pipelines.reward import RewardModelConfig, format_result, train_reward_model
 
-    labels = out / "labels"
     rm_config = RewardModelConfig(
         method=method,
         model=config.proxy_model,
-        data=str(labels / "train.jsonl"),
+        data=str(train),
         split="train",
-        eval_data=str(labels / "test.jsonl"),
+        eval_data=None if test is None else str(test),
         eval_split="test",
+        eval_fraction=0.0,
         output=str(directory),
         seed=seed,
         max_length=config.max_length,
@@ -63,7 +63,8 @@ def stage_proxies(config, out: Path) -> list[str]:
             continue
         method, seed = label.rsplit("-seed", 1)
         print(f"== proxies: training {label}", flush=True)
-        train_proxy(config, out, method, int(seed), directory)
+        labels = out / "labels"
+        train_proxy(config, method, int(seed), directory, labels / "train.jsonl", labels / "test.jsonl")
         trained.append(label)
     return trained
 
@@ -100,6 +101,20 @@ def stage_scores(config, out: Path) -> list[str]:
         write_npz(path, score_proxy(config, out, directory))
         done.append(label)
     return done
+
+
+def ensemble_scores(bt, uwo_lambda: float = 1.0) -> dict[str, np.ndarray]:
+    """The BT seeds [S, P, n] as one ensemble proxy [1, P, n] optimised three ways (Coste et al. 2024), when S ≥ 2:
+    mean r̄ = (1/S) Σ_s r_s; worst case (WCO) min_s r_s; uncertainty-weighted (UWO) r̄ − λ·(1/S) Σ_s (r_s − r̄)²."""
+    if bt is None or len(bt) < 2:
+        return {}
+    bt = np.asarray(bt, dtype=np.float64)
+    mean = bt.mean(axis=0)
+    return {
+        "bt-ensemble-mean": mean[None],
+        "bt-ensemble-wco": bt.min(axis=0)[None],
+        "bt-ensemble-uwo": (mean - uwo_lambda * bt.var(axis=0))[None],
+    }
 
 
 def load_scores(config, out: Path) -> dict[str, dict]:

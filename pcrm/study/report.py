@@ -198,63 +198,105 @@ def _caveats_text(pool: dict, seeds: int) -> str:
     )
 
 
-def write_report(config, out: Path, labels: dict, pool: dict, curves: dict, fit: dict, analysis=None) -> dict:
-    """The plot, report.html, report.md (and their sections, for `pcrm report`) and summary.json; returns the
-    summary."""
-    from pcrm.report import Section, render_html, render_markdown, store_sections
+def _on_policy_setup(config, labels: dict) -> str:
+    return (
+        f"On-policy arm (Gao et al.'s design): the pool's {labels['prompts']} prompts were split into "
+        f"{labels['folds']} seeded folds; {labels['pairs_per_prompt']} distinct pairs of each prompt's samples "
+        f"({labels['pairs']} in all) were labelled by the gold RM with Bradley–Terry noise, τ = {labels['tau']:.4g} "
+        f"({labels['tau_rule']}; the noisy labels agree with the gold order on "
+        f"{labels['noisy_vs_gold_agreement']:.3f}). "
+        f"Each fold's proxies ({config.proxy_model}; {', '.join(config.methods)}; seeds "
+        f"{', '.join(map(str, config.seeds))}) were trained on the other folds' pairs "
+        f"({', '.join(map(str, labels['train_pairs_per_fold']))} pairs) and score only their own fold's prompts, so "
+        "every score is of a prompt the proxy never saw. BT ensembles: the BT seeds' mean, worst case (WCO) and "
+        f"mean − {config.uwo_lambda:g}·variance (UWO; Coste et al. 2024)."
+    )
+
+
+def _off_policy_sections(config, out: Path, labels, pool, curves, fit, analysis) -> list:
+    from pcrm.report import Section
+    from pcrm.study.analysis_report import analysis_sections
 
     plot_curves(curves, fit, out / "overoptimization.png")
-    sections = [
-        Section("Setup", _setup_text(config, labels, pool)),
-        Section("Findings", findings_text(fit, curves)),
-        Section("Tests that can fail (analysis.json)", _analysis_text(analysis or {})),
+    return [
+        Section("Off-policy arm: setup", _setup_text(config, labels, pool)),
+        *analysis_sections(analysis or {}, out, "Off-policy arm", "off-policy.png"),
+        Section("Off-policy arm: findings of the fit over seeds", findings_text(fit, curves)),
         Section(
-            "Gold and proxy reward against KL",
+            "Off-policy arm: gold and proxy reward against KL, N = 1..pool size",
             "Left: gold reward gain of the best-of-N selection by each proxy (line: mean over seeds, band: min..max, "
             "dotted: the fitted d(α − βd) of the mean α, β). Right: the proxy's own reward gain of the same "
             "selections, in units of the std of its pool scores so that proxies of different scale compare.",
             images=["overoptimization.png"],
         ),
         Section(
-            "Summary per method",
+            "Off-policy arm: summary per method",
             "Mean [95% t-interval over seeds]. α: initial slope of gold gain in d = √KL; β: over-optimisation "
             "(curvature); peak = α²/4β at KL* = (α/2β)² from the mean α, β; ρ: Spearman of proxy and gold scores on "
             "the pool (pooled; within prompt = mean over prompts); reward scale: std of the proxy's pool scores.",
             rows=method_rows(fit),
         ),
-        Section("Per proxy", rows=proxy_rows(fit)),
+        Section("Off-policy arm: per proxy", rows=proxy_rows(fit)),
         Section("Caveats", _caveats_text(pool, len(config.seeds))),
     ]
+
+
+def write_report(
+    config, out: Path, labels, pool: dict, curves, fit, analysis=None, on_policy: dict | None = None
+) -> dict:
+    """The plots, report.html, report.md (and their sections, for `pcrm report`) and summary.json of the arms that
+    ran (off-policy: `labels`, `curves`, `fit`, `analysis`; on-policy: `on_policy` = {labels, analysis}); returns the
+    summary."""
+    from pcrm.report import Section, render_html, render_markdown, store_sections
+    from pcrm.study.analysis_report import analysis_sections
+
+    sections = []
+    if on_policy is not None:
+        sections += [
+            Section("On-policy arm: setup", _on_policy_setup(config, on_policy["labels"])),
+            *analysis_sections(on_policy["analysis"], out, "On-policy arm", "on-policy.png"),
+        ]
+    if fit is not None:
+        sections += _off_policy_sections(config, out, labels, pool, curves, fit, analysis)
     store_sections(out, sections)  # `pcrm report --input OUTPUT` renders them again
     atomic_write_text(out / "report.html", render_html(TITLE, sections, out))
     atomic_write_text(out / "report.md", render_markdown(TITLE, sections))
     summary = {"config": asdict(config), "labels": labels, "pool": pool, "bestofn": curves, "fit": fit}
     summary["findings"] = (analysis or {}).get("findings", {}).get("claims", [])
+    if on_policy is not None:
+        summary["on_policy"] = {
+            "labels": on_policy["labels"],
+            "findings": on_policy["analysis"].get("findings", {}).get("claims", []),
+        }
     write_json(out / "summary.json", summary)
     return summary
 
 
-def format_summary(fit: dict, out: Path) -> str:
-    """One line per method (α, β, gold gain at the largest N, accuracies, scale) and where the report is."""
-    header = f"{'method':<14} {'α':>8} {'β':>8} {'gold gain @maxN':>16} {'acc gold':>9} {'acc human':>9} {'scale':>8}"
-    lines = [header]
-    for method, agg in fit["per_method"].items():
+def format_summary(fit, on_policy, out: Path) -> str:
+    """One line per method of each arm (off-policy: α, β, gold gain at the largest N, accuracies, scale; on-policy:
+    within-prompt ρ, best-of-N gain at the tested N and its difference vs BT), and where the report is."""
+    lines = []
+    if on_policy is not None and on_policy["analysis"].get("methods"):
+        from pcrm.study.analysis_report import _headline_index
+
+        analysis = on_policy["analysis"]
+        k = _headline_index(analysis, "best-of-N")
+        n = analysis["ns"][k]
+        lines.append(f"on-policy arm: {'method':<18} {'ρ within':>9} {'gain N=' + str(n):>10} {'Δ vs BT [95% CI]':>26}")
+        for method, entry in analysis["methods"].items():
+            curve = entry["curves"]["best-of-N"]
+            diff = curve.get("vs_baseline")
+            ci = f"{diff['mean'][k]:+.3f} [{diff['low'][k]:+.3f}, {diff['high'][k]:+.3f}]" if diff else "–"
+            rho, gain = entry["spearman_within_prompt"], curve["gain"][k]
+            lines.append(f"{'':<15}{method:<18} {rho:>9.3f} {gain:>+10.3f} {ci:>26}")
+    if fit is not None:
         lines.append(
-            f"{method:<14} {agg['alpha']['mean']:>8.4f} {agg['beta']['mean']:>8.4f} "
-            f"{agg['gold_gain_max_n']['mean']:>16.4f} {_fmt(agg['accuracy_gold']['mean'], 3):>9} "
-            f"{agg['accuracy_human']['mean']:>9.3f} {agg['scale']['mean']:>8.4f}"
+            f"{'method':<14} {'α':>8} {'β':>8} {'gold gain @maxN':>16} {'acc gold':>9} {'acc human':>9} {'scale':>8}"
         )
+        for method, agg in fit["per_method"].items():
+            lines.append(
+                f"{method:<14} {agg['alpha']['mean']:>8.4f} {agg['beta']['mean']:>8.4f} "
+                f"{agg['gold_gain_max_n']['mean']:>16.4f} {_fmt(agg['accuracy_gold']['mean'], 3):>9} "
+                f"{agg['accuracy_human']['mean']:>9.3f} {agg['scale']['mean']:>8.4f}"
+            )
     return "\n".join(lines) + f"\nwrote {out / 'report.html'}, {out / 'report.md'} and {out / 'summary.json'}"
-
-
-def _analysis_text(analysis: dict) -> str:
-    """The claims of `pcrm.study.findings` (each passed its Holm-adjusted test) and what was not distinguished."""
-    if not analysis:
-        return "Not computed: BT is not among the methods (the paired differences are against BT)."
-    found = analysis["findings"]
-    claims = " ".join(found["claims"]) or "No test passed: no method is distinguished from BT or from chance."
-    return (
-        "Paired differences against BT with prompt-clustered bootstrap CIs, random-selector bands, the KL-regularised "
-        "policy π_β ∝ π₀·exp(r/β) on the pool and Gao's β > 0 test, Holm-corrected as one family "
-        f"(`pcrm.study.analysis`). {claims} {found.get('not_shown', '')}".strip()
-    )

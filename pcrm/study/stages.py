@@ -16,7 +16,7 @@ from pcrm.study.pool import stage_pool
 from pcrm.study.proxies import ENSEMBLE, proxy_dirs, stage_proxies, stage_scores
 from pcrm.study.report import format_summary, write_report
 
-STAGES = ("labels", "proxies", "pool", "bestofn", "fit", "analysis", "report")
+STAGES = ("labels", "proxies", "pool", "bestofn", "fit", "analysis", "on-policy", "report")
 # What the cached outputs depend on: a resumed study must use the same values (or a new --output).
 FINGERPRINT = (
     "gold",
@@ -39,6 +39,8 @@ FINGERPRINT = (
     "max_prompt_tokens",
     "temperature",
     "seed",
+    "folds",
+    "pairs_per_prompt",
 )
 
 
@@ -75,9 +77,35 @@ def _same_proxies(config, out: Path) -> bool:
     return {k for k in saved if k != ENSEMBLE} == set(proxy_dirs(config, out))
 
 
+def _off_policy(config, out: Path, done) -> tuple:
+    """The off-policy arm before the pool (labels, proxies); returns the labels summary."""
+    cached = (out / "labels" / "summary.json").is_file()
+    labels = _read_json(out / "labels" / "summary.json") if cached else stage_labels(config, out)
+    done("labels", cached)
+    done("proxies", not stage_proxies(config, out))
+    return labels
+
+
+def _off_policy_results(config, out: Path, done, upstream: bool) -> tuple:
+    """The off-policy arm after the pool: scores, best-of-N, fit, analysis (re-derived when anything before ran)."""
+    scored = stage_scores(config, out)
+    cached = not (upstream or scored) and (out / "bestofn.json").is_file() and _same_proxies(config, out)
+    curves = _read_json(out / "bestofn.json") if cached else stage_bestofn(config, out)
+    done("bestofn", cached)
+    cached = cached and (out / "fit.json").is_file()
+    fit = _read_json(out / "fit.json") if cached else stage_fit(config, out, curves)
+    done("fit", cached)
+    cached = cached and (out / "analysis.json").is_file()
+    analysis = _read_json(out / "analysis.json") if cached else stage_analysis(config, out)
+    done("analysis", cached)
+    return curves, fit, analysis, not cached
+
+
 def run_study(config) -> dict:
     """Run (or resume) every stage of the study under `config.output`; returns summary.json's content plus
     `stages`: which stages ran now and which were served from the output folder."""
+    from pcrm.study import onpolicy
+
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
     check_study(config, out)
@@ -88,28 +116,27 @@ def run_study(config) -> dict:
         if cached:
             print(f"== {name}: cached in {out}", flush=True)
 
-    cached = (out / "labels" / "summary.json").is_file()
-    labels = _read_json(out / "labels" / "summary.json") if cached else stage_labels(config, out)
-    done("labels", cached)
-    done("proxies", not stage_proxies(config, out))
+    labels = _off_policy(config, out, done) if "off-policy" in config.arms else None
     cached = (out / "pool" / "pool.jsonl").is_file() and (out / "pool" / "meta.json").is_file()
     pool = _read_json(out / "pool" / "meta.json") if cached else stage_pool(config, out)
     done("pool", cached)
-    scored = stage_scores(config, out)
-    upstream = any(v == "ran" for v in ran.values()) or bool(scored)
-    cached = not upstream and (out / "bestofn.json").is_file() and _same_proxies(config, out)
-    curves = _read_json(out / "bestofn.json") if cached else stage_bestofn(config, out)
-    done("bestofn", cached)
-    cached = cached and (out / "fit.json").is_file()
-    fit = _read_json(out / "fit.json") if cached else stage_fit(config, out, curves)
-    done("fit", cached)
-    cached = cached and (out / "analysis.json").is_file()
-    analysis = _read_json(out / "analysis.json") if cached else stage_analysis(config, out)
-    done("analysis", cached)
-    cached = cached and all((out / name).is_file() for name in ("report.html", "report.md", "summary.json"))
+    upstream = any(v == "ran" for v in ran.values())
+    curves = fit = analysis = arm = None
+    fresh = upstream
+    if "off-policy" in config.arms:
+        curves, fit, analysis, fresh = _off_policy_results(config, out, done, upstream)
+    if "on-policy" in config.arms:
+        arm_labels, arm_analysis, arm_ran = onpolicy.run_arm(config, out, not cached)
+        arm = {"labels": arm_labels, "analysis": arm_analysis}
+        done("on-policy", not arm_ran)
+        fresh = fresh or arm_ran
+    names = ("report.html", "report.md", "summary.json")
+    cached = not fresh and all((out / name).is_file() for name in names)
     summary = (
-        _read_json(out / "summary.json") if cached else write_report(config, out, labels, pool, curves, fit, analysis)
+        _read_json(out / "summary.json")
+        if cached
+        else write_report(config, out, labels, pool, curves, fit, analysis, on_policy=arm)
     )
     done("report", cached)
-    print(format_summary(fit, out), flush=True)
+    print(format_summary(fit, arm, out), flush=True)
     return {**summary, "stages": ran}

@@ -1,0 +1,58 @@
+"""The on-policy arm's pieces by hand: prompt folds, pair drawing, BT ensembles, held-out pair metrics."""
+
+import numpy as np
+import pytest
+
+from pcrm.study.onpolicy import draw_pairs, label_pairs, pair_metrics, prompt_folds
+from pcrm.study.proxies import ensemble_scores
+
+
+def test_prompt_folds_are_balanced_seeded_and_cover_every_prompt():
+    fold = prompt_folds(11, 3, seed=4)
+    assert sorted(np.bincount(fold)) == [3, 4, 4]
+    assert (prompt_folds(11, 3, seed=4) == fold).all() and not (prompt_folds(11, 3, seed=5) == fold).all()
+
+
+def test_draw_pairs_disjoint_first_then_distinct():
+    rng = np.random.default_rng(0)
+    first = draw_pairs(16, 8, rng)
+    assert sorted(first.ravel().tolist()) == list(range(16))  # 8 disjoint pairs: every sample once
+    many = draw_pairs(6, 15, rng)  # all C(6, 2) pairs
+    assert len({tuple(sorted(p)) for p in many.tolist()}) == 15 and (many[:, 0] != many[:, 1]).all()
+    with pytest.raises(ValueError):
+        draw_pairs(4, 7, rng)
+
+
+def test_label_pairs_noise_free_follows_gold_and_keeps_folds():
+    gold = np.array([[0.0, 1.0, 2.0, 3.0], [3.0, 2.0, 1.0, 0.0], [1.0, 0.0, 5.0, 2.0]])
+    fold = np.array([1, 0, 1])
+    pairs = label_pairs(gold, fold, 2, label_noise=0.0, seed=0)
+    assert pairs["prompt"].tolist() == [0, 0, 1, 1, 2, 2] and pairs["fold"].tolist() == [1, 1, 0, 0, 1, 1]
+    for p, a, b, wins in zip(pairs["prompt"], pairs["a"], pairs["b"], pairs["a_wins"]):
+        assert wins == (gold[p, a] > gold[p, b])
+
+
+def test_ensembles_by_hand():
+    bt = np.array([[[1.0, 4.0]], [[3.0, 0.0]]])  # 2 seeds, 1 prompt, 2 samples
+    e = ensemble_scores(bt, uwo_lambda=0.5)
+    assert e["bt-ensemble-mean"].tolist() == [[[2.0, 2.0]]]
+    assert e["bt-ensemble-wco"].tolist() == [[[1.0, 0.0]]]
+    assert e["bt-ensemble-uwo"].tolist() == [[[2.0 - 0.5 * 1.0, 2.0 - 0.5 * 4.0]]]  # variances 1 and 4
+    assert ensemble_scores(bt[:1]) == {} and ensemble_scores(None) == {}
+
+
+def test_pair_metrics_by_hand():
+    # one prompt, 4 samples; pairs (0, 1): gold says 0 wins, (2, 3): gold says 3 wins; noisy label flips the second
+    pairs = {
+        "prompt": np.array([0, 0]),
+        "a": np.array([0, 2]),
+        "b": np.array([1, 3]),
+        "margin": np.array([1.0, -2.0]),
+        "a_wins": np.array([True, True]),
+    }
+    scores = np.array([[[0.5, 0.1, 0.9, 0.2]]])  # right on (0, 1), wrong on (2, 3)
+    lengths = np.array([[10, 20, 30, 40]])
+    m = pair_metrics(scores, pairs, lengths)
+    assert m["accuracy_gold"] == 0.5 and m["accuracy_noisy_labels"] == 1.0
+    assert m["accuracy_chosen_shorter"] == 1.0 and m["accuracy_chosen_longer"] == 0.0  # 0 < 1 in length; 3 > 2
+    assert m["spearman_score_length"] == pytest.approx(0.0)  # ranks (3, 1, 4, 2) vs (1, 2, 3, 4): 1 − 6·10/60
