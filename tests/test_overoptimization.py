@@ -268,13 +268,19 @@ def test_train_rm_betas_auto(tiny_rm_dir, pairs_file, tmp_path):
     assert main(args[:-1] + ["--beta1", "3", "--overwrite", "--no-progress"]) == 2  # auto fits β1 itself
 
 
-def _hand_ensembles(bt):
-    """Mean, minimum and mean − variance over the BT seeds, by hand (λ = 1, ddof 0)."""
-    mean = bt.sum(axis=0) / len(bt)
+def _hand_ensembles(bt, fold=None):
+    """Mean, minimum and mean − variance over the BT seeds (λ = 1, ddof 0), each seed first standardised by hand
+    (within each fold of prompts when given)."""
+    z = np.empty_like(bt)
+    for rows in [np.ones(bt.shape[1], bool)] if fold is None else [fold == f for f in np.unique(fold)]:
+        for s in range(len(bt)):
+            part = bt[s, rows]
+            z[s, rows] = (part - part.sum() / part.size) / np.sqrt(((part - part.mean()) ** 2).mean())
+    mean = z.sum(axis=0) / len(z)
     return {
         "bt-ensemble-mean": mean[None],
-        "bt-ensemble-wco": np.minimum.reduce(list(bt))[None],
-        "bt-ensemble-uwo": (mean - ((bt - mean) ** 2).sum(axis=0) / len(bt))[None],
+        "bt-ensemble-wco": np.minimum.reduce(list(z))[None],
+        "bt-ensemble-uwo": (mean - ((z - mean) ** 2).sum(axis=0) / len(z))[None],
     }
 
 
@@ -338,7 +344,7 @@ def test_quick_study_on_policy_arm_is_cross_fitted_and_recomputable(study):
         m: np.stack([np.load(arm / "scores" / f"{m}-seed{s}.npz")["pool"] for s in (0, 1)]) for m in ("bt", "cosine")
     }
     assert all(np.isfinite(s).all() and s.shape == (2, *gold.shape) for s in scores.values())
-    scores |= _hand_ensembles(scores["bt"])
+    scores |= _hand_ensembles(scores["bt"], fold)
     saved = json.loads((arm / "analysis.json").read_text())
     again = _as_json(analyse(gold, scores, ns=[2, 3, 4]))
     assert saved["findings"] == again["findings"]

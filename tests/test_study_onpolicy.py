@@ -33,12 +33,32 @@ def test_label_pairs_noise_free_follows_gold_and_keeps_folds():
 
 
 def test_ensembles_by_hand():
-    bt = np.array([[[1.0, 4.0]], [[3.0, 0.0]]])  # 2 seeds, 1 prompt, 2 samples
+    # 2 seeds, 1 prompt, 2 samples; each seed standardised: [1, 4] -> [-1, 1], [3, 0] -> [1, -1]
+    bt = np.array([[[1.0, 4.0]], [[3.0, 0.0]]])
     e = ensemble_scores(bt, uwo_lambda=0.5)
-    assert e["bt-ensemble-mean"].tolist() == [[[2.0, 2.0]]]
-    assert e["bt-ensemble-wco"].tolist() == [[[1.0, 0.0]]]
-    assert e["bt-ensemble-uwo"].tolist() == [[[2.0 - 0.5 * 1.0, 2.0 - 0.5 * 4.0]]]  # variances 1 and 4
+    assert e["bt-ensemble-mean"].tolist() == [[[0.0, 0.0]]]
+    assert e["bt-ensemble-wco"].tolist() == [[[-1.0, -1.0]]]
+    assert e["bt-ensemble-uwo"].tolist() == [[[-0.5, -0.5]]]  # variance of (−1, 1) is 1
     assert ensemble_scores(bt[:1]) == {} and ensemble_scores(None) == {}
+
+
+def test_ensembles_ignore_each_seeds_offset_and_scale():
+    """BT fixes a seed's scores only up to r → a·r + c (a > 0): WCO and UWO must choose the same samples."""
+    rng = np.random.default_rng(0)
+    bt = rng.normal(size=(3, 5, 6))
+    moved = bt * np.array([2.0, 0.5, 7.0])[:, None, None] + np.array([10.0, -10.0, 3.0])[:, None, None]
+    for name, value in ensemble_scores(bt).items():
+        assert np.allclose(ensemble_scores(moved)[name], value), name
+
+
+def test_ensembles_standardise_members_per_fold():
+    rng = np.random.default_rng(1)
+    bt = rng.normal(size=(2, 4, 3))
+    groups = np.array([0, 1, 0, 1])
+    moved = bt.copy()
+    moved[:, groups == 1] = 5 * moved[:, groups == 1] - 9  # fold 1's reward models: other offset and scale
+    for name, value in ensemble_scores(bt, groups=groups).items():
+        assert np.allclose(ensemble_scores(moved, groups=groups)[name], value), name
 
 
 def test_pair_metrics_by_hand():

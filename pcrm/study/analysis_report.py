@@ -144,7 +144,13 @@ def _claims_text(analysis: dict) -> str:
 def analysis_sections(analysis: dict, out: Path, arm: str, image: str) -> list[Section]:
     """The report sections of one arm's analysis (empty analysis: one section saying why)."""
     if not analysis or "methods" not in analysis:
-        return [Section(f"{arm}: tests that can fail", "Not computed: BT is not among the methods.")]
+        return [
+            Section(
+                f"{arm}: tests that can fail",
+                "Not computed: BT is not among the methods, or the pool has fewer than 3 samples per prompt (the "
+                "tests need two best-of-N points).",
+            )
+        ]
     plot_analysis(analysis, out / image, arm)
     return [
         Section(f"{arm}: tests that can fail", _claims_text(analysis)),

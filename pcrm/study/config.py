@@ -135,8 +135,10 @@ class StudyConfig:
     def __post_init__(self):
         from pcrm.study.gold import GOLD_NAME
         from pcrm.study.pool import DEFAULT_POOL
+        from pcrm.preflight import check_at_least, check_numbers, check_positive
         from pcrm.trainers.reward import RM_METHODS
 
+        check_numbers(self)  # types first: a YAML "4" or one string for a list is one line, not a TypeError
         if self.quick:
             self.methods = self.methods or list(QUICK_METHODS)
             self.seeds = self.seeds or [0, 1]
@@ -161,25 +163,14 @@ class StudyConfig:
             raise PcrmError(f"--label-noise must be >= 0, got {self.label_noise}")
         if self.pool_size < 2 or self.prompts < 1:
             raise PcrmError("--pool-size must be >= 2 and --prompts >= 1")
-        from pcrm.preflight import check_at_least, check_numbers, check_positive
-
-        check_numbers(self)
         check_at_least(
             self, 1, "batch_size", "sample_batch_size", "score_batch_size", "max_new_tokens", "max_prompt_tokens"
         )
         check_at_least(self, 2, "max_length", "folds")
-        if (
-            self.pairs_per_prompt is not None
-            and not 1 <= self.pairs_per_prompt <= self.pool_size * (self.pool_size - 1) // 2
-        ):
-            raise PcrmError(
-                f"--pairs-per-prompt must be in 1..{self.pool_size * (self.pool_size - 1) // 2} for --pool-size "
-                f"{self.pool_size}, got {self.pairs_per_prompt}"
-            )
+        if self.pairs_per_prompt is not None and self.pairs_per_prompt < 1:
+            raise PcrmError(f"--pairs-per-prompt must be >= 1, got {self.pairs_per_prompt}")
         if not self.uwo_lambda >= 0:
             raise PcrmError(f"--uwo-lambda must be >= 0, got {self.uwo_lambda}")
-        if "on-policy" in self.arms and self.prompts < self.folds:
-            raise PcrmError(f"--prompts ({self.prompts}) must be at least --folds ({self.folds})")
         check_positive(self, "learning_rate", "epochs", "temperature")
         if min(self.seeds) < 0:
             raise PcrmError(f"--seeds must be >= 0, got {min(self.seeds)}")
@@ -189,3 +180,16 @@ class StudyConfig:
                 raise PcrmError(f"--{name.replace('_', '-')} must be >= 2, got {value}")
         if self.pool is None and not self.quick and self.gold == GOLD_NAME and DEFAULT_POOL.is_file():
             self.pool = str(DEFAULT_POOL)
+        if self.pool is None:  # a sampled pool; a --pool file's own shape is checked when the study starts
+            check_sampled_pool(self)
+
+
+def check_sampled_pool(config) -> None:
+    """--pairs-per-prompt and --folds of the on-policy arm against the pool that --pool-size and --prompts sample."""
+    most = config.pool_size * (config.pool_size - 1) // 2
+    if config.pairs_per_prompt is not None and not config.pairs_per_prompt <= most:
+        raise PcrmError(
+            f"--pairs-per-prompt must be in 1..{most} for --pool-size {config.pool_size}, got {config.pairs_per_prompt}"
+        )
+    if "on-policy" in config.arms and config.prompts < config.folds:
+        raise PcrmError(f"--prompts ({config.prompts}) must be at least --folds ({config.folds})")

@@ -151,7 +151,8 @@ def stage_analysis(config, out: Path, n_boot: int = 2000, draws: int = 1000) -> 
     bias. Written to analysis.json; empty when BT is not among the methods or the pool has fewer than 3 samples per
     prompt (the fit needs two N)."""
     from pcrm.study.analysis import analyse, tested_ns
-    from pcrm.study.proxies import ENSEMBLE, ensemble_scores
+    from pcrm.study.onpolicy import analysis_settings
+    from pcrm.study.proxies import ENSEMBLE, ensemble_scores, proxy_dirs
 
     _, _, gold = read_pool(out / "pool" / "pool.jsonl")
     methods: dict[str, list] = {}
@@ -159,8 +160,9 @@ def stage_analysis(config, out: Path, n_boot: int = 2000, draws: int = 1000) -> 
         if label != ENSEMBLE:
             methods.setdefault(method_of(label), []).append(arrays)
     stacked = {m: {k: np.stack([a[k] for a in s]) for k in s[0]} for m, s in methods.items()}
-    for key in ("pool", "test_chosen", "test_rejected"):
-        for name, value in ensemble_scores(stacked.get("bt", {}).get(key), config.uwo_lambda).items():
+    bt = stacked.get("bt", {})
+    for key in ("pool", "test_chosen", "test_rejected"):  # members standardised on their pool scores
+        for name, value in ensemble_scores(bt.get(key), config.uwo_lambda, reference=bt.get("pool")).items():
             stacked.setdefault(name, {})[key] = value
     result = {}
     ns = tested_ns(gold.shape[1])
@@ -168,5 +170,6 @@ def stage_analysis(config, out: Path, n_boot: int = 2000, draws: int = 1000) -> 
         result = analyse(gold, {m: s["pool"] for m, s in stacked.items()}, ns=ns, n_boot=n_boot, draws=draws)
         result["pairs"] = {m: test_pair_metrics(out, s["test_chosen"], s["test_rejected"]) for m, s in stacked.items()}
         result["length_unit"] = "characters"
+    result["settings"] = analysis_settings(config, proxy_dirs(config, out))
     write_json(out / "analysis.json", result)
     return result

@@ -17,7 +17,7 @@ Folder onpolicy/ of a study:
     proxies/METHOD-seedK-foldF/   reward-model directories (pcrm train-rm)
     scores/METHOD-seedK.npz   pool [P, n] (each prompt scored by its fold's proxy), fold [P]
     analysis.json             `pcrm.study.analysis.analyse` of the arm, the ensembles, and per-method pair accuracy
-                              and length bias
+                              and length bias; `settings`: the proxies and --uwo-lambda it was made with
 """
 
 import json
@@ -71,10 +71,15 @@ def label_pairs(gold, fold, pairs_per_prompt: int, label_noise: float | None, se
 
 
 def _trainable(responses, pairs: dict) -> np.ndarray:
-    """Pairs whose two responses both have text (a trainer refuses an empty reply; such samples stay in the pool)."""
+    """Pairs whose two responses both have text (a trainer refuses an empty reply) and differ (two identical samples
+    carry no preference signal, only the label noise); such samples stay in the pool."""
     a = [bool(responses[p][i].strip()) for p, i in zip(pairs["prompt"], pairs["a"])]
     b = [bool(responses[p][i].strip()) for p, i in zip(pairs["prompt"], pairs["b"])]
-    return np.logical_and(a, b)
+    return np.logical_and(np.logical_and(a, b), ~_identical(responses, pairs))
+
+
+def _identical(responses, pairs: dict) -> np.ndarray:
+    return np.array([responses[p][i] == responses[p][j] for p, i, j in zip(pairs["prompt"], pairs["a"], pairs["b"])])
 
 
 def _write_fold(path: Path, prompts, responses, pairs: dict, rows) -> None:
@@ -87,14 +92,23 @@ def _write_fold(path: Path, prompts, responses, pairs: dict, rows) -> None:
     atomic_write_text(path, "".join(lines))
 
 
+def check_pool(config, prompts: int, samples: int) -> int:
+    """--folds and --pairs-per-prompt against the pool's shape (a --pool file's, not --prompts/--pool-size); returns
+    the pairs per prompt."""
+    count = config.pairs_per_prompt or samples // 2
+    if count > samples * (samples - 1) // 2:
+        raise PcrmError(f"--pairs-per-prompt {count}: the pool has only {samples} samples per prompt")
+    if prompts < config.folds:
+        raise PcrmError(f"--folds {config.folds}: the pool has only {prompts} prompts (every fold needs one)")
+    return count
+
+
 def stage_labels(config, out: Path) -> dict:
     """Folds, pairs and noisy labels of the pool; each fold's training pairs (the other folds' prompts)."""
     folder = out / ARM / "labels"
     prompts, responses, gold = read_pool(out / "pool" / "pool.jsonl")
+    count = check_pool(config, len(prompts), gold.shape[1])
     fold = prompt_folds(len(prompts), config.folds, config.label_seed)
-    count = config.pairs_per_prompt or gold.shape[1] // 2
-    if count > gold.shape[1] * (gold.shape[1] - 1) // 2:
-        raise PcrmError(f"--pairs-per-prompt {count}: the pool has only {gold.shape[1]} samples per prompt")
     pairs = label_pairs(gold, fold, count, config.label_noise, config.label_seed)
     trainable = _trainable(responses, pairs)
     for f in range(config.folds):
@@ -106,7 +120,8 @@ def stage_labels(config, out: Path) -> dict:
         "pairs_per_prompt": count,
         "pairs": int(len(pairs["a"])),
         "train_pairs_per_fold": [int(((pairs["fold"] != f) & trainable).sum()) for f in range(config.folds)],
-        "pairs_with_an_empty_response": int((~trainable).sum()),
+        "pairs_with_an_empty_response": int((~trainable & ~_identical(responses, pairs)).sum()),
+        "pairs_with_identical_responses": int(_identical(responses, pairs).sum()),
         "tau": pairs["tau"],
         "tau_rule": "0.5 × std of the gold margins of the pairs" if config.label_noise is None else "--label-noise",
         "gold_margin_std": float(np.std(pairs["margin"])),
@@ -208,7 +223,7 @@ def pair_metrics(scores, pairs: dict, lengths) -> dict:
         bias = length_bias(s.ravel(), np.asarray(lengths).ravel(), chosen, rejected)
         rows.append(
             {
-                "accuracy_gold": float(accuracy((diff * np.sign(margin))[strict])),
+                "accuracy_gold": float(accuracy((diff * np.sign(margin))[strict])) if strict.any() else None,
                 "accuracy_noisy_labels": float(accuracy(diff * noisy)),
                 **{k: v for k, v in bias.items() if not k.startswith("pairs_")},
             }
@@ -226,17 +241,26 @@ def stage_analysis(config, out: Path, n_boot: int = 2000, draws: int = 1000) -> 
 
     prompts, responses, gold = read_pool(out / "pool" / "pool.jsonl")
     scores = load_scores(config, out)
-    scores |= ensemble_scores(scores.get("bt"), config.uwo_lambda)
     with np.load(out / ARM / "labels" / "pairs.npz") as arrays:
         pairs = {k: arrays[k] for k in arrays.files}
+    fold = np.empty(gold.shape[0], dtype=np.int64)
+    fold[pairs["prompt"]] = pairs["fold"]
+    scores |= ensemble_scores(scores.get("bt"), config.uwo_lambda, groups=fold)  # members standardised per fold
     lengths = np.array([[len(r) for r in row] for row in responses])
     ns, result = tested_ns(gold.shape[1]), {}
     if "bt" in scores and ns:
         result = analyse(gold, scores, ns=ns, n_boot=n_boot, draws=draws)
         result["pairs"] = {method: pair_metrics(s, pairs, lengths) for method, s in scores.items()}
         result["length_unit"] = "characters"
+    result["settings"] = analysis_settings(config, proxy_dirs(config, out))
     write_json(out / ARM / "analysis.json", result)
     return result
+
+
+def analysis_settings(config, proxies) -> dict:
+    """What an arm's analysis.json depends on beyond its cached inputs: the proxies it covers (--methods, --seeds)
+    and --uwo-lambda; a cached analysis made with others is re-derived."""
+    return {"proxies": list(proxies), "uwo_lambda": config.uwo_lambda}
 
 
 def run_arm(config, out: Path, upstream: bool) -> tuple[dict, dict, bool]:
@@ -250,5 +274,7 @@ def run_arm(config, out: Path, upstream: bool) -> tuple[dict, dict, bool]:
     ran = bool(stage_proxies(config, out)) or ran
     ran = bool(stage_scores(config, out)) or ran
     if not ran and (folder / "analysis.json").is_file():
-        return labels, json.loads((folder / "analysis.json").read_text()), False
+        saved = json.loads((folder / "analysis.json").read_text())
+        if saved.get("settings") == analysis_settings(config, proxy_dirs(config, out)):
+            return labels, saved, False
     return labels, stage_analysis(config, out), True

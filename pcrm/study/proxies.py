@@ -103,17 +103,36 @@ def stage_scores(config, out: Path) -> list[str]:
     return done
 
 
-def ensemble_scores(bt, uwo_lambda: float = 1.0) -> dict[str, np.ndarray]:
-    """The BT seeds [S, P, n] as one ensemble proxy [1, P, n] optimised three ways (Coste et al. 2024), when S ≥ 2:
-    mean r̄ = (1/S) Σ_s r_s; worst case (WCO) min_s r_s; uncertainty-weighted (UWO) r̄ − λ·(1/S) Σ_s (r_s − r̄)²."""
+def standardise_members(scores, reference=None, groups=None) -> np.ndarray:
+    """Each seed's scores [S, ...] as z_s = (r_s − μ_s)/σ_s, μ_s and σ_s the mean and std of that seed's `reference`
+    scores (default: `scores` itself); with `groups` ([P] over the prompt axis of `scores` [S, P, n], e.g. the
+    on-policy folds, where every fold has its own reward model) within each group of prompts."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if groups is not None:
+        out = np.empty_like(scores)
+        for group in np.unique(groups):
+            rows = np.asarray(groups) == group
+            out[:, rows] = standardise_members(scores[:, rows])
+        return out
+    reference = scores if reference is None else np.asarray(reference, dtype=np.float64)
+    axes, shape = tuple(range(1, reference.ndim)), (-1,) + (1,) * (scores.ndim - 1)
+    mean, std = reference.mean(axis=axes), reference.std(axis=axes)
+    return (scores - mean.reshape(shape)) / np.where(std > 0, std, 1.0).reshape(shape)
+
+
+def ensemble_scores(bt, uwo_lambda: float = 1.0, reference=None, groups=None) -> dict[str, np.ndarray]:
+    """The BT seeds [S, ...] as one ensemble proxy [1, ...] optimised three ways (Coste et al. 2024), when S ≥ 2, on
+    the members standardised first (`standardise_members(bt, reference, groups)`: BT leaves each seed's offset and
+    scale arbitrary, and they must not decide the worst case or the variance; λ is then in units of a member's std):
+    mean z̄ = (1/S) Σ_s z_s; worst case (WCO) min_s z_s; uncertainty-weighted (UWO) z̄ − λ·(1/S) Σ_s (z_s − z̄)²."""
     if bt is None or len(bt) < 2:
         return {}
-    bt = np.asarray(bt, dtype=np.float64)
-    mean = bt.mean(axis=0)
+    z = standardise_members(bt, reference, groups)
+    mean = z.mean(axis=0)
     return {
         "bt-ensemble-mean": mean[None],
-        "bt-ensemble-wco": bt.min(axis=0)[None],
-        "bt-ensemble-uwo": (mean - uwo_lambda * bt.var(axis=0))[None],
+        "bt-ensemble-wco": z.min(axis=0)[None],
+        "bt-ensemble-uwo": (mean - uwo_lambda * z.var(axis=0))[None],
     }
 
 

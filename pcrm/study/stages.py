@@ -77,6 +77,26 @@ def _same_proxies(config, out: Path) -> bool:
     return {k for k in saved if k != ENSEMBLE} == set(proxy_dirs(config, out))
 
 
+def _same_settings(config, out: Path) -> bool:
+    """Whether analysis.json was made with this run's proxies and --uwo-lambda (not in study.json: cheap to redo)."""
+    from pcrm.study.onpolicy import analysis_settings
+
+    return _read_json(out / "analysis.json").get("settings") == analysis_settings(config, proxy_dirs(config, out))
+
+
+def _check_pool_file(config, out: Path) -> None:
+    """The on-policy arm's --folds and --pairs-per-prompt against a --pool file (or the pool already made) before
+    study.json records them and the off-policy arm trains; a sampled pool's were checked with the options."""
+    from pcrm.study.onpolicy import check_pool
+    from pcrm.study.pool import read_pool
+
+    made = out / "pool" / "pool.jsonl"
+    source = made if made.is_file() else config.pool
+    if "on-policy" in config.arms and source is not None:
+        prompts, _, gold = read_pool(source)
+        check_pool(config, len(prompts), gold.shape[1])
+
+
 def _off_policy(config, out: Path, done) -> tuple:
     """The off-policy arm before the pool (labels, proxies); returns the labels summary."""
     cached = (out / "labels" / "summary.json").is_file()
@@ -95,7 +115,7 @@ def _off_policy_results(config, out: Path, done, upstream: bool) -> tuple:
     cached = cached and (out / "fit.json").is_file()
     fit = _read_json(out / "fit.json") if cached else stage_fit(config, out, curves)
     done("fit", cached)
-    cached = cached and (out / "analysis.json").is_file()
+    cached = cached and (out / "analysis.json").is_file() and _same_settings(config, out)
     analysis = _read_json(out / "analysis.json") if cached else stage_analysis(config, out)
     done("analysis", cached)
     return curves, fit, analysis, not cached
@@ -108,6 +128,7 @@ def run_study(config) -> dict:
 
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
+    _check_pool_file(config, out)
     check_study(config, out)
     ran = {}
 
