@@ -29,6 +29,13 @@ def atomic_write_text(path: str | Path, text: str, fsync: bool = False) -> None:
     atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
 
 
+def jsonl_lines(text: str) -> list[str]:
+    """The non-blank lines of JSONL `text`, split on newlines only: `str.splitlines` also splits at U+2028, U+0085
+    and other separators inside a JSON string, which `json.dumps(ensure_ascii=False)` writes raw (a sampled reply may
+    hold one)."""
+    return [line for line in text.split("\n") if line.strip()]
+
+
 def write_json(path: str | Path, obj: Any, fsync: bool = False) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n", fsync=fsync)
 

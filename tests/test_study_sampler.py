@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -83,3 +84,22 @@ def test_resumed_pool_equals_uninterrupted(policy, tmp_path):
     with pytest.raises(PcrmError, match="another recipe"):
         sample_pool(model, tokenizer, PROMPTS, PoolRecipe(samples=4, max_new_tokens=13, batch_size=5), part)
     assert json.loads(part.with_suffix(".recipe.json").read_text())["max_new_tokens"] == 12
+
+
+def test_a_reply_with_a_line_separator_is_one_row(policy, tmp_path):
+    """JSONL rows are split on newlines only: a reply holding U+2028 or U+0085 (json.dumps(ensure_ascii=False) writes
+    them raw; str.splitlines splits there) resumes as complete, reads back whole and reads as a pool."""
+    from pcrm.study.pool import read_pool, write_pool
+
+    model, tokenizer = policy
+    recipe = PoolRecipe(samples=2, max_new_tokens=4, batch_size=2, seed=0)
+    path = tmp_path / "samples.jsonl"
+    sample_pool(model, tokenizer, PROMPTS, recipe, path)
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line]
+    rows[1]["response"] = " first\u2028second\x85third"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    assert sample_pool(model, tokenizer, PROMPTS, recipe, path)["samples"] == 0  # nothing re-sampled
+    assert read_samples(path)[1]["response"] == " first\u2028second\x85third"
+    pool = tmp_path / "pool.jsonl"
+    write_pool(pool, ["a"], [[" first\u2028second", " x"]], np.zeros((1, 2)))
+    assert read_pool(pool)[1] == [[" first\u2028second", " x"]]

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from pcrm.errors import PcrmError
+from pcrm.io import jsonl_lines
 from pcrm.evaluation.metrics import win_rate
 from pcrm.tokenization import TURN, cut_prompts
 
@@ -215,7 +216,8 @@ class StepLog:
         self.path = Path(path)
         rows = []
         if resume_step is not None and self.path.exists():
-            rows = [r for r in map(json.loads, self.path.read_text().splitlines()) if r["step"] <= resume_step]
+            saved = map(json.loads, jsonl_lines(self.path.read_text(encoding="utf-8")))
+            rows = [r for r in saved if r["step"] <= resume_step]
         self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     def write(self, row: dict, steps: int) -> None:
@@ -236,4 +238,4 @@ class StepLog:
 
 
 def read_log(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in jsonl_lines(Path(path).read_text(encoding="utf-8"))]

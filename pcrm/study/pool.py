@@ -34,7 +34,7 @@ def read_pool(path: str | Path) -> tuple[list[str], list[list[str]], np.ndarray]
     if not path.is_file():
         raise PcrmError(f"--pool {path}: no such file")
     groups: dict[str, dict[int, tuple[str, float]]] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):  # not splitlines: U+2028
         if not line.strip():
             continue
         try:

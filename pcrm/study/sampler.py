@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from pcrm.errors import PcrmError
+from pcrm.io import jsonl_lines
 from pcrm.generation import generate_ids
 from pcrm.tokenization import TURN, escape_special_tokens
 
@@ -87,7 +88,7 @@ def _resume(path: Path, recipe: PoolRecipe, prompts: list[str], batches) -> set[
             f"{path}: sampled with another recipe than this one ({recipe_file.name}); remove it or match it"
         )
     text = path.read_text(encoding="utf-8")
-    lines = [line for line in text.splitlines() if line.strip()]
+    lines = jsonl_lines(text)
     rows = {}
     for line in lines:
         try:
@@ -151,7 +152,7 @@ def sample_pool(
 
 def read_samples(path: str | Path) -> list[dict]:
     """The rows of a sampled pool file, in (prompt_index, sample) order; a row twice is refused."""
-    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [json.loads(line) for line in jsonl_lines(Path(path).read_text(encoding="utf-8"))]
     rows.sort(key=lambda row: (row["prompt_index"], row["sample"]))
     jobs = [(row["prompt_index"], row["sample"]) for row in rows]
     if len(set(jobs)) != len(jobs):
