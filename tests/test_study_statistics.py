@@ -306,7 +306,7 @@ def test_simulated_proxies_have_the_requested_rank_correlation():
 def test_power_statement_of_the_shipped_pool_runs(capsys):
     power_main(["--draws", "20"])
     out = capsys.readouterr().out
-    assert "32 prompts × 32 samples" in out and "best-of-N at N=8" in out and "0.03 needs" in out
+    assert "256 prompts × 16 samples" in out and "best-of-N at N=8" in out and "0.03 needs" in out
 
 
 # -- 5. findings ------------------------------------------------------------------------------------

@@ -99,20 +99,21 @@ class StudyConfig:
         },
     )
     encoder: str = field(default="minilm", metadata={"help": "sentence encoder of the cosine prior"})
-    prompts: int = field(default=32, metadata={"help": "held-out prompts of the pool"})
+    prompts: int = field(default=256, metadata={"help": "held-out prompts of the pool"})
     pool_size: int = field(
-        default=32, metadata={"help": "samples per prompt (best-of-N for N = 1..this); the shipped pool has 32"}
+        default=16, metadata={"help": "samples per prompt (best-of-N for N = 1..this); the shipped pool has 16"}
     )
     pool: str | None = field(
         default=None,
         metadata={
-            "help": "read the pool (JSONL: prompt, sample, response, gold) instead of sampling; default: "
-            "pcrm/data/gold-pool/pool.jsonl when it is shipped and --gold is gold-smollm2 (not with --quick)"
+            "help": "read the pool (JSONL: prompt, sample, response, gold) instead of sampling, or 'sample': sample "
+            "it anew; default: pcrm/data/gold-pool/pool.jsonl when it is shipped and --gold is gold-smollm2 (not "
+            "with --quick)"
         },
     )
-    max_new_tokens: int = field(default=48, metadata={"help": "max tokens of a sampled response"})
+    max_new_tokens: int = field(default=128, metadata={"help": "max tokens of a sampled response"})
     max_prompt_tokens: int = field(
-        default=128,
+        default=256,
         metadata={"help": "pool prompts keep their last turns within this many policy tokens (chat template included)"},
     )
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the pool"})
@@ -178,7 +179,9 @@ class StudyConfig:
             value = getattr(self, name)
             if value is not None and value < 2:
                 raise PcrmError(f"--{name.replace('_', '-')} must be >= 2, got {value}")
-        if self.pool is None and not self.quick and self.gold == GOLD_NAME and DEFAULT_POOL.is_file():
+        if self.pool == "sample":  # sample (or resume) the pool under --output, even where one is shipped
+            self.pool = None
+        elif self.pool is None and not self.quick and self.gold == GOLD_NAME and DEFAULT_POOL.is_file():
             self.pool = str(DEFAULT_POOL)
         if self.pool is None:  # a sampled pool; a --pool file's own shape is checked when the study starts
             check_sampled_pool(self)
