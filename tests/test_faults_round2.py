@@ -279,7 +279,10 @@ def test_bad_input_round2(
 
 def test_no_pickle_anywhere_a_users_folder_reaches():
     found = subprocess.run(
-        ["grep", "-rn", r"weights_only=False\|pickle", "pcrm/"], cwd=REPO, capture_output=True, text=True
+        ["grep", "-rn", "--include=*.py", r"weights_only=False\|pickle", "pcrm/"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     ).stdout
     assert [
         line
