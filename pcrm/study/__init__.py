@@ -1,10 +1,12 @@
 """Reward over-optimisation with a synthetic gold reward (Gao, Schulman & Hilton 2022; Coste et al. 2024).
 
-A fixed "gold" reward model stands in for human judgement. It relabels the bundled comparison pairs (with
-Bradley–Terry label noise), proxy reward models are trained on those labels with each loss over several seeds, and
-a policy's samples are selected by best-of-N against each proxy. The gold reward of the selections against
-KL(best-of-N ‖ policy) shows whether, and how soon, optimising the proxy stops helping the gold reward; Gao et al.'s
-gold(d) − gold(0) = d(α − βd), d = √KL, summarises each curve by α (initial slope) and β (over-optimisation).
+A fixed "gold" reward model stands in for human judgement. It labels comparison pairs with Bradley–Terry noise —
+the bundled HH pairs (the off-policy arm) or pairs of the policy's own samples, cross-fitted by prompt folds (the
+on-policy arm) — proxy reward models are trained on those labels with each loss over several seeds, and a policy's
+samples are selected against each proxy by best-of-N and by the KL-regularised policy π_β ∝ π₀·exp(r/β). The gold
+reward of the selections against KL from the policy shows whether, and how soon, optimising the proxy stops helping
+the gold reward; Gao et al.'s gold(d) − gold(0) = d(α − βd), d = √KL, summarises each best-of-N curve by α
+(initial slope) and β (over-optimisation).
 
 One job per module:
 
@@ -22,6 +24,9 @@ One job per module:
     power        power before the run (`python -m pcrm.study.power`: the power statement of a pool)
     findings     text claims only for the tests that pass (Holm over the family)
     analysis     `analyse`: all of the above for a dict of methods' scores against a baseline
+    analysis_report  the report sections of an arm's analysis (figure, headline table, fixed β, Gao, pairs)
+    onpolicy     the on-policy arm: pairs of the pool's samples labelled by the gold RM, proxies cross-fitted by
+                 prompt folds, their scores of the prompts they never saw, the arm's analysis
 
 Layout of a study folder (`pcrm overoptimization --output`):
 
@@ -32,6 +37,8 @@ Layout of a study folder (`pcrm overoptimization --output`):
     pool/pool.jsonl          prompt, sample, response, gold: the shippable pool (`--pool FILE` reads one)
     scores/LABEL.npz         each proxy's scores of the pool and of the held-out pairs
     bestofn.json, fit.json   curves and fitted α, β per proxy and per method
+    analysis.json            the off-policy arm's tests (`analysis.analyse`), pair accuracy and length bias
+    onpolicy/                the on-policy arm: labels/, proxies/METHOD-seedK-foldF/, scores/, analysis.json
     report.html, report.md, summary.json, *.png
 
 The stage functions take a `pcrm.study.config.StudyConfig` (the options of `pcrm overoptimization`).
