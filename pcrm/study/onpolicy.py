@@ -185,15 +185,12 @@ def score_cross_fitted(config, out: Path, folds: dict[int, Path]) -> dict:
 
 def stage_scores(config, out: Path) -> list[str]:
     """Every (method, seed) scores the pool once, cross-fitted (scores/LABEL.npz); returns the labels scored now."""
-    done = []
-    for label, folds in proxy_dirs(config, out).items():
-        path = out / ARM / "scores" / f"{label}.npz"
-        if path.is_file():
-            continue
-        print(f"== on-policy: {label} scores the pool (cross-fitted)", flush=True)
-        write_npz(path, score_cross_fitted(config, out, folds))
-        done.append(label)
-    return done
+    from pcrm.study.proxies import score_missing
+
+    def score(folds):
+        return score_cross_fitted(config, out, folds)
+
+    return score_missing(proxy_dirs(config, out), out / ARM / "scores", score, "on-policy (cross-fitted)")
 
 
 def load_scores(config, out: Path) -> dict[str, np.ndarray]:

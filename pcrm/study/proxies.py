@@ -90,17 +90,22 @@ def score_proxy(config, out: Path, directory: Path) -> dict:
     }
 
 
+def score_missing(proxies: dict, folder: Path, score, what: str) -> list[str]:
+    """folder/LABEL.npz = `score(proxies[LABEL])` for every label without its file yet; returns the labels scored
+    now (`what` names the scoring in the progress line)."""
+    done = []
+    for label, proxy in proxies.items():
+        path = folder / f"{label}.npz"
+        if not path.is_file():
+            print(f"== {what}: {label} scores the pool", flush=True)
+            write_npz(path, score(proxy))
+            done.append(label)
+    return done
+
+
 def stage_scores(config, out: Path) -> list[str]:
     """Every proxy scores the pool and the held-out pairs once (scores/LABEL.npz); returns the labels scored now."""
-    done = []
-    for label, directory in proxy_dirs(config, out).items():
-        path = out / "scores" / f"{label}.npz"
-        if path.is_file():
-            continue
-        print(f"== best-of-N: {label} scores the pool", flush=True)
-        write_npz(path, score_proxy(config, out, directory))
-        done.append(label)
-    return done
+    return score_missing(proxy_dirs(config, out), out / "scores", lambda d: score_proxy(config, out, d), "best-of-N")
 
 
 def standardise_members(scores, reference=None, groups=None) -> np.ndarray:
