@@ -163,16 +163,26 @@ def stage_proxies(config, out: Path) -> list[str]:
     return trained
 
 
+def load_pairs(out: Path) -> dict[str, np.ndarray]:
+    """The arm's labelled pairs (labels/pairs.npz)."""
+    with np.load(out / ARM / "labels" / "pairs.npz") as arrays:
+        return {k: arrays[k] for k in arrays.files}
+
+
+def saved_folds(pairs: dict, prompts: int) -> np.ndarray:
+    """Fold of each prompt [P], read back from its pairs (every prompt has at least one)."""
+    fold = np.empty(prompts, dtype=np.int64)
+    fold[pairs["prompt"]] = pairs["fold"]
+    return fold
+
+
 def score_cross_fitted(config, out: Path, folds: dict[int, Path]) -> dict:
     """Scores of the pool [P, n], each prompt's samples by the proxy of its fold (which never saw them)."""
     from pcrm.models import default_device
     from pcrm.scoring import RewardScorer
 
     prompts, responses, gold = read_pool(out / "pool" / "pool.jsonl")
-    with np.load(out / ARM / "labels" / "pairs.npz") as arrays:
-        fold_of_pair, prompt_of_pair = arrays["fold"], arrays["prompt"]
-    fold = np.empty(len(prompts), dtype=np.int64)
-    fold[prompt_of_pair] = fold_of_pair
+    fold = saved_folds(load_pairs(out), len(prompts))
     scores = np.full(gold.shape, np.nan)
     for f, directory in folds.items():
         rows = np.flatnonzero(fold == f)
@@ -238,10 +248,8 @@ def stage_analysis(config, out: Path, n_boot: int = 2000, draws: int = 1000) -> 
 
     prompts, responses, gold = read_pool(out / "pool" / "pool.jsonl")
     scores = load_scores(config, out)
-    with np.load(out / ARM / "labels" / "pairs.npz") as arrays:
-        pairs = {k: arrays[k] for k in arrays.files}
-    fold = np.empty(gold.shape[0], dtype=np.int64)
-    fold[pairs["prompt"]] = pairs["fold"]
+    pairs = load_pairs(out)
+    fold = saved_folds(pairs, gold.shape[0])
     scores |= ensemble_scores(scores.get("bt"), config.uwo_lambda, groups=fold)  # members standardised per fold
     lengths = np.array([[len(r) for r in row] for row in responses])
     ns, result = tested_ns(gold.shape[1]), {}
