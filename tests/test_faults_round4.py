@@ -139,6 +139,7 @@ def test_on_policy_analysis_reruns_when_uwo_lambda_changes(tmp_path):
 def test_off_policy_analysis_reruns_when_uwo_lambda_changes(tmp_path, monkeypatch):
     """The off-policy arm served a cached analysis.json made with another --uwo-lambda."""
     from pcrm.study import stages
+    from pcrm.study.onpolicy import analysis_settings
 
     (tmp_path / "bestofn.json").write_text(json.dumps({"proxies": {"bt-seed0": {}}}))
     (tmp_path / "fit.json").write_text("{}")
@@ -147,7 +148,7 @@ def test_off_policy_analysis_reruns_when_uwo_lambda_changes(tmp_path, monkeypatc
 
     def analysis(config, out):
         calls.append(config.uwo_lambda)
-        return {"settings": {"uwo_lambda": config.uwo_lambda, "proxies": ["bt-seed0"]}}
+        return {"settings": analysis_settings(config, ["bt-seed0"])}
 
     monkeypatch.setattr(stages, "stage_scores", lambda config, out: [])
     monkeypatch.setattr(stages, "stage_analysis", analysis)

@@ -346,7 +346,7 @@ def test_quick_study_on_policy_arm_is_cross_fitted_and_recomputable(study):
     assert all(np.isfinite(s).all() and s.shape == (2, *gold.shape) for s in scores.values())
     scores |= _hand_ensembles(scores["bt"], fold)
     saved = json.loads((arm / "analysis.json").read_text())
-    again = _as_json(analyse(gold, scores, ns=[2, 3, 4]))
+    again = _as_json(analyse(gold, scores, ns=[2, 3, 4], groups=fold))  # standardised per fold's reward model
     assert saved["findings"] == again["findings"]
     assert saved["methods"]["cosine"]["curves"] == again["methods"]["cosine"]["curves"]
     assert set(saved["pairs"]) == set(scores)

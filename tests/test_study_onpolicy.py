@@ -76,3 +76,39 @@ def test_pair_metrics_by_hand():
     assert m["accuracy_gold"] == 0.5 and m["accuracy_noisy_labels"] == 1.0
     assert m["accuracy_chosen_shorter"] == 1.0 and m["accuracy_chosen_longer"] == 0.0  # 0 < 1 in length; 3 > 2
     assert m["spearman_score_length"] == pytest.approx(0.0)  # ranks (3, 1, 4, 2) vs (1, 2, 3, 4): 1 − 6·10/60
+
+
+def test_standardised_rewards_and_scale_are_per_reward_model():
+    """With folds, each fold's proxy is standardised on its own prompts (as OpenRLHF normalises one reward model):
+    π_β on standardised rewards and the reported scale by hand, with statistics.pstdev per (seed, fold)."""
+    import math
+    import statistics
+
+    from pcrm.study.analysis import analyse
+
+    rng = np.random.default_rng(3)
+    gold = rng.normal(size=(4, 5))
+    groups = np.array([0, 1, 0, 1])
+    bt = rng.normal(size=(2, 4, 5))
+    bt[:, groups == 1] = 6 * bt[:, groups == 1] + 40  # fold 1's reward models: another offset and scale
+    out = analyse(gold, {"bt": bt}, ns=[2, 3], n_boot=50, draws=20, groups=groups)
+    entry = out["methods"]["bt"]
+    expected_gain, variances = [], []
+    for seed in range(2):
+        z = np.empty_like(gold)
+        for fold in (0, 1):
+            values = [float(x) for x in bt[seed][groups == fold].ravel()]
+            mean, sd = statistics.fmean(values), statistics.pstdev(values)
+            z[groups == fold] = (bt[seed][groups == fold] - mean) / sd
+            variances.append(sd**2)
+        for p in range(4):
+            w = [math.exp((x - max(z[p])) / 0.1) for x in z[p]]
+            expected_gain.append(sum(wi * g for wi, g in zip(w, gold[p])) / sum(w) - statistics.fmean(gold[p]))
+    at = out["betas"].index(0.1)
+    assert entry["curves"]["tilted standardised"]["gain"][at] == pytest.approx(statistics.fmean(expected_gain))
+    (row,) = [r for r in entry["fixed_beta"] if r["rewards"] == "standardised" and r["beta"] == 0.1]
+    assert row["gold_gain"] == pytest.approx(statistics.fmean(expected_gain))
+    scale = statistics.fmean([math.sqrt(statistics.fmean(variances[2 * s : 2 * s + 2])) for s in range(2)])
+    assert entry["scale"] == pytest.approx(scale)
+    pooled = analyse(gold, {"bt": bt}, ns=[2, 3], n_boot=50, draws=20)  # one reward model per seed: offsets count
+    assert pooled["methods"]["bt"]["scale"] > 3 * entry["scale"]

@@ -10,17 +10,22 @@ from pcrm.evaluation.metrics import kl_best_of_n
 from pcrm.study.estimator import best_of_n_gain, default_ns
 from pcrm.study.findings import bend_record, difference_records, findings, null_records
 from pcrm.study.inference import as_seeds, gao_test, null_band, null_draws, paired_difference, within_prompt_spearman
-from pcrm.study.policy import FIXED_BETAS, fixed_beta_table, frontier_gain, tilted_gain
+from pcrm.study.policy import FIXED_BETAS, fixed_beta_table, frontier_gain, pool_scale, standardise, tilted_gain
+
+# Bumped when analysis.json's content changes for the same inputs, so that a cached analysis is re-derived.
+ANALYSIS_VERSION = 2
 
 
 class Estimator(NamedTuple):
     """A per-prompt curve estimator `function(proxy, gold)` -> [P, K], the labels of its K points, the index of
-    its headline point, and whether it depends on the scale of the scores (else on their ranks only)."""
+    its headline point, whether it depends on the scale of the scores (else on their ranks only), and whether it
+    reads the scores standardised per reward model (`standardise`) rather than raw."""
 
     function: Callable
     labels: list[str]
     headline: int
     scale_dependent: bool
+    standardised: bool = False
 
 
 def _estimators(n: int, ns, betas, kl_targets, headline_n, headline_beta: float):
@@ -42,10 +47,11 @@ def _estimators(n: int, ns, betas, kl_targets, headline_n, headline_beta: float)
             True,
         ),
         "tilted standardised": Estimator(
-            partial(tilted_gain, betas=betas, standardised=True),
+            partial(tilted_gain, betas=betas),
             [f"gold gain of π_β at β={b:g} (standardised rewards)" for b in betas],
             at_beta,
             True,
+            standardised=True,
         ),
         "frontier": Estimator(
             partial(frontier_gain, kl_targets=kl_targets),
@@ -68,12 +74,12 @@ def _null(name: str, estimator: Estimator, gold, scores, draws: int, seed: int, 
     return shared[key]
 
 
-def _method_summary(scores, gold, betas) -> dict:
+def _method_summary(scores, gold, betas, groups) -> dict:
     return {
         "seeds": int(scores.shape[0]),
         "spearman_within_prompt": float(np.nanmean([within_prompt_spearman(r, gold)["mean"] for r in scores])),
-        "scale": float(scores.std()),
-        "fixed_beta": fixed_beta_table(scores, gold, betas),
+        "scale": pool_scale(scores, groups),
+        "fixed_beta": fixed_beta_table(scores, gold, betas, groups),
         "curves": {},
     }
 
@@ -135,6 +141,7 @@ def analyse(
     seed: int = 0,
     scheme: str = "within",
     alpha: float = 0.05,
+    groups=None,
 ) -> dict:
     """Every estimator and test of the study for `scores` ({method: [S, P, n] proxy scores of the pool}) against
     `baseline`, and the findings.
@@ -146,23 +153,28 @@ def analyse(
     null test at the headline points (best-of-N at `headline_n`, default the largest N; π_β at `headline_beta` raw
     and standardised; the frontier at best-of-N's KL for `headline_n`), and the Gao β > 0 test on the best-of-N curve
     at `ns` (N ≤ pool/4 by default: the range where best-of-N on the pool is well estimated).
+
+    `groups` ([P]) says which reward model scored each prompt when there are several per seed (the on-policy folds):
+    standardised rewards and the reported scale are then per reward model, never pooled across their offsets.
     """
     gold = np.asarray(gold, dtype=np.float64)
     ns, kl_targets, estimators = _estimators(gold.shape[1], ns, betas, kl_targets, headline_n, headline_beta)
     scores = {m: as_seeds(np.asarray(s, dtype=np.float64)) for m, s in scores.items()}
     if baseline not in scores:
         raise ValueError(f"baseline {baseline!r} is not among the methods {list(scores)}")
+    standardised = {m: np.stack([standardise(r, groups) for r in s]) for m, s in scores.items()}
+    inputs = {name: standardised if e.standardised else scores for name, e in estimators.items()}
     per = {
-        m: {name: np.stack([e.function(r, gold) for r in s]) for name, e in estimators.items()}
-        for m, s in scores.items()
+        m: {name: np.stack([e.function(r, gold) for r in inputs[name][m]]) for name, e in estimators.items()}
+        for m in scores
     }
     out = {"ns": ns, "betas": list(betas), "kl_targets": kl_targets, "methods": {}, "records": []}
     out["oracle"] = {name: e.function(gold, gold).mean(axis=0).tolist() for name, e in estimators.items()}
     shared_nulls = {}
     for i, (method, s) in enumerate(scores.items()):
-        entry = _method_summary(s, gold, betas)
+        entry = _method_summary(s, gold, betas, groups)
         for name, e in estimators.items():
-            null = _null(name, e, gold, s, draws, seed, i, shared_nulls)
+            null = _null(name, e, gold, inputs[name][method], draws, seed, i, shared_nulls)
             gains = per[method][name]
             entry["curves"][name], records = _curve_tests(
                 method, baseline, e, gains, per[baseline][name], null, n_boot, seed, scheme

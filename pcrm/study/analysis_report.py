@@ -171,7 +171,9 @@ def analysis_sections(analysis: dict, out: Path, arm: str, image: str) -> list[S
         Section(
             f"{arm}: KL-regularised policy at fixed β",
             "π_β ∝ π₀·exp(r/β) on each prompt's samples at the βs a practitioner sets: with raw rewards the proxy's "
-            "scale decides how far the policy moves; standardised (pool mean 0, std 1) removes the scale.",
+            "scale decides how far the policy moves; standardised (mean 0, std 1 on the pool, per reward model: each "
+            "fold's proxy on its own prompts in the on-policy arm) removes the scale. Scale: the std of a reward "
+            "model's pool scores, averaged over seeds.",
             rows=fixed_beta_rows(analysis),
         ),
         Section(f"{arm}: Gao fit of best-of-N (weighted, N ≤ pool/4)", rows=gao_rows(analysis)),

@@ -254,7 +254,7 @@ def stage_analysis(config, out: Path, n_boot: int = 2000, draws: int = 1000) -> 
     lengths = np.array([[len(r) for r in row] for row in responses])
     ns, result = tested_ns(gold.shape[1]), {}
     if "bt" in scores and ns:
-        result = analyse(gold, scores, ns=ns, n_boot=n_boot, draws=draws)
+        result = analyse(gold, scores, ns=ns, n_boot=n_boot, draws=draws, groups=fold)
         result["pairs"] = {method: pair_metrics(s, pairs, lengths) for method, s in scores.items()}
         result["length_unit"] = "characters"
     result["settings"] = analysis_settings(config, proxy_dirs(config, out))
@@ -264,8 +264,10 @@ def stage_analysis(config, out: Path, n_boot: int = 2000, draws: int = 1000) -> 
 
 def analysis_settings(config, proxies) -> dict:
     """What an arm's analysis.json depends on beyond its cached inputs: the proxies it covers (--methods, --seeds)
-    and --uwo-lambda; a cached analysis made with others is re-derived."""
-    return {"proxies": list(proxies), "uwo_lambda": config.uwo_lambda}
+    and --uwo-lambda (and the analysis's version); a cached analysis made with others is re-derived."""
+    from pcrm.study.analysis import ANALYSIS_VERSION
+
+    return {"proxies": list(proxies), "uwo_lambda": config.uwo_lambda, "version": ANALYSIS_VERSION}
 
 
 def run_arm(config, out: Path, upstream: bool) -> tuple[dict, dict, bool]:

@@ -13,24 +13,41 @@ import numpy as np
 FIXED_BETAS = (0.01, 0.03, 0.1, 0.3)
 
 
-def standardise(proxy) -> np.ndarray:
-    """r' = (r − mean) / std over the whole pool (all seeds' axes included), as OpenRLHF's reward normalisation."""
+def standardise(proxy, groups=None) -> np.ndarray:
+    """r' = (r − mean) / std over the whole pool [P, n] (all axes), as OpenRLHF's reward normalisation; with
+    `groups` ([P]: which reward model scored each prompt, e.g. the on-policy folds) over each group's prompts, so
+    that every reward model is normalised on its own scores."""
     r = np.asarray(proxy, dtype=np.float64)
+    if groups is not None:
+        out = np.empty_like(r)
+        for group in np.unique(groups):
+            rows = np.asarray(groups) == group
+            out[..., rows, :] = standardise(r[..., rows, :])
+        return out
     std = r.std()
     return (r - r.mean()) / (std if std > 0 else 1.0)
 
 
-def tilted_policy(proxy, gold, betas, standardised: bool = False) -> dict:
+def pool_scale(proxy, groups=None) -> float:
+    """The reward's typical std on the pool: per seed ([S, P, n] or [P, n]), the root mean of the within-group
+    variances (one group without `groups`), averaged over seeds; seeds' and groups' offsets do not count."""
+    r = np.asarray(proxy, dtype=np.float64)
+    r = r[None] if r.ndim == 2 else r
+    keys = np.zeros(r.shape[1], dtype=int) if groups is None else np.asarray(groups)
+    return float(np.mean([np.sqrt(np.mean([s[keys == k].var() for k in np.unique(keys)])) for s in r]))
+
+
+def tilted_policy(proxy, gold, betas, standardised: bool = False, groups=None) -> dict:
     """The KL-regularised policy on each prompt's samples, exactly, at every β in `betas` ([K], or [P, K]: per prompt).
 
     On the pool's support (π₀ = 1/n on each sample) the optimum of E_π[r] − β·KL(π‖π₀) is
         w_i(β) = exp(r_i/β) / Σ_j exp(r_j/β)        (computed as exp(r_i/β − max_j r_j/β) / Σ_j …: log-sum-exp)
         gold(β) = Σ_i w_i g_i,   proxy(β) = Σ_i w_i r_i,   KL(β) = Σ_i w_i log(n·w_i) = log n + Σ_i w_i log w_i.
     β = inf gives π₀ (KL 0); β = 0 the argmax (uniform over tied maxima: KL = log(n / ties)). With `standardised`
-    the proxy is first `standardise`d on the pool. Returns {"gold", "proxy", "kl", "gold_gain"}, each [P, len(betas)];
-    gold_gain = gold(β) − mean gold of π₀.
+    the proxy is first `standardise`d on the pool (per group of prompts with `groups`). Returns {"gold", "proxy",
+    "kl", "gold_gain"}, each [P, len(betas)]; gold_gain = gold(β) − mean gold of π₀.
     """
-    r = np.atleast_2d(standardise(proxy) if standardised else np.asarray(proxy, dtype=np.float64))
+    r = np.atleast_2d(standardise(proxy, groups) if standardised else np.asarray(proxy, dtype=np.float64))
     g = np.atleast_2d(np.asarray(gold, dtype=np.float64))
     if r.shape != g.shape:
         raise ValueError(f"proxy {r.shape} and gold {g.shape} differ in shape")
@@ -104,16 +121,17 @@ def frontier(proxy, gold, betas=None) -> dict:
     }
 
 
-def fixed_beta_table(proxy, gold, betas=FIXED_BETAS) -> list[dict]:
+def fixed_beta_table(proxy, gold, betas=FIXED_BETAS, groups=None) -> list[dict]:
     """KL and gold gain of π_β (mean over seeds and prompts) at each fixed β, with raw and pool-standardised rewards.
 
-    `proxy` is [P, n] or [S, P, n] (gold [P, n] shared); the standardisation uses the proxy's own pool (per seed).
+    `proxy` is [P, n] or [S, P, n] (gold [P, n] shared); the standardisation uses the proxy's own pool (per seed,
+    and per group of prompts with `groups`: see `standardise`).
     """
     r = np.asarray(proxy, dtype=np.float64)
     r = r[None] if r.ndim == 2 else r
     rows = []
     for standardised in (False, True):
-        paths = [tilted_policy(seed_scores, gold, betas, standardised) for seed_scores in r]
+        paths = [tilted_policy(seed_scores, gold, betas, standardised, groups) for seed_scores in r]
         for k, beta in enumerate(betas):
             rows.append(
                 {

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from pcrm.io import write_npz
+from pcrm.study.policy import standardise
 from pcrm.study.pool import read_pool
 
 ENSEMBLE = "bt-ensemble"
@@ -114,11 +115,7 @@ def standardise_members(scores, reference=None, groups=None) -> np.ndarray:
     on-policy folds, where every fold has its own reward model) within each group of prompts."""
     scores = np.asarray(scores, dtype=np.float64)
     if groups is not None:
-        out = np.empty_like(scores)
-        for group in np.unique(groups):
-            rows = np.asarray(groups) == group
-            out[:, rows] = standardise_members(scores[:, rows])
-        return out
+        return np.stack([standardise(member, groups) for member in scores])
     reference = scores if reference is None else np.asarray(reference, dtype=np.float64)
     axes, shape = tuple(range(1, reference.ndim)), (-1,) + (1,) * (scores.ndim - 1)
     mean, std = reference.mean(axis=axes), reference.std(axis=axes)
