@@ -397,3 +397,21 @@ def test_length_bias_by_hand():
     assert (out["accuracy_chosen_longer"], out["accuracy_chosen_shorter"]) == (1.0, 0.0)
     assert (out["pairs_chosen_longer"], out["pairs_chosen_shorter"], out["pairs_equal_length"]) == (1, 1, 1)
     assert length_bias([1.0, 2.0], [4, 4], [0], [1])["accuracy_chosen_longer"] is None
+
+
+def test_fit_findings_claim_only_what_the_seed_intervals_show():
+    """The off-policy fit-over-seeds text: a negative mean whose interval straddles 0 is not "below the policy's
+    average", and a fitted peak inside the range is not called over-optimisation (the fit is not identified)."""
+    from pcrm.study.report import findings_text
+
+    def method(mean, low, high):
+        return {
+            "gold_gain_max_n": {"mean": mean, "low": low, "high": high},
+            "peak": {"kl": 0.5, "gain": 0.1},
+            "peak_inside": True,
+        }
+
+    fit = {"per_method": {"bt": method(-0.04, -0.10, 0.02), "length": method(-0.05, -0.08, -0.02)}}
+    text = findings_text(fit, {"pool": {"pool_size": 16}})
+    assert "Selecting by length ends below" in text and "bt ends below" not in text and "bt, length" not in text
+    assert "over-optimisation" not in text and "peaks inside" not in text
