@@ -24,13 +24,13 @@ def _cells(line: str) -> list[str]:
 
 
 def readme_study_tables() -> list[tuple[str, list[str], list[list[str]]]]:
-    """(### heading, header, rows) of every table in the README's study section."""
+    """(heading, header, rows) of every table in the README's study section, under the nearest heading."""
     text = (REPO / "README.md").read_text(encoding="utf-8")
     section = text.split("## Does PCRM help?", 1)[1].split("\n## ", 1)[0]
     tables, heading, lines = [], "", section.splitlines()
     for i, line in enumerate(lines):
-        if line.startswith("### "):
-            heading = line[4:]
+        if line.startswith("#"):
+            heading = line.lstrip("#").strip()
         elif line.startswith("|") and i + 1 < len(lines) and re.match(r"^\|(-+\|)+$", lines[i + 1]):
             body = []
             for row in lines[i + 2 :]:
